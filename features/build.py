@@ -1,0 +1,270 @@
+"""Leak-free features for direct multi-horizon forecasting, shared by training and scoring.
+
+For a forecast origin ``T`` (the first target period) and horizon ``h`` (1-based), the
+target date is ``T + (h - 1)`` periods. Every feature of that row is computed from target
+values strictly before ``T``; the only facts about later dates are the calendar of the
+target date and the covariates known for it (or, with ``future_covariates=False``, their
+last value before ``T``).
+
+All target-derived features are divided by the series' ``scale`` (mean absolute target over
+the last season before ``T``), so one global model serves series of any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.calendar import HOLIDAYS, holiday_calendar, holiday_dates, is_holiday_period
+
+ID, DATE, TARGET = "unique_id", "ds", "y"
+_OFFSETS = {"D": pd.Timedelta(days=1)}
+
+
+def period_step(freq: str) -> pd.Timedelta:
+    """One period of ``freq`` as a Timedelta (``W-*`` = 7 days, ``D`` = 1 day)."""
+    return _OFFSETS.get(freq, pd.Timedelta(days=7))
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What to compute: mirrors ``FeaturesSection`` of the settings."""
+
+    season_length: int = 52
+    recent_lags: int = 4
+    rolling_windows: tuple[int, ...] = (4, 13, 52)
+    future_covariates: bool = True
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The panel on a regular date grid.
+
+    ``y`` is ``[n_series, n_dates]`` with NaN where nothing was observed; ``cov`` is
+    ``[n_series, n_dates, n_covariates]``; ``holiday`` is ``[n_dates]``.
+    """
+
+    ids: np.ndarray
+    dates: pd.DatetimeIndex
+    y: np.ndarray
+    cov: np.ndarray
+    holiday: np.ndarray
+    covariates: tuple[str, ...]
+    freq: str
+
+    def index_of(self, date: pd.Timestamp | str) -> int:
+        """Position of ``date`` on the grid; ValueError if it is not a grid date."""
+        pos = self.dates.get_indexer([pd.Timestamp(date)])[0]
+        if pos < 0:
+            raise ValueError(
+                f"{pd.Timestamp(date).date()} is not on the {self.freq} grid "
+                f"({self.dates[0].date()} .. {self.dates[-1].date()})"
+            )
+        return int(pos)
+
+
+def make_grid(
+    history: pd.DataFrame,
+    future: pd.DataFrame | None,
+    covariates: list[str],
+    freq: str,
+    extend: int = 0,
+) -> Grid:
+    """Put ``history`` (unique_id, ds, y, is_holiday, covariates) and ``future`` (unique_id,
+    ds, covariates) on one regular grid, ``extend`` periods past the last observation."""
+    step = period_step(freq)
+    start, last = history[DATE].min(), history[DATE].max()
+    end = last + step * extend
+    if future is not None and len(future):
+        end = max(end, future[DATE].max())
+    dates = pd.date_range(start, end, freq=step)
+    ids = np.sort(history[ID].unique())
+    frames = [history] + ([future] if future is not None and len(future) else [])
+    both = pd.concat(frames, ignore_index=True)
+    both = both[both[ID].isin(ids) & (both[DATE] >= start) & (both[DATE] <= end)]
+    rows = np.searchsorted(ids, both[ID].to_numpy())
+    cols = dates.get_indexer(both[DATE])
+    ok = cols >= 0
+    y = np.full((len(ids), len(dates)), np.nan)
+    has_y = ok & both[TARGET].notna().to_numpy() if TARGET in both else ok & False
+    y[rows[has_y], cols[has_y]] = both[TARGET].to_numpy(dtype=float)[has_y]
+    cov = np.full((len(ids), len(dates), len(covariates)), np.nan)
+    for k, c in enumerate(covariates):
+        cov[rows[ok], cols[ok], k] = both[c].to_numpy(dtype=float)[ok]
+    return Grid(ids, dates, y, cov, _holiday_flags(both, dates, freq), tuple(covariates), freq)
+
+
+def _holiday_flags(frame: pd.DataFrame, dates: pd.DatetimeIndex, freq: str) -> np.ndarray:
+    """The data's own holiday flags where it has them, the calendar's elsewhere."""
+    flags = is_holiday_period(dates, freq)
+    if "is_holiday" in frame:
+        known = frame.dropna(subset=["is_holiday"]).groupby(DATE)["is_holiday"].max()
+        pos = dates.get_indexer(known.index)
+        flags[pos[pos >= 0]] = known.to_numpy(dtype=bool)[pos >= 0]
+    return flags
+
+
+def calendar_features(dates: pd.DatetimeIndex, holiday: np.ndarray, freq: str) -> pd.DataFrame:
+    """Calendar facts of each date: week, month, holiday flags, days to Thanksgiving/Christmas."""
+    out = pd.DataFrame(index=dates)
+    out["week_of_year"] = dates.isocalendar().week.to_numpy().astype(float)
+    out["month"] = dates.month.astype(float)
+    out["is_holiday"] = holiday.astype(float)
+    cal = holiday_calendar(dates.min() - pd.Timedelta(days=400), dates.max(), freq)
+    for name in HOLIDAYS:
+        out[f"hol_{name}"] = dates.isin(cal.loc[cal.holiday == name, "ds"]).astype(float)
+    hd = holiday_dates(range(dates.min().year - 1, dates.max().year + 2))
+    for name in ("thanksgiving", "christmas"):
+        days = hd.loc[hd.holiday == name, "date"].sort_values().to_numpy()
+        nxt = np.searchsorted(days, dates.to_numpy())
+        nxt = np.minimum(nxt, len(days) - 1)
+        out[f"days_to_{name}"] = (days[nxt] - dates.to_numpy()) / np.timedelta64(1, "D")
+    return out
+
+
+def _window(y: np.ndarray, t: int, w: int) -> np.ndarray:
+    return y[:, max(t - w, 0) : t]
+
+
+def _nanstat(fn, a: np.ndarray) -> np.ndarray:
+    """``fn`` over the last axis, NaN (silently) where a row has no value."""
+    out = np.full(a.shape[0], np.nan)
+    has = ~np.all(np.isnan(a), axis=1) if a.shape[1] else np.zeros(a.shape[0], bool)
+    if has.any():
+        out[has] = fn(a[has], axis=1)
+    return out
+
+
+def series_scale(grid: Grid, t: int, season: int) -> np.ndarray:
+    """Per series: mean |y| over the last season before index ``t`` (all history if none
+    there), at least 1.0; NaN for a series with no observation before ``t``."""
+    recent = _nanstat(np.nanmean, np.abs(_window(grid.y, t, season)))
+    anyold = _nanstat(np.nanmean, np.abs(grid.y[:, :t]))
+    scale = np.where(np.isnan(recent), anyold, recent)
+    return np.where(np.isnan(scale), np.nan, np.maximum(scale, 1.0))
+
+
+def _origin_stats(grid: Grid, t: int, spec: FeatureSpec, scale: np.ndarray) -> dict:
+    """Features of each series that depend only on the origin, not on the horizon."""
+    y = grid.y / scale[:, None]
+    f: dict[str, np.ndarray] = {"scale_log": np.log1p(scale)}
+    for k in range(1, spec.recent_lags + 1):
+        f[f"lag_{k}"] = y[:, t - k] if t - k >= 0 else np.full(len(scale), np.nan)
+    for w in spec.rolling_windows:
+        win = _window(y, t, w)
+        f[f"roll_mean_{w}"] = _nanstat(np.nanmean, win)
+        f[f"roll_std_{w}"] = _nanstat(np.nanstd, win)
+    f["n_obs"] = np.sum(~np.isnan(grid.y[:, :t]), axis=1).astype(float)
+    s = spec.season_length
+    last13 = _nanstat(np.nanmean, _window(y, t, 13))
+    year_ago13 = _nanstat(np.nanmean, _window(y, t - s, 13)) if t - s > 0 else last13 * np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f["growth_yoy"] = np.where(np.abs(year_ago13) > 1e-6, last13 / year_ago13, np.nan)
+    return f
+
+
+def _known(y: np.ndarray, idx: np.ndarray, t: int) -> np.ndarray:
+    """``y[:, idx]`` where ``0 <= idx < t``, NaN elsewhere (the future is never read)."""
+    out = np.full((y.shape[0], len(idx)), np.nan)
+    ok = (idx >= 0) & (idx < t)
+    out[:, ok] = y[:, idx[ok]]
+    return out
+
+
+def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.DataFrame:
+    """Features of every series for origin index ``t`` and horizons 1..``horizon``.
+
+    Columns out: unique_id, origin, ds, horizon, scale, y (NaN where unknown or off-grid),
+    then the feature columns (see :func:`feature_names`). Rows of series with no
+    observation before ``t`` are left out. Target dates past the grid get NaN y.
+    """
+    n, m = grid.y.shape
+    scale = series_scale(grid, t, spec.season_length)
+    keep = ~np.isnan(scale)
+    hs = np.arange(1, horizon + 1)
+    j = t + hs - 1
+    jc = np.minimum(j, m - 1)
+    ys = grid.y / scale[:, None]
+    cols: dict[str, np.ndarray] = {}
+    for name, v in _origin_stats(grid, t, spec, scale).items():
+        cols[name] = np.repeat(v[:, None], horizon, axis=1)
+    s = spec.season_length
+    cols["seas_lag"] = _known(ys, j - s, t)
+    cols["seas_lag_prev"] = _known(ys, j - s - 1, t)
+    cols["seas_lag_next"] = _known(ys, j - s + 1, t)
+    cols["seas_lag_2y"] = _known(ys, j - 2 * s, t)
+    three = np.stack([cols["seas_lag"], cols["seas_lag_prev"], cols["seas_lag_next"]])
+    cnt = np.sum(~np.isnan(three), axis=0)
+    cols["seas_mean3"] = np.where(cnt > 0, np.nansum(three, axis=0) / np.maximum(cnt, 1), np.nan)
+    cols["horizon"] = np.broadcast_to(hs.astype(float), (n, horizon))
+    dates = grid.dates[jc] if m else grid.dates
+    extra = pd.DatetimeIndex(
+        [grid.dates[-1] + period_step(grid.freq) * (jj - m + 1) for jj in j[j >= m]]
+    )
+    tdates = dates[: int(np.sum(j < m))].append(extra)
+    cal = calendar_features(tdates, _target_holidays(grid, j, tdates), grid.freq)
+    for c in cal.columns:
+        cols[c] = np.broadcast_to(cal[c].to_numpy(), (n, horizon))
+    cov_idx = jc if spec.future_covariates else np.full_like(jc, t - 1)
+    for k, c in enumerate(grid.covariates):
+        v = grid.cov[:, np.clip(cov_idx, 0, m - 1), k]
+        v = np.where((j < m)[None, :] | (not spec.future_covariates), v, np.nan)
+        cols[f"cov_{c}"] = v
+    target = np.where((j < m)[None, :], grid.y[:, jc], np.nan)
+    return _assemble(grid, t, tdates, hs, scale, keep, target, cols)
+
+
+def _target_holidays(grid: Grid, j: np.ndarray, tdates: pd.DatetimeIndex) -> np.ndarray:
+    inside = j < len(grid.dates)
+    out = is_holiday_period(tdates, grid.freq)
+    out[inside] = grid.holiday[j[inside]]
+    return out
+
+
+def _assemble(grid, t, tdates, hs, scale, keep, target, cols) -> pd.DataFrame:
+    n_keep, horizon = int(keep.sum()), len(hs)
+    origin = grid.dates[t] if t < len(grid.dates) else tdates[0]
+    out = {
+        ID: np.repeat(grid.ids[keep], horizon),
+        "origin": np.full(n_keep * horizon, origin, dtype="datetime64[ns]"),
+        DATE: np.tile(tdates.to_numpy(), n_keep),
+        "scale": np.repeat(scale[keep], horizon),
+        TARGET: target[keep].ravel(),
+    }
+    for name, v in cols.items():
+        out[name] = np.asarray(v)[keep].ravel().astype(np.float32)
+    return pd.DataFrame(out)
+
+
+def feature_names(spec: FeatureSpec, covariates: list[str] | tuple[str, ...]) -> list[str]:
+    """The feature columns :func:`origin_features` produces, in order."""
+    names = ["scale_log"]
+    names += [f"lag_{k}" for k in range(1, spec.recent_lags + 1)]
+    for w in spec.rolling_windows:
+        names += [f"roll_mean_{w}", f"roll_std_{w}"]
+    names += ["n_obs", "growth_yoy", "seas_lag", "seas_lag_prev", "seas_lag_next"]
+    names += ["seas_lag_2y", "seas_mean3", "horizon", "week_of_year", "month", "is_holiday"]
+    names += [f"hol_{h}" for h in HOLIDAYS]
+    names += ["days_to_thanksgiving", "days_to_christmas"]
+    return names + [f"cov_{c}" for c in covariates]
+
+
+def training_frame(
+    grid: Grid, end: int, horizon: int, spec: FeatureSpec, min_history: int, stride: int
+) -> pd.DataFrame:
+    """Rows for every origin ``t`` in ``[min_history, end)`` (every ``stride``-th, counted
+    back from ``end - 1``) and horizon whose target index is before ``end`` and observed."""
+    origins = list(range(end - 1, min_history - 1, -stride))[::-1]
+    if not origins:
+        raise ValueError(
+            f"not enough history to train: {end} periods before the cut-off, need more than "
+            f"{min_history} (model.min_train_history)"
+        )
+    parts = []
+    for t in origins:
+        h = min(horizon, end - t)
+        f = origin_features(grid, t, h, spec)
+        parts.append(f[f[TARGET].notna()])
+    return pd.concat(parts, ignore_index=True)

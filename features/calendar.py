@@ -1,0 +1,65 @@
+"""Calendar facts known in advance for any date: the retail holidays and where they fall.
+
+The four holidays of the Walmart data: Super Bowl (first Sunday of February until 2021,
+second from 2022), Labor Day (first Monday of September), Thanksgiving (fourth Thursday of
+November) and Christmas (25 December). For weekly data a holiday belongs to the period
+that contains it, e.g. with ``W-FRI`` Christmas 2010 (a Saturday) is the week ending
+2010-12-31, as in the Walmart files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+HOLIDAYS = ("super_bowl", "labor_day", "thanksgiving", "christmas")
+
+
+def _nth_weekday(year: int, month: int, weekday: int, n: int) -> dt.date:
+    first = dt.date(year, month, 1)
+    offset = (weekday - first.weekday()) % 7
+    return first + dt.timedelta(days=offset + 7 * (n - 1))
+
+
+def holiday_dates(years: range | list[int]) -> pd.DataFrame:
+    """Columns out: ``holiday`` (one of :data:`HOLIDAYS`), ``date`` (the day itself)."""
+    rows = []
+    for y in years:
+        rows.append(("super_bowl", _nth_weekday(y, 2, 6, 1 if y <= 2021 else 2)))
+        rows.append(("labor_day", _nth_weekday(y, 9, 0, 1)))
+        rows.append(("thanksgiving", _nth_weekday(y, 11, 3, 4)))
+        rows.append(("christmas", dt.date(y, 12, 25)))
+    out = pd.DataFrame(rows, columns=["holiday", "date"])
+    out["date"] = pd.to_datetime(out["date"])
+    return out
+
+
+def period_end(dates: pd.Series | pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex:
+    """The date that labels the period of ``freq`` containing each date (itself for daily)."""
+    idx = pd.DatetimeIndex(dates)
+    if freq == "D":
+        return idx.normalize()
+    return pd.DatetimeIndex(idx.to_period(freq).end_time.normalize())
+
+
+def holiday_calendar(start: pd.Timestamp, end: pd.Timestamp, freq: str) -> pd.DataFrame:
+    """Holiday periods between ``start`` and ``end``.
+
+    Columns out: ``ds`` (period label), ``holiday`` (name), ``holiday_date`` (the day).
+    """
+    hd = holiday_dates(range(pd.Timestamp(start).year - 1, pd.Timestamp(end).year + 2))
+    hd["ds"] = period_end(hd["date"], freq)
+    hd = hd.rename(columns={"date": "holiday_date"})
+    mask = (hd["ds"] >= pd.Timestamp(start)) & (hd["ds"] <= pd.Timestamp(end))
+    return hd.loc[mask, ["ds", "holiday", "holiday_date"]].reset_index(drop=True)
+
+
+def is_holiday_period(dates: pd.Series | pd.DatetimeIndex, freq: str) -> np.ndarray:
+    """Boolean array: does the period labelled by each date contain one of the holidays."""
+    idx = pd.DatetimeIndex(dates)
+    if len(idx) == 0:
+        return np.zeros(0, dtype=bool)
+    cal = holiday_calendar(idx.min(), idx.max(), freq)
+    return np.asarray(idx.isin(cal["ds"]))

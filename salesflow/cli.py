@@ -1,0 +1,68 @@
+"""The ``salesflow`` command: run the flows from a terminal.
+
+salesflow train [--env dev] [--source walmart --path DIR] [--as-of DATE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _print_training(result: dict[str, Any]) -> None:
+    m = result["metrics"]
+    alias = result["alias"] or "(champion alias unchanged)"
+    print(f"\nRegistered {result['model_name']} version {result['version']} {alias}")
+    print(f"Backtest origins: {', '.join(result['origins'])}")
+    print(f"{'model':<16}{'WMAE':>12}{'MAE':>12}{'RMSE':>12}{'bias':>10}{'vs s.naive':>12}")
+    for name, label in (
+        ("forecast", "salesflow"),
+        ("seasonal_naive", "seasonal naive"),
+        ("naive", "naive"),
+    ):
+        r = m[name]
+        print(
+            f"{label:<16}{r['wmae']:>12,.1f}{r['mae']:>12,.1f}{r['rmse']:>12,.1f}"
+            f"{r['bias']:>10,.1f}{r['wmae_vs_seasonal_naive']:>12.3f}"
+        )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flows.training import training_flow
+
+    overrides = json.loads(args.set) if args.set else None
+    result = training_flow(
+        env=args.env, source=args.source, path=args.path, as_of=args.as_of, overrides=overrides
+    )
+    _print_training(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="salesflow", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train, backtest and register a model (training flow)")
+    t.add_argument("--env", help="config environment: configs/<env>.yaml (default: dev)")
+    t.add_argument("--source", choices=["synthetic", "walmart", "long", "sql"])
+    t.add_argument("--path", help="data folder/file for the walmart and long sources")
+    t.add_argument("--as-of", dest="as_of", help="use data up to this date (YYYY-MM-DD)")
+    t.add_argument("--set", help='JSON of other settings, e.g. \'{"model": {"horizon": 13}}\'')
+    t.set_defaults(func=_cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from salesflow.settings import SettingsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"salesflow: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

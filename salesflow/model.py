@@ -1,0 +1,175 @@
+"""The forecaster: one global XGBoost model over all series, direct multi-horizon.
+
+Each training row is (series, origin, horizon) with the features of ``features.build``;
+the target is the sales of the target date divided by the series' scale, and the rows are
+weighted by scale x holiday weight, so the absolute-error objective is WMAE in sales units.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from features.build import (
+    FeatureSpec,
+    feature_names,
+    make_grid,
+    origin_features,
+    period_step,
+    training_frame,
+)
+from salesflow.schema import DATE, ID, SalesData
+
+INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
+
+
+class GlobalForecaster:
+    """scikit-learn style: settings in ``__init__``, learned state in ``*_`` attributes."""
+
+    def __init__(
+        self,
+        horizon: int = 39,
+        spec: FeatureSpec | None = None,
+        params: dict[str, Any] | None = None,
+        min_train_history: int = 52,
+        origin_stride: int = 2,
+        holiday_weight: float = 5.0,
+    ) -> None:
+        self.horizon = horizon
+        self.spec = spec or FeatureSpec()
+        self.params = dict(params or {})
+        self.min_train_history = min_train_history
+        self.origin_stride = origin_stride
+        self.holiday_weight = holiday_weight
+
+    # ---- design matrix -------------------------------------------------------------
+    def _static_codes(self, data: SalesData) -> pd.DataFrame:
+        """unique_id plus one numeric column per key and static attribute."""
+        st = data.static_frame()
+        out = pd.DataFrame({ID: st[ID]})
+        for col in [*data.keys, *data.static]:
+            if col in self.categories_:
+                cats = self.categories_[col]
+                out[f"static_{col}"] = pd.Categorical(st[col].astype(str), categories=cats).codes
+                out[f"static_{col}"] = out[f"static_{col}"].replace(-1, np.nan)
+            else:
+                out[f"static_{col}"] = pd.to_numeric(st[col], errors="coerce")
+        return out
+
+    def _learn_categories(self, data: SalesData) -> None:
+        st = data.static_frame()
+        self.categories_ = {
+            c: sorted(st[c].astype(str).unique())
+            for c in [*data.keys, *data.static]
+            if not pd.api.types.is_numeric_dtype(st[c])
+        }
+
+    def _design(self, frame: pd.DataFrame, data: SalesData) -> pd.DataFrame:
+        static = self._static_codes(data)
+        x = frame[[ID]].merge(static, on=ID, how="left")
+        feats = frame[self.dynamic_features_].reset_index(drop=True)
+        out = pd.concat([feats, x.drop(columns=[ID]).reset_index(drop=True)], axis=1)
+        return out[self.feature_names_].astype(np.float32)
+
+    # ---- fit / predict ---------------------------------------------------------------
+    def training_rows(self, data: SalesData) -> pd.DataFrame:
+        """Leak-free training rows of ``data``: one per (series, origin, horizon) whose
+        target is observed. Columns: unique_id, origin, ds, scale, y, then the features."""
+        self.freq_, self.keys_, self.covariates_ = data.freq, list(data.keys), list(data.covariates)
+        self.static_cols_ = list(data.static)
+        self._learn_categories(data)
+        self.dynamic_features_ = feature_names(self.spec, data.covariates)
+        self.feature_names_ = self.dynamic_features_ + [
+            f"static_{c}" for c in [*data.keys, *data.static]
+        ]
+        grid = make_grid(data.history, None, self.covariates_, data.freq)
+        end = len(grid.dates)
+        return training_frame(
+            grid, end, self.horizon, self.spec, self.min_train_history, self.origin_stride
+        )
+
+    def fit(self, data: SalesData, rows: pd.DataFrame | None = None) -> GlobalForecaster:
+        """Learn from ``data.history`` (all of it is treated as known); ``rows`` are the
+        output of :meth:`training_rows` on the same data, built here when not given."""
+        t0 = time.perf_counter()
+        train = self.training_rows(data) if rows is None else rows
+        if rows is not None and not hasattr(self, "feature_names_"):
+            raise ValueError("rows given to fit() must come from this model's training_rows()")
+        x = self._design(train, data)
+        hol = np.where(train["is_holiday"].to_numpy() > 0, self.holiday_weight, 1.0)
+        self.model_ = xgb.XGBRegressor(objective="reg:absoluteerror", **self.params)
+        self.model_.fit(x, train["y"] / train["scale"], sample_weight=train["scale"] * hol)
+        self.trained_until_ = data.last_date
+        self.n_train_rows_ = len(train)
+        self.n_series_ = data.n_series
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.residual_quantiles_: pd.DataFrame | None = None
+        return self
+
+    def next_origin(self, data: SalesData) -> pd.Timestamp:
+        """The first period after the data's last observation."""
+        return data.last_date + period_step(data.freq)
+
+    def predict(self, data: SalesData, origin: pd.Timestamp | str | None = None) -> pd.DataFrame:
+        """Forecast every series with history before ``origin`` for horizons 1..horizon.
+
+        ``origin`` defaults to the period after the last observation. Observations at or
+        after ``origin`` are never read. Columns out: unique_id, the keys, origin, ds,
+        horizon, forecast, scale, and lo_80/hi_80/lo_95/hi_95 once intervals are set.
+        """
+        self._check_fitted()
+        origin = pd.Timestamp(origin) if origin is not None else self.next_origin(data)
+        known = data.as_of(origin - period_step(data.freq))
+        grid = make_grid(
+            known.history, known.future, self.covariates_, data.freq, extend=self.horizon
+        )
+        feats = origin_features(grid, grid.index_of(origin), self.horizon, self.spec)
+        feats = feats.drop(columns=["y"])
+        pred = self.model_.predict(self._design(feats, data)) * feats["scale"].to_numpy()
+        out = feats[[ID, "origin", DATE, "horizon", "scale"]].copy()
+        out["horizon"] = out["horizon"].astype(int)
+        out["forecast"] = pred.astype(float)
+        out = out.merge(data.static_frame()[[ID, *self.keys_]], on=ID, how="left")
+        return self._add_intervals(out)
+
+    def set_intervals(self, backtest: pd.DataFrame) -> GlobalForecaster:
+        """Learn interval widths from backtest rows (columns: horizon, y, forecast, scale):
+        quantiles of the scaled residual per horizon."""
+        r = backtest.assign(res=(backtest["y"] - backtest["forecast"]) / backtest["scale"])
+        qs = sorted({q for pair in INTERVAL_LEVELS.values() for q in pair})
+        table = r.groupby("horizon")["res"].quantile(qs).unstack()
+        table.columns = [f"q{q}" for q in qs]
+        self.residual_quantiles_ = table
+        return self
+
+    def _add_intervals(self, out: pd.DataFrame) -> pd.DataFrame:
+        q = getattr(self, "residual_quantiles_", None)
+        if q is None:
+            return out
+        q = q.reindex(range(1, self.horizon + 1)).ffill().bfill()
+        for level, (lo, hi) in INTERVAL_LEVELS.items():
+            ql = q[f"q{lo}"].reindex(out["horizon"]).to_numpy()
+            qh = q[f"q{hi}"].reindex(out["horizon"]).to_numpy()
+            out[f"lo_{level}"] = out["forecast"] + np.minimum(ql, 0) * out["scale"]
+            out[f"hi_{level}"] = out["forecast"] + np.maximum(qh, 0) * out["scale"]
+        return out
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise ValueError("this GlobalForecaster is not fitted yet: call fit(data) first")
+
+    def describe(self) -> dict[str, Any]:
+        """Parameters worth logging: horizon, features spec, XGBoost params, training size."""
+        return {
+            "horizon": self.horizon,
+            "min_train_history": self.min_train_history,
+            "origin_stride": self.origin_stride,
+            "holiday_weight": self.holiday_weight,
+            **{f"feat_{k}": v for k, v in asdict(self.spec).items()},
+            **{f"xgb_{k}": v for k, v in self.params.items()},
+        }

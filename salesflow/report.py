@@ -1,0 +1,92 @@
+"""Markdown summaries shown in the Prefect UI and printed by the CLI."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from salesflow.schema import SalesData
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:,.0f}"
+
+
+def data_summary(data: SalesData) -> str:
+    """A few lines on what was ingested."""
+    h = data.history
+    return (
+        f"**Data** `{data.source}`: {len(h):,} rows, {data.n_series:,} series, "
+        f"{h['ds'].min().date()} .. {data.last_date.date()} ({data.freq}); "
+        f"covariates: {', '.join(data.covariates) or 'none'}; "
+        f"future covariate rows: {len(data.future):,}"
+    )
+
+
+def metrics_table(overall: pd.DataFrame) -> str:
+    """Markdown table of the backtest metrics per model (index: model)."""
+    names = {"forecast": "salesflow", "seasonal_naive": "seasonal naive", "naive": "naive"}
+    lines = [
+        "| model | WMAE | MAE | RMSE | bias | WMAE / seasonal naive |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model, r in overall.iterrows():
+        lines.append(
+            f"| {names.get(str(model), model)} | {_fmt(r.wmae)} | {_fmt(r.mae)} | "
+            f"{_fmt(r.rmse)} | {_fmt(r.bias)} | {r.wmae_vs_seasonal_naive:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def training_summary(
+    data: SalesData,
+    overall: pd.DataFrame,
+    origins: list[str],
+    model_name: str,
+    version: str,
+    alias: str | None,
+    run_id: str,
+    tracking_uri: str,
+) -> str:
+    """The training run's summary: data, backtest metrics vs baselines, registered version."""
+    alias_line = (
+        f"alias **`{alias}`** given to this version"
+        if alias
+        else "the existing champion keeps its alias (promotion is the retraining flow's job)"
+    )
+    return "\n\n".join(
+        [
+            "# salesflow training run",
+            data_summary(data),
+            f"**Backtest**: {len(origins)} origin(s) {', '.join(origins)}; holiday weeks weigh "
+            "5 in WMAE; accuracy measured only after each origin.",
+            metrics_table(overall),
+            f"**Registered**: `{model_name}` version **{version}** ({alias_line}); "
+            f"MLflow run `{run_id}` in `{_safe_uri(tracking_uri)}`.",
+        ]
+    )
+
+
+def _safe_uri(uri: str) -> str:
+    """Hide a password in a URI before it is shown anywhere."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # not a database URL (file:, http:): nothing secret to hide
+        return uri
+
+
+def feature_table(rows: pd.DataFrame, names: list[str]) -> list[dict]:
+    """Per feature: share of missing values, mean and std over the training rows."""
+    out = []
+    for n in names:
+        col = rows[n]
+        out.append(
+            {
+                "feature": n,
+                "missing_share": round(float(col.isna().mean()), 4),
+                "mean": round(float(col.mean()), 4) if col.notna().any() else None,
+                "std": round(float(col.std()), 4) if col.notna().sum() > 1 else None,
+            }
+        )
+    return out

@@ -1,0 +1,71 @@
+"""The canonical shape of sales data inside salesflow, shared by every source and step.
+
+Every source returns a :class:`SalesData`:
+
+``history`` — one row per (series, date) with an observed target:
+    ``unique_id`` (str, the series keys joined by "/"), the key columns (e.g. ``store``,
+    ``dept``), ``ds`` (datetime64[ns], the period's date), ``y`` (float, the target),
+    ``is_holiday`` (bool), one float column per covariate, one column per static attribute
+    (constant within a series).
+
+``future`` — the covariates known for dates after the last observation (same columns as
+    ``history`` without ``y``); may be empty when the source knows no future covariates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+
+ID, DATE, TARGET, HOLIDAY = "unique_id", "ds", "y", "is_holiday"
+
+
+@dataclass(frozen=True)
+class SalesData:
+    history: pd.DataFrame
+    future: pd.DataFrame
+    keys: list[str]
+    covariates: list[str] = field(default_factory=list)
+    static: list[str] = field(default_factory=list)
+    freq: str = "W-FRI"
+    source: str = "unknown"
+
+    @property
+    def n_series(self) -> int:
+        return int(self.history[ID].nunique())
+
+    @property
+    def last_date(self) -> pd.Timestamp:
+        return pd.Timestamp(self.history[DATE].max())
+
+    def as_of(self, date: pd.Timestamp | str | None) -> SalesData:
+        """Cut the data at ``date``: observations after it become unknown.
+
+        Their covariates move to ``future`` (covariates are known ahead, the target is not).
+        """
+        if date is None:
+            return self
+        cut = pd.Timestamp(date)
+        later = self.history[self.history[DATE] > cut]
+        future = pd.concat(
+            [later.drop(columns=[TARGET]), self.future], ignore_index=True
+        ).drop_duplicates([ID, DATE], keep="first")
+        return replace(
+            self,
+            history=self.history[self.history[DATE] <= cut].reset_index(drop=True),
+            future=future.sort_values([ID, DATE]).reset_index(drop=True),
+        )
+
+    def static_frame(self) -> pd.DataFrame:
+        """One row per series: ``unique_id``, the keys and the static attributes."""
+        cols = [ID, *self.keys, *self.static]
+        return self.history.drop_duplicates(ID, keep="last")[cols].reset_index(drop=True)
+
+
+def make_unique_id(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Join the key columns into the ``unique_id`` string, e.g. store 1, dept 7 -> "1/7"."""
+    out = frame[keys[0]].astype(str)
+    for k in keys[1:]:
+        out = out + "/" + frame[k].astype(str)
+    return out

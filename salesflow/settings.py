@@ -1,0 +1,308 @@
+"""Typed, layered settings: ``configs/base.yaml`` < ``configs/<env>.yaml`` < environment.
+
+Environment variables use the prefix ``SALESFLOW_`` and ``__`` between nested keys, e.g.
+``SALESFLOW_MODEL__HORIZON=13`` or ``SALESFLOW_WAREHOUSE__URL=postgresql+psycopg://...``.
+Nothing here touches the disk except :func:`load_settings` reading the YAML files.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "configs"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_yaml_layer: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "yaml_layer", default=None
+)
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DriftInjection(_Section):
+    """Synthetic drift from ``start`` on: covariate shift and/or a level shift of sales."""
+
+    start: dt.date
+    covariate_shift: dict[str, float] = Field(
+        default_factory=dict,
+        description="covariate -> added offset in units of that covariate's std",
+    )
+    level_shift: float = Field(0.0, description="relative change of sales, e.g. 0.3 = +30%")
+    stores: list[int] | None = Field(None, description="only these stores drift (None: all)")
+
+
+class SyntheticSection(_Section):
+    n_stores: int = Field(6, ge=1, le=10_000)
+    n_depts: int = Field(8, ge=1, le=1_000)
+    start: dt.date = dt.date(2010, 2, 5)
+    periods: int = Field(143, ge=10)
+    freq: Literal["W-FRI", "D"] = "W-FRI"
+    seed: int = 42
+    ragged_share: float = Field(0.15, ge=0, le=1, description="share of series starting late")
+    drift: DriftInjection | None = None
+
+
+class LongFormatSection(_Section):
+    """Column mapping of a generic long-format file or table."""
+
+    keys: list[str] = Field(default_factory=lambda: ["store", "dept"], min_length=1)
+    date: str = "date"
+    target: str = "sales"
+    holiday: str | None = None
+    covariates: list[str] = Field(default_factory=list)
+    static: list[str] = Field(default_factory=list)
+    date_format: str | None = None
+    covariates_path: str | None = Field(None, description="separate file of known covariates")
+    covariate_keys: list[str] | None = Field(None, description="keys of covariates_path rows")
+
+
+class DataSection(_Section):
+    source: Literal["synthetic", "walmart", "long", "sql"] = "synthetic"
+    path: str | None = Field(None, description="file or folder for walmart/long sources")
+    url: str | None = Field(None, description="SQLAlchemy URL for the sql source")
+    url_env: str | None = Field(None, description="env var holding the SQL URL (secrets)")
+    table: str | None = None
+    query: str | None = None
+    freq: Literal["W-FRI", "W-SUN", "W-MON", "W-SAT", "W-THU", "W-WED", "W-TUE", "D"] = "W-FRI"
+    as_of: dt.date | None = Field(None, description="last date to use; None: the data's last")
+    synthetic: SyntheticSection = SyntheticSection()
+    long: LongFormatSection = LongFormatSection()
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> DataSection:
+        if self.source in ("walmart", "long") and not self.path:
+            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        if self.source == "sql" and not (self.url or self.url_env):
+            raise ValueError("data.url or data.url_env is required when data.source is 'sql'")
+        if self.source == "sql" and not (self.table or self.query):
+            raise ValueError("data.table or data.query is required when data.source is 'sql'")
+        return self
+
+
+class ValidationSection(_Section):
+    min_history: int = Field(13, ge=1, description="minimum observations per series")
+    max_short_series_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="series below min_history are dropped with a warning while their share "
+        "is at most this; above it the gate fails",
+    )
+    target_min: float = -1e6
+    target_max: float = 1e8
+    ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "temperature": (-60.0, 130.0),
+            "fuel_price": (0.0, 20.0),
+            "cpi": (0.0, 1_000.0),
+            "unemployment": (0.0, 100.0),
+        }
+    )
+    sample_rows: int = Field(5, ge=1, le=100)
+
+
+class FeaturesSection(_Section):
+    season_length: int = Field(52, ge=1)
+    recent_lags: int = Field(4, ge=1, le=52, description="last k observations before origin")
+    rolling_windows: list[int] = Field(default_factory=lambda: [4, 13, 52])
+    future_covariates: bool = Field(
+        True,
+        description="use covariates of the target date (known in advance, as in the Walmart "
+        "data); False: use their last value before the origin (strict mode)",
+    )
+
+
+class ModelSection(_Section):
+    name: str = "salesflow-forecaster"
+    horizon: int = Field(39, ge=1, le=520)
+    origin_stride: int = Field(2, ge=1, description="use every k-th week as a training origin")
+    min_train_history: int = Field(52, ge=1, description="origins need this much history")
+    n_estimators: int = Field(400, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    max_depth: int = Field(8, ge=1, le=20)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    min_child_weight: float = Field(1.0, ge=0)
+    n_jobs: int = Field(2, ge=1)
+    seed: int = 7
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", v):
+            raise ValueError("model.name may hold letters, digits, '_', '.', '-' only")
+        return v
+
+
+class BacktestSection(_Section):
+    n_origins: int = Field(3, ge=1, le=50)
+    step: int = Field(13, ge=1, description="periods between backtest origins")
+    holiday_weight: float = Field(5.0, ge=1)
+
+
+class MlflowSection(_Section):
+    tracking_uri: str | None = Field(None, description="None: sqlite file under paths.local_dir")
+    experiment: str = "salesflow"
+    champion_alias: str = "champion"
+
+
+class WarehouseSection(_Section):
+    url: str | None = Field(None, description="None: sqlite file under paths.local_dir")
+    url_env: str | None = Field(
+        "SALESFLOW_WAREHOUSE_URL", description="env var that, when set, overrides url (secrets)"
+    )
+    table: str = "sales_forecasts"
+    schema_name: str | None = None
+
+    @field_validator("table", "schema_name")
+    @classmethod
+    def _identifier(cls, v: str | None) -> str | None:
+        if v is not None and not _IDENTIFIER.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is not a valid table/schema name: use letters, digits and '_', "
+                "starting with a letter or '_', at most 63 characters"
+            )
+        return v
+
+
+class PathsSection(_Section):
+    local_dir: Path = Path("data/local")
+
+
+class Settings(BaseSettings):
+    """All of salesflow's configuration, one typed section per concern."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SALESFLOW_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    env: str = "dev"
+    paths: PathsSection = PathsSection()
+    data: DataSection = DataSection()
+    validation: ValidationSection = ValidationSection()
+    features: FeaturesSection = FeaturesSection()
+    model: ModelSection = ModelSection()
+    backtest: BacktestSection = BacktestSection()
+    mlflow: MlflowSection = MlflowSection()
+    warehouse: WarehouseSection = WarehouseSection()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlLayer(settings_cls))
+
+    @property
+    def local_dir(self) -> Path:
+        p = self.paths.local_dir
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{self.local_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.local_dir / "mlartifacts").as_uri()
+
+    @property
+    def warehouse_url(self) -> str:
+        """The warehouse URL: the env var named by ``warehouse.url_env``, else url, else SQLite."""
+        if self.warehouse.url_env and os.environ.get(self.warehouse.url_env):
+            return os.environ[self.warehouse.url_env]
+        if self.warehouse.url:
+            return self.warehouse.url
+        return f"sqlite:///{self.local_dir / 'warehouse.db'}"
+
+
+class _YamlLayer(PydanticBaseSettingsSource):
+    """The merged YAML files, below environment variables and explicit arguments."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_yaml_layer.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_yaml_layer.get() or {})
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid settings ({origin}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see configs/base.yaml for the valid keys)"
+        lines.append(f"  - {key}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_settings(
+    env: str | None = None, config_dir: Path | str | None = None, **overrides: Any
+) -> Settings:
+    """Load ``base.yaml``, then ``<env>.yaml``, then ``SALESFLOW_*`` variables, then overrides.
+
+    ``env`` defaults to ``$SALESFLOW_ENV`` or ``dev``; a named env without a file is an error.
+    Raises :class:`SettingsError` naming every wrong key or value.
+    """
+    cdir = Path(config_dir) if config_dir else DEFAULT_CONFIG_DIR
+    env = env or os.environ.get("SALESFLOW_ENV") or "dev"
+    merged: dict[str, Any] = {}
+    base = cdir / "base.yaml"
+    if base.exists():
+        merged = _read_yaml(base)
+    env_file = cdir / f"{env}.yaml"
+    if env_file.exists():
+        merged = _deep_merge(merged, _read_yaml(env_file))
+    elif env != "dev":
+        known = sorted(p.stem for p in cdir.glob("*.yaml") if p.stem != "base")
+        raise SettingsError(f"no config file for env {env!r} in {cdir} (known: {known})")
+    merged["env"] = env
+    token = _yaml_layer.set(merged)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        origin = f"{base.name} < {env_file.name} < SALESFLOW_* env vars"
+        raise SettingsError(format_validation_error(exc, origin)) from None
+    finally:
+        _yaml_layer.reset(token)

@@ -1,0 +1,19 @@
+"""Ingestion step: read the configured source into the canonical SalesData."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from salesflow.report import data_summary
+from salesflow.schema import SalesData
+from salesflow.settings import DataSection
+from salesflow.sources import load_sales
+
+
+@task(name="ingest-sales", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def ingest_sales(cfg: DataSection) -> SalesData:
+    """Read sales history and known future covariates from ``cfg.source``."""
+    data = load_sales(cfg)
+    get_run_logger().info("Ingested %s", data_summary(data).replace("**", ""))
+    return data

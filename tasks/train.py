@@ -1,0 +1,56 @@
+"""Training and evaluation steps."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from salesflow.backtest import BacktestResult
+from salesflow.model import GlobalForecaster
+from salesflow.report import metrics_table
+from salesflow.schema import SalesData
+from salesflow.settings import Settings
+from salesflow.training import evaluate, make_forecaster
+
+
+@task(name="prepare-model", cache_policy=NO_CACHE)
+def prepare_model(settings: Settings) -> GlobalForecaster:
+    """An unfitted forecaster from the model and feature settings."""
+    return make_forecaster(settings)
+
+
+@task(name="train-model", cache_policy=NO_CACHE)
+def train_model(data: SalesData, rows: pd.DataFrame, model: GlobalForecaster) -> GlobalForecaster:
+    """Fit the global XGBoost forecaster on the training rows."""
+    model.fit(data, rows)
+    get_run_logger().info(
+        "Trained on %s rows of %d series in %.1f s (horizon %d)",
+        f"{model.n_train_rows_:,}",
+        model.n_series_,
+        model.fit_seconds_,
+        model.horizon,
+    )
+    return model
+
+
+@task(name="evaluate-backtest", cache_policy=NO_CACHE)
+def evaluate_backtest(
+    data: SalesData, model: GlobalForecaster, settings: Settings
+) -> BacktestResult:
+    """Rolling-origin backtest vs seasonal naive and naive; sets the model's intervals."""
+    bt = evaluate(data, settings)
+    model.set_intervals(bt.frame)
+    ov = bt.overall()
+    get_run_logger().info(
+        "Backtest over %d origins: WMAE %.1f vs seasonal naive %.1f (ratio %.3f)",
+        len(bt.origins),
+        ov.loc["forecast", "wmae"],
+        ov.loc["seasonal_naive", "wmae"],
+        ov.loc["forecast", "wmae_vs_seasonal_naive"],
+    )
+    create_markdown_artifact(
+        key="backtest-metrics", markdown=metrics_table(ov), description="Backtest vs baselines"
+    )
+    return bt

@@ -1,0 +1,193 @@
+"""Rows/s of ``write_forecasts`` on SQLite and PostgreSQL against a raw psycopg COPY.
+
+Usage: ``python benchmarks/bench_warehouse.py [--rows N] [--pg-url URL] [--out PATH]``.
+Each case runs ``--repeat`` times on a fresh table; the JSON holds every run and the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from salesflow import warehouse as wh
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+HORIZON = 39
+
+
+def make_frame(rows: int, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """``rows`` forecast rows: store/dept series of 39 weekly horizons from one origin."""
+    rng = np.random.default_rng(seed)
+    series = np.arange(rows) // HORIZON
+    horizon = np.arange(rows) % HORIZON + 1
+    store, dept = series // 100 + 1, series % 100 + 1
+    origin = pd.Timestamp("2012-10-26")
+    mid = rng.normal(20_000, 5_000, rows) + shift
+    keys = pd.Series([f'{{"store": {s}, "dept": {d}}}' for s, d in zip(store, dept, strict=True)])
+    return pd.DataFrame(
+        {
+            "unique_id": [f"{s}/{d}" for s, d in zip(store, dept, strict=True)],
+            "series_keys": keys,
+            "store": store.astype(str),
+            "dept": dept.astype(str),
+            "forecast_origin": origin,
+            "target_date": origin + pd.to_timedelta(horizon * 7, unit="D"),
+            "horizon": horizon,
+            "forecast": mid,
+            "lo_80": mid - 1_000,
+            "hi_80": mid + 1_000,
+            "lo_95": mid - 2_000,
+            "hi_95": mid + 2_000,
+            "model_name": "salesflow-forecaster",
+            "model_version": "7",
+            "mlflow_run_id": uuid.uuid4().hex,
+            "flow_run_id": str(uuid.uuid4()),
+        }
+    )
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def summary(rows: int, seconds: list[float]) -> dict[str, object]:
+    med = statistics.median(seconds)
+    return {"seconds": [round(s, 4) for s in seconds], "median_s": round(med, 4),
+            "rows_per_s": round(rows / med)}  # fmt: skip
+
+
+def bench_sqlite(frame: pd.DataFrame, rewrite: pd.DataFrame, repeat: int) -> dict[str, object]:
+    first, again = [], []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'wh' / 'warehouse.db'}"
+            first.append(timed(lambda url=url: wh.write_forecasts(url, frame)))
+            again.append(timed(lambda url=url: wh.write_forecasts(url, rewrite)))
+    return {"first_write": summary(len(frame), first), "rewrite": summary(len(frame), again)}
+
+
+def bench_postgres(
+    url: str, frame: pd.DataFrame, rewrite: pd.DataFrame, repeat: int
+) -> dict[str, object]:
+    first, again, raw = [], [], []
+    engine = sa.create_engine(url, future=True)
+    try:
+        for _ in range(repeat):
+            table = f"bench_forecasts_{uuid.uuid4().hex[:10]}"
+            try:
+                first.append(timed(lambda t=table: wh.write_forecasts(url, frame, table=t)))
+                again.append(timed(lambda t=table: wh.write_forecasts(url, rewrite, table=t)))
+                raw.append(raw_copy(engine, frame, table + "_raw"))
+            finally:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}, {table}_raw")
+        with engine.connect() as conn:
+            server = conn.exec_driver_sql("SHOW server_version").scalar()
+    finally:
+        engine.dispose()
+    return {
+        "server_version": server,
+        "first_write": summary(len(frame), first),
+        "rewrite": summary(len(frame), again),
+        "raw_copy_plain_table": summary(len(frame), raw),
+    }
+
+
+def raw_copy(engine: sa.Engine, frame: pd.DataFrame, table: str) -> float:
+    """Seconds to COPY the frame's rows (binary, write_row) into a plain table: the floor."""
+    ddl = wh.forecasts_table(table)
+    plain = sa.Table(table, sa.MetaData(), *(sa.Column(c.name, c.type) for c in ddl.columns))
+    plain.create(engine)
+    frame = frame.assign(created_at=pd.Timestamp.now(tz="UTC"))
+    cols = ", ".join(frame.columns)
+    start = time.perf_counter()
+    values = [wh._convert(frame[c], plain.c[c].type, "postgresql") for c in frame.columns]
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            cur.execute(f"SELECT {cols} FROM {table} LIMIT 0")
+            oids = [d.type_code for d in cur.description]
+            with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(oids)
+                for row in zip(*values, strict=True):
+                    copy.write_row(row)
+        raw.commit()
+    finally:
+        raw.close()
+    return time.perf_counter() - start
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    mem_kb = 0
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln)
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        mem_kb = int(next(ln for ln in meminfo if ln.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration):
+        pass
+    packages = ["sqlalchemy", "psycopg", "psycopg-binary", "pandas", "numpy"]
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024**2, 1),
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "packages": {p: _version(p) for p in packages},
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except Exception:
+        return None
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=3331 * HORIZON)
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/warehouse.json"))
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    frame = make_frame(args.rows)
+    rewrite = frame.assign(forecast=frame["forecast"] + 1.0)
+    report: dict[str, object] = {"machine": machine(), "rows": args.rows, "repeat": args.repeat}
+    report["sqlite"] = bench_sqlite(frame, rewrite, args.repeat)
+    try:
+        wh.check_connection(args.pg_url)
+        report["postgres"] = bench_postgres(args.pg_url, frame, rewrite, args.repeat)
+    except wh.WarehouseUnavailable as exc:
+        report["postgres"] = {"skipped": str(exc)}
+    report["pg_url"] = wh.redact_url(args.pg_url)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""The warehouse: forecasts table, transactional upsert, reads, migration (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from salesflow import warehouse as wh
+
+PG_URL = os.environ.get(
+    "SALESFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    table: str
+    backend: str
+
+
+def _postgres_or_skip() -> None:
+    try:
+        wh.check_connection(PG_URL)
+    except wh.WarehouseUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is required when CI=true but is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable ({exc}); start it or set SALESFLOW_TEST_PG_URL")
+
+
+def _drop(url: str, table: str) -> None:
+    engine = sa.create_engine(url, future=True)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, tmp_path) -> Iterator[Target]:
+    if request.param == "sqlite":
+        yield Target(
+            f"sqlite:///{tmp_path / 'local' / 'warehouse.db'}", "sales_forecasts", "sqlite"
+        )
+        return
+    _postgres_or_skip()
+    table = f"sales_forecasts_t{uuid.uuid4().hex[:12]}"
+    yield Target(PG_URL, table, "postgres")
+    _drop(PG_URL, table)
+
+
+def make_forecasts(
+    n_series: int = 3,
+    horizon: int = 4,
+    origin: str = "2012-10-26",
+    model: str = "xgb",
+    shift: float = 0.0,
+) -> pd.DataFrame:
+    """A forecasts frame of ``n_series`` store/dept series, ``horizon`` weeks each."""
+    rng = np.random.default_rng(len(origin) + n_series)
+    start = pd.Timestamp(origin)
+    rows = []
+    for s in range(n_series):
+        store, dept = 1 + s // 10, s % 10
+        for h in range(1, horizon + 1):
+            mid = float(rng.normal(1000, 100)) + shift
+            rows.append(
+                {
+                    "unique_id": f"{store}/{dept}",
+                    "series_keys": json.dumps({"store": store, "dept": dept}),
+                    "forecast_origin": start,
+                    "target_date": start + pd.Timedelta(weeks=h),
+                    "horizon": h,
+                    "forecast": mid,
+                    "lo_80": np.nan if h == 2 else mid - 50.25,
+                    "hi_80": mid + 50.25,
+                    "lo_95": mid - 99.5,
+                    "hi_95": mid + 99.5,
+                    "model_name": model,
+                    "model_version": "3",
+                    "mlflow_run_id": "0123abcd",
+                    "flow_run_id": None if h % 2 else "flow-1",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(list(wh.FORECAST_KEY)).reset_index(drop=True)
+
+
+def test_first_write_creates_table(target: Target) -> None:
+    """The first write creates the table (and the SQLite folder) and inserts every row."""
+    assert wh.count_rows(target.url, target.table) == 0
+    frame = make_forecasts()
+    result = wh.write_forecasts(target.url, frame, table=target.table)
+    assert (result.rows_written, result.rows_inserted, result.rows_updated) == (12, 12, 0)
+    assert result.table == target.table and result.seconds > 0
+    assert wh.count_rows(target.url, target.table) == 12
+    if target.backend == "sqlite":
+        assert wh.redact_url(target.url) == result.url_redacted
+        assert Path(target.url.removeprefix("sqlite:///")).is_file()
+
+
+def test_round_trip_values_and_dtypes(target: Target) -> None:
+    """What is written reads back with the same values, dates as datetime64, created_at in UTC."""
+    frame = make_forecasts()
+    wh.write_forecasts(target.url, frame, table=target.table)
+    got = wh.read_forecasts(target.url, table=target.table)
+    assert list(got.columns) == [c.name for c in wh.forecasts_table().columns]
+    assert got["forecast_origin"].dtype == "datetime64[ns]"
+    assert got["target_date"].dtype == "datetime64[ns]"
+    assert got["horizon"].dtype == "int64"
+    assert got["forecast"].dtype == "float64" and got["lo_80"].dtype == "float64"
+    assert str(got["created_at"].dtype) == "datetime64[ns, UTC]"
+    age = pd.Timestamp.now(tz="UTC") - got["created_at"]
+    assert ((age >= pd.Timedelta(0)) & (age < pd.Timedelta(minutes=5))).all()
+    pd.testing.assert_frame_equal(
+        _sorted(got[frame.columns]), _sorted(frame), check_dtype=False, check_exact=True
+    )
+    assert got["lo_80"].isna().sum() == 3
+    assert got["flow_run_id"].isna().sum() == 6
+    assert set(zip(got["store"], got["dept"], strict=True)) == {("1", "0"), ("1", "1"), ("1", "2")}
+
+
+def test_read_and_count_filters(target: Target) -> None:
+    """read_forecasts and count_rows filter on model and origin; unknown filters are rejected."""
+    wh.write_forecasts(target.url, make_forecasts(model="a"), table=target.table)
+    wh.write_forecasts(
+        target.url, make_forecasts(model="b", origin="2012-11-02"), table=target.table
+    )
+    assert len(wh.read_forecasts(target.url, table=target.table, model_name="a")) == 12
+    got = wh.read_forecasts(target.url, table=target.table, forecast_origin="2012-11-02")
+    assert set(got["model_name"]) == {"b"}
+    assert (
+        wh.count_rows(target.url, target.table, model_name="b", forecast_origin="2012-10-26") == 0
+    )
+    assert wh.count_rows(target.url, target.table, model_name=["a", "b"]) == 24
+    with pytest.raises(ValueError, match="unknown filter column 'colour'"):
+        wh.count_rows(target.url, target.table, colour="red")
+
+
+def test_rewrite_same_origin_is_idempotent(target: Target) -> None:
+    """Re-writing the same origin and model replaces its rows: count unchanged, values new."""
+    wh.write_forecasts(target.url, make_forecasts(), table=target.table)
+    again = make_forecasts(shift=500.0)
+    result = wh.write_forecasts(target.url, again, table=target.table)
+    assert (result.rows_inserted, result.rows_updated) == (0, 12)
+    assert wh.count_rows(target.url, target.table) == 12
+    got = _sorted(wh.read_forecasts(target.url, table=target.table))
+    np.testing.assert_array_equal(got["forecast"], _sorted(again)["forecast"])
+
+
+def test_different_origin_adds_rows(target: Target) -> None:
+    """A new origin adds rows and leaves the earlier origin's rows alone."""
+    first = make_forecasts()
+    wh.write_forecasts(target.url, first, table=target.table)
+    result = wh.write_forecasts(target.url, make_forecasts(origin="2012-11-02"), table=target.table)
+    assert (result.rows_inserted, result.rows_updated) == (12, 0)
+    assert wh.count_rows(target.url, target.table) == 24
+    old = wh.read_forecasts(target.url, table=target.table, forecast_origin="2012-10-26")
+    np.testing.assert_array_equal(_sorted(old)["forecast"], _sorted(first)["forecast"])
+
+
+@pytest.mark.parametrize("earlier_rows", [False, True], ids=["empty", "with-rows"])
+def test_fault_midway_leaves_table_unchanged(
+    target: Target, monkeypatch: pytest.MonkeyPatch, earlier_rows: bool
+) -> None:
+    """An error after the first chunk rolls the whole write back: the table is exactly as before."""
+    # An empty frame only creates the table; otherwise 12 earlier rows are there.
+    earlier = make_forecasts() if earlier_rows else make_forecasts().iloc[:0]
+    wh.write_forecasts(target.url, earlier, table=target.table)
+    before = wh.read_forecasts(target.url, table=target.table)
+    assert len(before) == (12 if earlier_rows else 0)
+    # Same keys as the earlier rows (updates) plus a new origin (inserts), in 6 chunks of 4.
+    frame = pd.concat([make_forecasts(shift=1.0), make_forecasts(origin="2012-11-02")])
+    calls: list[int] = []
+
+    def boom(i: int) -> None:
+        calls.append(i)
+        raise RuntimeError("injected fault after chunk 0")
+
+    monkeypatch.setattr(wh, "_after_chunk", boom)
+    with pytest.raises(RuntimeError, match="injected fault"):
+        wh.write_forecasts(target.url, frame, table=target.table, chunk_rows=4)
+    assert calls == [0]
+    pd.testing.assert_frame_equal(wh.read_forecasts(target.url, table=target.table), before)
+    monkeypatch.undo()  # the lock and the connection were released: a later write succeeds
+    result = wh.write_forecasts(target.url, frame, table=target.table, chunk_rows=4)
+    assert result.rows_written == 24 and wh.count_rows(target.url, target.table) == 24
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns=["forecast"]), r"lacks required column\(s\) \['forecast'\]"),
+        (lambda f: f.drop(columns=["unique_id"]), r"lacks required column\(s\) \['unique_id'\]"),
+        (lambda f: pd.concat([f, f.iloc[[3]]]), r"2 rows share their key .*model_name"),
+        (lambda f: f.assign(unique_id=[None] + list(f["unique_id"][1:])), "'unique_id' has 1 null"),
+        (lambda f: f.assign(colour="red"), r"column\(s\) \['colour'\] that are not in the table"),
+        (lambda f: f.assign(horizon=1.5), "'horizon' cannot be stored as INTEGER"),
+        (lambda f: f.assign(target_date="soon"), "'target_date' cannot be stored as DATE"),
+        (lambda f: f.assign(series_keys="store=1"), "series_keys must be JSON objects"),
+    ],
+    ids=[
+        "no-forecast",
+        "no-unique-id",
+        "duplicate-key",
+        "null-key",
+        "extra",
+        "int",
+        "date",
+        "keys",
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Could not infer format")
+def test_frame_validation_errors(target: Target, change, message: str) -> None:
+    """An invalid frame raises a ValueError naming the problem, before touching the database."""
+    with pytest.raises(ValueError, match=message):
+        wh.write_forecasts(target.url, change(make_forecasts()), table=target.table)
+    assert wh.count_rows(target.url, target.table) == 0
+
+
+@pytest.mark.parametrize("name", ["x; DROP TABLE y", "1abc", "sales-forecasts", "", "a" * 64])
+def test_invalid_table_name_rejected(name: str, tmp_path) -> None:
+    """Table and schema names that are not plain identifiers are rejected before any SQL."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with pytest.raises(ValueError, match="not a valid table name"):
+        wh.write_forecasts(url, make_forecasts(), table=name)
+    with pytest.raises(ValueError, match="not a valid schema name"):
+        wh.read_forecasts(url, schema=name or "-")
+    with pytest.raises(ValueError, match="not a valid table name"):
+        wh.count_rows(url, name)
+    assert not (tmp_path / "w.db").exists()
+
+
+def _create_old_table(url: str, table: str, drop: set[str]) -> None:
+    full = wh.forecasts_table(table)
+    old = sa.Table(
+        table,
+        sa.MetaData(),
+        *(
+            sa.Column(c.name, c.type, nullable=c.nullable)
+            for c in full.columns
+            if c.name not in drop
+        ),
+        sa.PrimaryKeyConstraint(*wh.FORECAST_KEY),
+    )
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, future=True)
+    try:
+        old.create(engine)
+    finally:
+        engine.dispose()
+
+
+def test_migration_adds_missing_nullable_columns(target: Target) -> None:
+    """An older table without some nullable columns gains them on the next write."""
+    _create_old_table(target.url, target.table, {"flow_run_id", "lo_95", "hi_95"})
+    wh.write_forecasts(target.url, make_forecasts(), table=target.table)
+    engine = sa.create_engine(target.url, future=True)
+    try:
+        columns = {c["name"] for c in sa.inspect(engine).get_columns(target.table)}
+    finally:
+        engine.dispose()
+    assert {"flow_run_id", "lo_95", "hi_95"} <= columns
+    got = wh.read_forecasts(target.url, table=target.table)
+    assert got["flow_run_id"].notna().sum() == 6 and got["lo_95"].notna().all()
+
+
+def test_migration_refuses_missing_not_null_column(target: Target) -> None:
+    """An older table without a NOT NULL column is reported, not silently altered."""
+    _create_old_table(target.url, target.table, {"model_version"})
+    with pytest.raises(
+        wh.WarehouseSchemaError, match=r"lacks NOT NULL column\(s\) \['model_version'\]"
+    ):
+        wh.write_forecasts(target.url, make_forecasts(), table=target.table)
+
+
+def test_write_frame_generic_table(target: Target) -> None:
+    """write_frame upserts any Table on its key columns (e.g. a realized-accuracy table)."""
+    name = f"acc_{uuid.uuid4().hex[:12]}"
+    table = sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("model_name", sa.Text, primary_key=True),
+        sa.Column("target_date", sa.Date, primary_key=True),
+        sa.Column("wape", sa.Double, nullable=True),
+    )
+    frame = pd.DataFrame(
+        {"model_name": ["a", "a"], "target_date": ["2012-11-02", "2012-11-09"], "wape": [0.1, None]}
+    )
+    try:
+        assert wh.write_frame(target.url, frame, table).rows_inserted == 2
+        result = wh.write_frame(
+            target.url, frame.assign(wape=[0.2, 0.3]), table, ["model_name", "target_date"]
+        )
+        assert (result.rows_inserted, result.rows_updated) == (0, 2)
+        got = wh.read_frame(target.url, table, model_name="a")
+        assert got["wape"].tolist() == [0.2, 0.3]
+        assert got["target_date"].tolist() == [
+            pd.Timestamp("2012-11-02"),
+            pd.Timestamp("2012-11-09"),
+        ]
+    finally:
+        if target.backend == "postgres":
+            _drop(target.url, name)
+
+
+def test_redact_url_hides_password() -> None:
+    """redact_url never shows the password, and WriteResult carries only the redacted URL."""
+    url = "postgresql+psycopg://etl:s3cr3t-pw@db.example.com:5432/sales"
+    redacted = wh.redact_url(url)
+    assert "s3cr3t-pw" not in redacted
+    assert redacted == "postgresql+psycopg://etl:***@db.example.com:5432/sales"
+    assert wh.redact_url("sqlite:////tmp/w.db") == "sqlite:////tmp/w.db"
+    assert "s3cr3t" not in wh.redact_url("not a url s3cr3t")
+
+
+def test_check_connection_closed_port() -> None:
+    """An unreachable server raises WarehouseUnavailable (a ConnectionError), password hidden."""
+    url = "postgresql+psycopg://etl:s3cr3t-pw@127.0.0.1:1/sales"
+    with pytest.raises(wh.WarehouseUnavailable) as info:
+        wh.check_connection(url)
+    assert isinstance(info.value, ConnectionError)
+    assert "s3cr3t-pw" not in str(info.value) and "127.0.0.1:1" in str(info.value)
+    with pytest.raises(wh.WarehouseUnavailable, match=r"etl:\*\*\*@"):
+        wh.write_forecasts(url, make_forecasts())
+
+
+def test_check_connection_sqlite(tmp_path) -> None:
+    """A SQLite warehouse that does not exist yet is reachable (the first write creates it)."""
+    url = f"sqlite:///{tmp_path / 'not-yet' / 'w.db'}"
+    wh.check_connection(url)
+    assert not (tmp_path / "not-yet").exists()
+    wh.write_forecasts(url, make_forecasts())
+    wh.check_connection(url)

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from salesflow.report import training_summary
-from salesflow.settings import load_settings
+from salesflow.settings import load_settings, settings_overrides
 from tasks.features import build_features
 from tasks.ingest import ingest_sales
 from tasks.register import register_model
@@ -29,7 +29,7 @@ def training_flow(
     ``source``/``path``/``as_of`` override ``data.*``; ``overrides`` is a nested dict of
     any other settings (e.g. ``{"model": {"horizon": 13}}``).
     """
-    settings = load_settings(env, **_overrides(source, path, as_of, overrides))
+    settings = load_settings(env, **settings_overrides(source, path, as_of, overrides))
     data = ingest_sales(settings.data)
     data = validate_data(data, settings.validation, settings.data.as_of)
     model = prepare_model(settings)
@@ -60,20 +60,6 @@ def training_flow(
         "origins": origins,
         "metrics": {m: overall.loc[m].to_dict() for m in overall.index},
     }
-
-
-def _overrides(source, path, as_of, extra) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    if source:
-        data["source"] = source
-    if path:
-        data["path"] = path
-    if as_of:
-        data["as_of"] = as_of
-    out = dict(extra or {})
-    if data:
-        out["data"] = {**out.get("data", {}), **data}
-    return out
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ class GlobalForecaster:
         self.trained_until_ = data.last_date
         self.n_train_rows_ = len(train)
         self.n_series_ = data.n_series
+        self.train_series_ = sorted(data.history[ID].unique())
         self.fit_seconds_ = time.perf_counter() - t0
         self.residual_quantiles_: pd.DataFrame | None = None
         return self

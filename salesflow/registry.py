@@ -162,7 +162,8 @@ def log_and_register(
             name="model",
             python_model=_pyfunc(),
             artifacts={"forecaster": str(pkl)},
-            signature=infer_signature(input_example.head(50), out_example),
+            signature=infer_signature(_float_ints(input_example), _float_ints(out_example)),
+            input_example=_float_ints(input_example.head(5)),
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=model_name,
         )
@@ -175,6 +176,12 @@ def log_and_register(
         c.set_registered_model_alias(model_name, alias, version)
         given = alias
     return RegisteredVersion(model_name, version, run.info.run_id, given, tracking_uri)
+
+
+def _float_ints(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns as float, so the signature accepts data with missing values."""
+    ints = frame.select_dtypes("integer").columns
+    return frame.astype(dict.fromkeys(ints, "float64"))
 
 
 def _example_data(model: GlobalForecaster, frame: pd.DataFrame) -> SalesData:

@@ -90,3 +90,28 @@ def feature_table(rows: pd.DataFrame, names: list[str]) -> list[dict]:
             }
         )
     return out
+
+
+def scoring_summary(identity: dict, notes, result, settings, horizon: int) -> str:
+    """The batch forecast's summary: model, origin, rows written, fallbacks used."""
+    lines = [
+        "# salesflow batch forecast",
+        f"**Model** `{identity['name']}` version **{identity['version']}** "
+        f"(alias `{settings.mlflow.champion_alias}`), MLflow run `{identity['run_id']}` "
+        f"in `{_safe_uri(settings.tracking_uri)}`",
+        f"**Origin** {notes.origin.date()}, horizon {horizon} periods; "
+        f"{notes.n_series_forecast:,} series forecast",
+        f"**Warehouse** table `{result.table}` at `{result.url_redacted}`: "
+        f"{result.rows_written:,} rows written ({result.rows_inserted:,} new, "
+        f"{result.rows_updated:,} replaced) in {result.seconds:.2f} s",
+        "",
+        "| fallback | count | what happened |",
+        "| --- | ---: | --- |",
+        f"| series without history | {len(notes.skipped_no_history)} | skipped (nothing to "
+        "forecast from) |",
+        f"| series not seen in training | {len(notes.unseen_series)} | forecast from their own "
+        "history by the global model |",
+        f"| target rows missing covariates | {notes.covariate_rows_filled} | filled with the "
+        f"series' last known value ({', '.join(notes.covariate_columns_filled) or '-'}) |",
+    ]
+    return "\n".join(lines)

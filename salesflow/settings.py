@@ -60,7 +60,13 @@ class SyntheticSection(_Section):
 class LongFormatSection(_Section):
     """Column mapping of a generic long-format file or table."""
 
-    keys: list[str] = Field(default_factory=lambda: ["store", "dept"], min_length=1)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    # Read from YAML as ``keys``; the attribute is not named ``keys`` because Prefect (and
+    # dict()) would take a model with a ``keys`` attribute for a mapping.
+    key_columns: list[str] = Field(
+        default_factory=lambda: ["store", "dept"], min_length=1, validation_alias="keys"
+    )
     date: str = "date"
     target: str = "sales"
     holiday: str | None = None
@@ -102,6 +108,13 @@ class ValidationSection(_Section):
         le=1,
         description="series below min_history are dropped with a warning while their share "
         "is at most this; above it the gate fails",
+    )
+    max_gap_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="share of rows that may follow a gap (missing periods) in their series; "
+        "real retail series have some (Walmart: 1.3%), more means a broken extract",
     )
     target_min: float = -1e6
     target_max: float = 1e8
@@ -306,3 +319,17 @@ def load_settings(
         raise SettingsError(format_validation_error(exc, origin)) from None
     finally:
         _yaml_layer.reset(token)
+
+
+def settings_overrides(
+    source: str | None = None,
+    path: str | None = None,
+    as_of: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Keyword overrides for :func:`load_settings` from flow parameters / CLI options."""
+    data = {k: v for k, v in {"source": source, "path": path, "as_of": as_of}.items() if v}
+    out = dict(extra or {})
+    if data:
+        out["data"] = {**out.get("data", {}), **data}
+    return out

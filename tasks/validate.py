@@ -1,0 +1,39 @@
+"""Validation gate: Great Expectations checks; a failure stops the flow before features."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from salesflow.schema import SalesData
+from salesflow.settings import ValidationSection
+from salesflow.validation import DataValidationError, drop_short_series, validate_sales
+
+
+@task(name="validate-sales", cache_policy=NO_CACHE)
+def validate_data(
+    data: SalesData, cfg: ValidationSection, as_of: dt.date | None = None
+) -> SalesData:
+    """Run the gate, publish its report, raise on failure; drop (and report) short series."""
+    log = get_run_logger()
+    report = validate_sales(data, cfg, as_of)
+    create_markdown_artifact(
+        key="data-validation",
+        markdown=report.to_markdown(),
+        description="Great Expectations validation of the ingested data",
+    )
+    if not report.passed:
+        raise DataValidationError(report)
+    kept, dropped = drop_short_series(data, report), report.short_series
+    if dropped:
+        log.warning(
+            "Dropped %d series with fewer than %d observations: %s",
+            len(dropped),
+            cfg.min_history,
+            ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""),
+        )
+    log.info("Validation passed: %d checks on %s rows", len(report.checks), f"{report.n_rows:,}")
+    return kept

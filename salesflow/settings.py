@@ -181,6 +181,8 @@ class WarehouseSection(_Section):
     )
     table: str = "sales_forecasts"
     schema_name: str | None = None
+    retries: int = Field(3, ge=0, le=20, description="retries when the warehouse is unreachable")
+    retry_delay_seconds: float = Field(10.0, ge=0)
 
     @field_validator("table", "schema_name")
     @classmethod

@@ -59,6 +59,7 @@ class WriteResult:
     seconds: float
     table: str
     url_redacted: str
+    rows_deleted: int = 0  # stale rows of a replaced partition (see write_frame's replace_by)
 
 
 def _after_chunk(i: int) -> None:
@@ -428,8 +429,14 @@ def write_frame(
     table: sa.Table,
     key_columns: Sequence[str] | None = None,
     chunk_rows: int = 50_000,
+    replace_by: Sequence[str] | None = None,
+    stamp: str | None = None,
 ) -> WriteResult:
     """Upsert ``frame`` into ``table`` on ``key_columns`` (default: its primary key).
+
+    With ``replace_by`` (e.g. model and origin) and ``stamp`` (a column holding one value
+    for the whole frame, e.g. created_at), rows of the partitions present in ``frame`` that
+    the frame did not write are deleted in the same transaction: the partition is replaced.
 
     ``frame`` holds a subset of the table's columns: every NOT NULL and key column, no
     column the table lacks. The table is created or migrated first (:func:`ensure_table`);
@@ -446,7 +453,7 @@ def write_frame(
     if dialect not in _SUPPORTED:
         raise ValueError(f"warehouse backend {dialect!r} is not supported; use one of {_SUPPORTED}")
     names, values = _prepare(frame, table, key, dialect)
-    start, inserted = time.perf_counter(), 0
+    start, inserted, deleted = time.perf_counter(), 0, 0
     upsert = _upsert_postgres if dialect == "postgresql" else _upsert_sqlite
     with _engine(url, write=True) as engine:
         with _connect(engine, url):  # surfaces an unreachable database as WarehouseUnavailable
@@ -455,6 +462,8 @@ def write_frame(
         if len(frame):
             with engine.begin() as conn:
                 inserted = upsert(conn, table, names, values, key, chunk_rows)
+                if replace_by and stamp:
+                    deleted = _delete_stale(conn, table, names, values, list(replace_by), stamp)
     result = WriteResult(
         rows_written=len(frame),
         rows_inserted=inserted,
@@ -462,6 +471,7 @@ def write_frame(
         seconds=time.perf_counter() - start,
         table=_qualified(table),
         url_redacted=redact_url(url),
+        rows_deleted=deleted,
     )
     log.info(
         "wrote %d rows (%d new, %d updated) to %s at %s in %.2f s",
@@ -469,6 +479,29 @@ def write_frame(
         result.table, result.url_redacted, result.seconds,
     )  # fmt: skip
     return result
+
+
+def _delete_stale(
+    conn: Connection,
+    table: sa.Table,
+    names: list[str],
+    values: _Values,
+    replace_by: list[str],
+    stamp: str,
+) -> int:
+    """Delete rows of the frame's partitions that this write did not stamp."""
+    q = conn.dialect.identifier_preparer
+    cols = [values[names.index(c)] for c in replace_by]
+    stamps = set(values[names.index(stamp)])
+    if len(stamps) != 1:
+        raise ValueError(f"column {stamp!r} must hold one value for the whole write")
+    cond = " AND ".join(f"{q.quote(c)} = :p{i}" for i, c in enumerate(replace_by))
+    sql = sa.text(f"DELETE FROM {q.format_table(table)} WHERE {cond} AND {q.quote(stamp)} <> :s")
+    deleted = 0
+    for part in sorted(set(zip(*cols, strict=True)), key=str):
+        params = {f"p{i}": v for i, v in enumerate(part)} | {"s": next(iter(stamps))}
+        deleted += conn.execute(sql, params).rowcount
+    return deleted
 
 
 # --- forecasts ----------------------------------------------------------------------------
@@ -490,7 +523,13 @@ def write_forecasts(
     when absent). ``created_at`` is set here (UTC). Re-writing an origin replaces its rows.
     """
     return write_frame(
-        url, _with_defaults(frame), forecasts_table(table, schema), FORECAST_KEY, chunk_rows
+        url,
+        _with_defaults(frame),
+        forecasts_table(table, schema),
+        FORECAST_KEY,
+        chunk_rows,
+        replace_by=("model_name", "forecast_origin"),
+        stamp="created_at",
     )
 
 

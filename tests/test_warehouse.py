@@ -161,6 +161,22 @@ def test_rewrite_same_origin_is_idempotent(target: Target) -> None:
     np.testing.assert_array_equal(got["forecast"], _sorted(again)["forecast"])
 
 
+def test_rewrite_with_fewer_series_replaces_the_origin(target: Target) -> None:
+    """A re-run of an origin with fewer series leaves no stale rows of that origin and
+    model, and touches neither other origins nor other models."""
+    wh.write_forecasts(target.url, make_forecasts(n_series=3), table=target.table)
+    other_origin = make_forecasts(origin="2012-11-02")
+    other_model = make_forecasts(model="other")
+    wh.write_forecasts(target.url, other_origin, table=target.table)
+    wh.write_forecasts(target.url, other_model, table=target.table)
+    result = wh.write_forecasts(target.url, make_forecasts(n_series=2), table=target.table)
+    assert result.rows_deleted == 4
+    assert (
+        wh.count_rows(target.url, target.table, model_name="xgb", forecast_origin="2012-10-26") == 8
+    )
+    assert wh.count_rows(target.url, target.table) == 8 + 12 + 12
+
+
 def test_different_origin_adds_rows(target: Target) -> None:
     """A new origin adds rows and leaves the earlier origin's rows alone."""
     first = make_forecasts()

@@ -1,8 +1,9 @@
 """The forecaster: one global XGBoost model over all series, direct multi-horizon.
 
 Each training row is (series, origin, horizon) with the features of ``features.build``;
-the target is the sales of the target date divided by the series' scale, and the rows are
-weighted by scale x holiday weight, so the absolute-error objective is WMAE in sales units.
+the target is the sales of the target date divided by the series' scale, minus a seasonal
+baseline (:func:`seasonal_base`); rows are weighted by scale x holiday weight, so the
+absolute-error objective is WMAE in sales units.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ from features.build import (
 from salesflow.schema import DATE, ID, SalesData
 
 INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
+
+
+def seasonal_base(rows: pd.DataFrame) -> np.ndarray:
+    """The scaled baseline the trees correct: last season's value, else the mean of the last
+    4 observations, else the last one. Trees cannot extrapolate, so learning a correction
+    to a baseline (not the level itself) keeps spikes like Christmas within reach."""
+    base = rows["seas_lag"].to_numpy(dtype=float)
+    for col in ("roll_mean_4", "lag_1"):
+        if col in rows:
+            base = np.where(np.isnan(base), rows[col].to_numpy(dtype=float), base)
+    return np.nan_to_num(base, nan=0.0)
 
 
 class GlobalForecaster:
@@ -102,8 +114,9 @@ class GlobalForecaster:
             raise ValueError("rows given to fit() must come from this model's training_rows()")
         x = self._design(train, data)
         hol = np.where(train["is_holiday"].to_numpy() > 0, self.holiday_weight, 1.0)
+        target = train["y"].to_numpy() / train["scale"].to_numpy() - seasonal_base(train)
         self.model_ = xgb.XGBRegressor(objective="reg:absoluteerror", **self.params)
-        self.model_.fit(x, train["y"] / train["scale"], sample_weight=train["scale"] * hol)
+        self.model_.fit(x, target, sample_weight=train["scale"] * hol)
         self.trained_until_ = data.last_date
         self.n_train_rows_ = len(train)
         self.n_series_ = data.n_series
@@ -131,7 +144,8 @@ class GlobalForecaster:
         )
         feats = origin_features(grid, grid.index_of(origin), self.horizon, self.spec)
         feats = feats.drop(columns=["y"])
-        pred = self.model_.predict(self._design(feats, data)) * feats["scale"].to_numpy()
+        resid = self.model_.predict(self._design(feats, data))
+        pred = (seasonal_base(feats) + resid) * feats["scale"].to_numpy()
         out = feats[[ID, "origin", DATE, "horizon", "scale"]].copy()
         out["horizon"] = out["horizon"].astype(int)
         out["forecast"] = pred.astype(float)

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def feature_importance(names: list[str], gains: dict[str, float], top: int = 25):
+def feature_importance(names: list[str], gains: dict, top: int = 25):
     """Horizontal bar chart of XGBoost gain per feature, largest first."""
     s = pd.Series({n: gains.get(n, 0.0) for n in names}).sort_values().tail(top)
     fig, ax = plt.subplots(figsize=(7, max(3, 0.28 * len(s))))

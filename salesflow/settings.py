@@ -147,7 +147,7 @@ class ModelSection(_Section):
     min_train_history: int = Field(52, ge=1, description="origins need this much history")
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.05, gt=0, le=1)
-    max_depth: int = Field(8, ge=1, le=20)
+    max_depth: int = Field(6, ge=1, le=20)
     subsample: float = Field(0.8, gt=0, le=1)
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     min_child_weight: float = Field(1.0, ge=0)

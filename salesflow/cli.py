@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
+
+from salesflow.cli_lifecycle import add_rollback_command
 
 
 def _print_training(result: dict[str, Any]) -> None:
@@ -40,28 +43,74 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    from flows.batch_forecast import batch_forecast_flow
+
+    overrides = json.loads(args.set) if args.set else None
+    r = batch_forecast_flow(
+        env=args.env,
+        source=args.source,
+        path=args.path,
+        as_of=args.as_of,
+        origin=args.origin,
+        overrides=overrides,
+    )
+    print(
+        f"\nWrote {r['rows_written']:,} forecast rows ({r['series']:,} series, origin "
+        f"{r['origin']}) to {r['table']} with {r['model_name']} version {r['model_version']}"
+    )
+    return 0
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", help="config environment: configs/<env>.yaml (default: dev)")
+    p.add_argument("--source", choices=["synthetic", "walmart", "long", "sql"])
+    p.add_argument("--path", help="data folder/file for the walmart and long sources")
+    p.add_argument("--as-of", dest="as_of", help="use data up to this date (YYYY-MM-DD)")
+    p.add_argument("--set", help='JSON of other settings, e.g. \'{"model": {"horizon": 13}}\'')
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="salesflow", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, backtest and register a model (training flow)")
-    t.add_argument("--env", help="config environment: configs/<env>.yaml (default: dev)")
-    t.add_argument("--source", choices=["synthetic", "walmart", "long", "sql"])
-    t.add_argument("--path", help="data folder/file for the walmart and long sources")
-    t.add_argument("--as-of", dest="as_of", help="use data up to this date (YYYY-MM-DD)")
-    t.add_argument("--set", help='JSON of other settings, e.g. \'{"model": {"horizon": 13}}\'')
+    _data_options(t)
     t.set_defaults(func=_cmd_train)
+    f = sub.add_parser("forecast", help="forecast every series with the champion (batch flow)")
+    _data_options(f)
+    f.add_argument("--origin", help="first forecast period (default: after the last data)")
+    f.set_defaults(func=_cmd_forecast)
+    add_rollback_command(sub)
     return p
 
 
+# No phoning home from a batch job: this machine class often has no internet at all.
+_QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for k, v in _QUIET_ENV.items():
+        os.environ.setdefault(k, v)
     from salesflow.settings import SettingsError
 
     args = build_parser().parse_args(argv)
+    from salesflow.registry import ChampionNotFound
+    from salesflow.validation import DataValidationError
+    from salesflow.warehouse import WarehouseUnavailable
+
     try:
         return args.func(args)
     except SettingsError as exc:
         print(f"salesflow: {exc}", file=sys.stderr)
         return 2
+    except (DataValidationError, ChampionNotFound, WarehouseUnavailable, FileNotFoundError) as exc:
+        print(f"salesflow: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

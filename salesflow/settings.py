@@ -143,7 +143,7 @@ class FeaturesSection(_Section):
 class ModelSection(_Section):
     name: str = "salesflow-forecaster"
     horizon: int = Field(39, ge=1, le=520)
-    origin_stride: int = Field(2, ge=1, description="use every k-th week as a training origin")
+    origin_stride: int = Field(4, ge=1, description="use every k-th period as a training origin")
     min_train_history: int = Field(52, ge=1, description="origins need this much history")
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.05, gt=0, le=1)
@@ -195,6 +195,59 @@ class WarehouseSection(_Section):
         return v
 
 
+class DriftSection(_Section):
+    """Evidently drift checks: per-column test and the rule that calls the whole data drifted."""
+
+    num_method: Literal["ks", "wasserstein", "psi", "jensenshannon", "kl_div", "anderson"] = "ks"
+    threshold: float = Field(
+        0.05,
+        gt=0,
+        description="per-column threshold: a p-value for ks/anderson (drift when below), "
+        "a distance for the others (drift when at or above)",
+    )
+    min_drifted_columns: int = Field(3, ge=1, description="drift when >= this many columns")
+    min_drifted_share: float = Field(0.3, gt=0, le=1, description="...or >= this share")
+    current_periods: int = Field(13, ge=1, description="latest window compared")
+    reference_periods: int = Field(52, ge=1, description="end of the champion's training data")
+    max_rows: int = Field(200_000, ge=1_000, description="rows sampled per window")
+    columns: list[str] | None = Field(None, description="None: the covariates")
+
+
+class MonitorSection(_Section):
+    drift: DriftSection = DriftSection()
+    max_wmae_vs_backtest: float = Field(
+        1.5, gt=0, description="degraded when realized WMAE > this x the backtest WMAE"
+    )
+    accuracy_table: str = "forecast_accuracy"
+    audit_table: str = "model_audit"
+    report_dir: Path = Path("reports")
+
+    @field_validator("accuracy_table", "audit_table")
+    @classmethod
+    def _tables(cls, v: str) -> str:
+        return WarehouseSection._identifier(v)  # type: ignore[return-value]
+
+
+class PolicySection(_Section):
+    """When a challenger replaces the champion, and when the champion is rolled back."""
+
+    min_improvement: float = Field(
+        0.02, ge=0, lt=1, description="challenger WMAE <= (1 - this) x champion WMAE"
+    )
+    must_beat_seasonal_naive: bool = True
+    max_abs_bias_share: float = Field(
+        0.10, gt=0, description="|bias| <= this x mean |actual| on the holdout"
+    )
+    holdout_periods: int = Field(13, ge=1, description="recent periods both are scored on")
+    rollback_tolerance: float = Field(
+        0.10, ge=0, description="roll back when realized WMAE > (1 + this) x the previous's"
+    )
+    rollback_max_wmae_vs_backtest: float = Field(
+        2.0, gt=0, description="...or when realized WMAE > this x the champion's backtest WMAE"
+    )
+    previous_alias: str = "previous"
+
+
 class PathsSection(_Section):
     local_dir: Path = Path("data/local")
 
@@ -215,6 +268,8 @@ class Settings(BaseSettings):
     backtest: BacktestSection = BacktestSection()
     mlflow: MlflowSection = MlflowSection()
     warehouse: WarehouseSection = WarehouseSection()
+    monitor: MonitorSection = MonitorSection()
+    policy: PolicySection = PolicySection()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,38 @@
+"""The README's promises: the two set-up commands, and CI running the same test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _first_block() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert block, "README.md has no bash code block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_first_block_is_setup_then_tests():
+    """The first code block holds exactly two commands: set up + train, then the tests."""
+    setup, tests = _first_block()
+    assert "pip install" in setup and "salesflow train" in setup
+    assert "pytest" in tests
+
+
+def test_ci_runs_the_readme_test_command():
+    """.ci/run runs the README's test command verbatim."""
+    tests = _first_block()[1]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in ci
+
+
+def test_readme_mentions_every_config_key_section():
+    """Every top-level section of configs/base.yaml is documented in the README."""
+    import yaml
+
+    text = (ROOT / "README.md").read_text()
+    for section in yaml.safe_load((ROOT / "configs" / "base.yaml").read_text()):
+        assert f"{section}." in text or f"`{section}`" in text, section

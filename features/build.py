@@ -198,6 +198,14 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
     three = np.stack([cols["seas_lag"], cols["seas_lag_prev"], cols["seas_lag_next"]])
     cnt = np.sum(~np.isnan(three), axis=0)
     cols["seas_mean3"] = np.where(cnt > 0, np.nansum(three, axis=0) / np.maximum(cnt, 1), np.nan)
+    # Last season's value scaled by how the level moved since then: recent mean over the
+    # mean of the same weeks a season earlier (both before the origin).
+    ly_level = _nanstat(np.nanmean, _window(ys, t - s, 4)) if t - s > 0 else np.full(n, np.nan)
+    now_level = _nanstat(np.nanmean, _window(ys, t, 4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(ly_level > 0.05, now_level / ly_level, np.nan)
+    cols["level_ratio"] = np.repeat(np.clip(ratio, 0.2, 5.0)[:, None], horizon, axis=1)
+    cols["seas_adj"] = cols["seas_mean3"] * cols["level_ratio"]
     cols["horizon"] = np.broadcast_to(hs.astype(float), (n, horizon))
     dates = grid.dates[jc] if m else grid.dates
     extra = pd.DatetimeIndex(
@@ -245,7 +253,8 @@ def feature_names(spec: FeatureSpec, covariates: list[str] | tuple[str, ...]) ->
     for w in spec.rolling_windows:
         names += [f"roll_mean_{w}", f"roll_std_{w}"]
     names += ["n_obs", "growth_yoy", "seas_lag", "seas_lag_prev", "seas_lag_next"]
-    names += ["seas_lag_2y", "seas_mean3", "horizon", "week_of_year", "month", "is_holiday"]
+    names += ["seas_lag_2y", "seas_mean3", "level_ratio", "seas_adj", "horizon"]
+    names += ["week_of_year", "month", "is_holiday"]
     names += [f"hol_{h}" for h in HOLIDAYS]
     names += ["days_to_thanksgiving", "days_to_christmas"]
     return names + [f"cov_{c}" for c in covariates]

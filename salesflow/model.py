@@ -174,6 +174,17 @@ class GlobalForecaster:
             out[f"hi_{level}"] = out["forecast"] + np.maximum(qh, 0) * out["scale"]
         return out
 
+    def clone(self) -> GlobalForecaster:
+        """An unfitted forecaster with the same settings (sklearn's ``clone``)."""
+        return GlobalForecaster(
+            self.horizon,
+            self.spec,
+            self.params,
+            self.min_train_history,
+            self.origin_stride,
+            self.holiday_weight,
+        )
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise ValueError("this GlobalForecaster is not fitted yet: call fit(data) first")

@@ -115,3 +115,28 @@ def scoring_summary(identity: dict, notes, result, settings, horizon: int) -> st
         f"series' last known value ({', '.join(notes.covariate_columns_filled) or '-'}) |",
     ]
     return "\n".join(lines)
+
+
+def decision_markdown(decision, model_name: str, moved: dict) -> str:
+    """The retraining decision: both scorecards on the same holdout, the action, the reason."""
+    rows = [("challenger", decision.challenger)]
+    if decision.champion is not None:
+        rows.append(("champion", decision.champion))
+    lines = [
+        f"# {decision.action.upper()}: {model_name} version {decision.challenger.version}",
+        f"**Reason**: {decision.reason}",
+        "",
+        "| model | version | WMAE | seasonal naive WMAE | bias | rows |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, c in rows:
+        lines.append(
+            f"| {label} | {c.version} | {_fmt(c.wmae)} | {_fmt(c.seasonal_naive_wmae)} | "
+            f"{_fmt(c.bias)} | {c.n:,} |"
+        )
+    if moved.get("to_version"):
+        lines.append(
+            f"\nAlias `champion` moved from version {moved.get('from_version') or '-'} "
+            f"to version {moved['to_version']}."
+        )
+    return "\n".join(lines)

@@ -62,6 +62,38 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from flows.monitor import monitor_flow
+
+    r = monitor_flow(**_flow_args(args))
+    print(
+        f"\nVersion {r['model_version']}: realized WMAE {r['realized_wmae']}, backtest "
+        f"WMAE {r['backtest_wmae']}, degraded: {r['degraded']}"
+    )
+    for kind, cols in r["drifted_columns"].items():
+        print(f"{kind} drift: {'DRIFT' if r['drift'][kind] else 'no'} {', '.join(cols)}")
+    print(f"events: {', '.join(r['events']) or 'none'}; rolled back: {r['rolled_back']}")
+    return 0
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from flows.retrain import retrain_flow
+
+    r = retrain_flow(**_flow_args(args), reason="salesflow retrain (CLI)")
+    print(f"\n{r['action'].upper()} challenger version {r['challenger_version']}: {r['reason']}")
+    return 0
+
+
+def _flow_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "env": args.env,
+        "source": args.source,
+        "path": args.path,
+        "as_of": args.as_of,
+        "overrides": json.loads(args.set) if args.set else None,
+    }
+
+
 def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", help="config environment: configs/<env>.yaml (default: dev)")
     p.add_argument("--source", choices=["synthetic", "walmart", "long", "sql"])
@@ -80,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(f)
     f.add_argument("--origin", help="first forecast period (default: after the last data)")
     f.set_defaults(func=_cmd_forecast)
+    m = sub.add_parser("monitor", help="realized accuracy, drift checks, events, rollback")
+    _data_options(m)
+    m.set_defaults(func=_cmd_monitor)
+    r = sub.add_parser("retrain", help="train a challenger; promote it only if it is better")
+    _data_options(r)
+    r.set_defaults(func=_cmd_retrain)
     add_rollback_command(sub)
     return p
 

@@ -8,7 +8,6 @@ Nothing is configured at import time; every function takes the tracking URI.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -21,8 +20,12 @@ import pandas as pd
 from salesflow.model import GlobalForecaster
 from salesflow.schema import SalesData
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-PIP_REQUIREMENTS = ["salesflow", "xgboost==3.2.0", "pandas==2.3.3", "numpy==2.4.6"]
+# The model's code travels with it (code_paths), so serving it elsewhere needs only these.
+PIP_REQUIREMENTS = ["xgboost==3.2.0", "pandas==2.3.3", "numpy==2.4.6", "joblib", "mlflow==3.17.2"]
+_CODE_PATHS = [
+    str(Path(__file__).resolve().parent),
+    str(Path(__file__).resolve().parent.parent / "features"),
+]
 
 
 class ChampionNotFound(LookupError):
@@ -165,6 +168,7 @@ def log_and_register(
             signature=infer_signature(_float_ints(input_example), _float_ints(out_example)),
             input_example=_float_ints(input_example.head(5)),
             pip_requirements=PIP_REQUIREMENTS,
+            code_paths=_CODE_PATHS,
             registered_model_name=model_name,
         )
         version = str(info.registered_model_version)

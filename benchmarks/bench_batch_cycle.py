@@ -231,6 +231,7 @@ def raw_copy_seconds(pg_url: str, rows: Any, table: str) -> float:
     import pandas as pd
     import sqlalchemy as sa
 
+    from salesflow import sqlconvert
     from salesflow import warehouse as wh
 
     frame = rows.assign(created_at=pd.Timestamp.now(tz="UTC"))
@@ -244,7 +245,7 @@ def raw_copy_seconds(pg_url: str, rows: Any, table: str) -> float:
         plain.create(engine)
         cols = [c for c in frame.columns if c in plain.c]
         start = time.perf_counter()
-        values = [wh._convert(frame[c], plain.c[c].type, "postgresql") for c in cols]
+        values = [sqlconvert.convert(frame[c], plain.c[c].type, "postgresql") for c in cols]
         raw = engine.raw_connection()
         try:
             with raw.cursor() as cur:

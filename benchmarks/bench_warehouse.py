@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from salesflow import sqlconvert
 from salesflow import warehouse as wh
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -119,7 +120,7 @@ def raw_copy(engine: sa.Engine, frame: pd.DataFrame, table: str) -> float:
     frame = frame.assign(created_at=pd.Timestamp.now(tz="UTC"))
     cols = ", ".join(frame.columns)
     start = time.perf_counter()
-    values = [wh._convert(frame[c], plain.c[c].type, "postgresql") for c in frame.columns]
+    values = [sqlconvert.convert(frame[c], plain.c[c].type, "postgresql") for c in frame.columns]
     raw = engine.raw_connection()
     try:
         with raw.cursor() as cur:

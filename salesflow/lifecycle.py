@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from salesflow.registry import ChampionNotFound, client, get_alias_version
 from salesflow.settings import PolicySection
-from salesflow.warehouse import check_identifier, read_frame, write_frame
+from salesflow.sqlstore import check_identifier, read_frame, write_frame
 
 STATUS = "salesflow.status"
 PROMOTED_AT = "salesflow.promoted_at"

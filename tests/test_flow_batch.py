@@ -60,7 +60,7 @@ def test_no_champion_is_a_clear_failure(harness, tmp_path, monkeypatch):
 def test_failure_mid_write_leaves_table_unchanged(trained, tmp_path, monkeypatch):
     """A fault injected half-way through the write leaves the earlier rows exactly as they were."""
     from flows.batch_forecast import batch_forecast_flow
-    from salesflow import warehouse
+    from salesflow import sqlstore
 
     batch_forecast_flow(env="test", origin="2012-04-06")
     before = _rows(tmp_path)
@@ -68,7 +68,7 @@ def test_failure_mid_write_leaves_table_unchanged(trained, tmp_path, monkeypatch
     def boom(i):
         raise RuntimeError("injected: disk full")
 
-    monkeypatch.setattr(warehouse, "_after_chunk", boom)
+    monkeypatch.setattr(sqlstore, "_after_chunk", boom)
     monkeypatch.setenv("SALESFLOW_MODEL__HORIZON", "8")
     with pytest.raises(RuntimeError, match="injected"):
         batch_forecast_flow(env="test")

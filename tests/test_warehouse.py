@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from salesflow import sqlstore
 from salesflow import warehouse as wh
 
 PG_URL = os.environ.get(
@@ -206,7 +207,7 @@ def test_fault_midway_leaves_table_unchanged(
         calls.append(i)
         raise RuntimeError("injected fault after chunk 0")
 
-    monkeypatch.setattr(wh, "_after_chunk", boom)
+    monkeypatch.setattr(sqlstore, "_after_chunk", boom)
     with pytest.raises(RuntimeError, match="injected fault"):
         wh.write_forecasts(target.url, frame, table=target.table, chunk_rows=4)
     assert calls == [0]

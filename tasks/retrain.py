@@ -81,7 +81,7 @@ def decide_promotion(
 def apply_decision(decision: Decision, reg: RegisteredVersion, settings: Settings) -> dict:
     """Move the alias (promote) or tag the version (reject); audit row; Prefect event."""
     name, uri = settings.model.name, settings.tracking_uri
-    moved = {"from_version": None, "to_version": None}
+    moved: dict[str, str | None] = {"from_version": None, "to_version": None}
     if decision.action == "promote":
         moved = promote(uri, name, reg.version, settings.policy, settings.mlflow.champion_alias)
     else:

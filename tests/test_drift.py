@@ -1,0 +1,253 @@
+"""Drift judgement (Evidently 0.7): windows, references, per-column tests and the overall rule."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from salesflow import drift
+from salesflow.settings import DriftInjection, DriftSection, SyntheticSection
+from salesflow.synthetic import generate_sales
+
+PANEL = SyntheticSection(n_stores=6, n_depts=8, periods=143)
+DATES = pd.date_range(PANEL.start, periods=PANEL.periods, freq=PANEL.freq)
+TRAINED_UNTIL = DATES[-14]  # the champion saw all but the last 13 weeks
+DRIFT_START = DATES[-13].date()
+SHIFTED = ["cpi", "fuel_price", "temperature", "unemployment"]
+UNSHIFTED = [f"markdown{i}" for i in range(1, 6)]
+
+
+def _panel(drift_injection: DriftInjection | None = None):
+    return generate_sales(PANEL.model_copy(update={"drift": drift_injection}), future_periods=0)
+
+
+@pytest.fixture(scope="module")
+def stable():
+    return _panel()
+
+
+@pytest.fixture(scope="module")
+def shifted():
+    return _panel(DriftInjection(start=DRIFT_START, covariate_shift=dict.fromkeys(SHIFTED, 2.0)))
+
+
+@pytest.fixture(scope="module")
+def stable_check(stable):
+    return drift.feature_drift(stable, TRAINED_UNTIL, DriftSection())
+
+
+@pytest.fixture(scope="module")
+def shifted_check(shifted):
+    return drift.feature_drift(shifted, TRAINED_UNTIL, DriftSection())
+
+
+def _frames(n: int = 2000, shift: float = 1.0, moved: str = "ab", cols: str = "abcde"):
+    """iid normal reference/current frames; the ``moved`` columns shift by ``shift`` std."""
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({c: rng.normal(size=n) for c in cols})
+    cur = pd.DataFrame({c: rng.normal(size=n // 2) + (shift if c in moved else 0) for c in cols})
+    return ref, cur
+
+
+# --- feature drift on the synthetic panel -------------------------------------------------
+
+
+def test_no_false_alarm_on_stable_data(stable_check):
+    """Stable synthetic data with the default config raises no drift alarm."""
+    result, _ = stable_check
+    assert not result.detected
+    assert result.n_drifted < DriftSection().min_drifted_columns
+    assert {c.column for c in result.columns} == set(_panel().covariates)
+
+
+def test_injected_shift_detected_on_exactly_the_shifted_columns(shifted_check):
+    """A +2 std shift of four covariates drifts those four and nothing else."""
+    result, _ = shifted_check
+    assert result.detected
+    assert sorted(result.drifted_columns) == SHIFTED
+
+
+@pytest.mark.parametrize("column", UNSHIFTED)
+def test_unshifted_columns_do_not_drift(shifted_check, column):
+    """Markdowns, which started inside the reference window but were not shifted, stay put."""
+    result, _ = shifted_check
+    assert not next(c for c in result.columns if c.column == column).drifted
+
+
+def test_naive_reference_flags_seasonality(stable):
+    """A plain 52-week vs 13-week comparison calls stable seasonal temperature drifted."""
+    ref = drift.window(stable, TRAINED_UNTIL, 52)
+    cur = drift.window(stable, stable.last_date, 13)
+    result, _ = drift.detect_drift(ref, cur, ["temperature"], DriftSection())
+    assert result.drifted_columns == ["temperature"]
+
+
+def test_seasonality_is_explained_by_the_seasonal_reference(stable_check):
+    """Stable temperature differs from the recent weeks but not from the same weeks a year ago."""
+    result, _ = stable_check
+    temperature = next(c for c in result.columns if c.column == "temperature")
+    assert temperature.scores[drift.RECENT] < 0.05 < temperature.scores[drift.SEASONAL]
+    assert not temperature.drifted
+
+
+def test_store_level_covariates_counted_once_per_store_and_week(stable_check):
+    """Covariates repeated for each department count once per (store, week)."""
+    result, _ = stable_check
+    assert result.current_rows == PANEL.n_stores * 13
+
+
+def test_high_threshold_makes_ks_detect(stable):
+    """A p-value threshold of 0.999 flags (nearly) every column, so drift is detected."""
+    result, _ = drift.feature_drift(stable, TRAINED_UNTIL, DriftSection(threshold=0.999))
+    assert result.detected
+    assert all(c.threshold == 0.999 for c in result.columns)
+
+
+def test_reference_cut_before_the_current_window(stable):
+    """A champion trained into the current window gets a reference that ends before it."""
+    result, _ = drift.feature_drift(stable, stable.last_date, DriftSection())
+    assert any("inside the current window" in n for n in result.notes)
+
+
+def test_feature_columns_from_config_and_unknown_column(stable):
+    """cfg.columns picks the columns; an unknown one is a ValueError naming it."""
+    result, _ = drift.feature_drift(stable, TRAINED_UNTIL, DriftSection(columns=["cpi"]))
+    assert [c.column for c in result.columns] == ["cpi"]
+    with pytest.raises(ValueError, match="nope"):
+        drift.feature_drift(stable, TRAINED_UNTIL, DriftSection(columns=["cpi", "nope"]))
+
+
+# --- target and prediction drift ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", [0.1, -0.1])
+def test_target_drift_detects_level_shift(level):
+    """A 10 % level shift of sales from the current window on is target drift."""
+    data = _panel(DriftInjection(start=DRIFT_START, level_shift=level))
+    result, _ = drift.target_drift(data, TRAINED_UNTIL, DriftSection())
+    assert result.kind == "target"
+    assert result.detected and result.drifted_columns == ["y_scaled"]
+
+
+def test_prediction_drift_scaled_per_series():
+    """Forecasts 30 % higher drift; the same forecasts do not, whatever the series' sizes."""
+    rng = np.random.default_rng(0)
+    ids = np.repeat(["1/1", "1/2", "2/1"], 60)
+    size = np.repeat([10.0, 1e3, 1e5], 60)
+    ref = pd.DataFrame({"unique_id": ids, "forecast": rng.normal(1, 0.05, 180) * size})
+    higher, _ = drift.prediction_drift(
+        ref, ref.assign(forecast=ref["forecast"] * 1.3), DriftSection()
+    )
+    same, _ = drift.prediction_drift(ref, ref.sample(frac=1, random_state=1), DriftSection())
+    assert higher.detected and not same.detected
+    assert higher.kind == "prediction" and higher.columns[0].column == "forecast_scaled"
+
+
+def test_prediction_drift_notes_series_without_reference():
+    """Series absent from the reference forecasts are left out with a note."""
+    ref = pd.DataFrame({"unique_id": ["a"] * 50, "forecast": np.linspace(1, 2, 50)})
+    cur = pd.concat([ref, pd.DataFrame({"unique_id": ["b"] * 5, "forecast": 9.0})])
+    result, _ = drift.prediction_drift(ref, cur, DriftSection())
+    assert result.current_rows == 50 and "1 series" in result.notes[0]
+
+
+# --- detect_drift: methods, thresholds, the rule, bad input -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "threshold"),
+    [("ks", 0.05), ("anderson", 0.05), ("wasserstein", 0.1), ("jensenshannon", 0.1), ("psi", 0.1)],
+)
+def test_each_method_flags_the_shifted_columns(method, threshold):
+    """p-values drift below the threshold, distances at or above it: only moved columns drift."""
+    ref, cur = _frames()
+    cfg = DriftSection(num_method=method, threshold=threshold)
+    result, _ = drift.detect_drift(ref, cur, list(ref.columns), cfg)
+    assert result.drifted_columns == ["a", "b"]
+    assert all(c.method == method for c in result.columns)
+
+
+@pytest.mark.parametrize(
+    ("min_columns", "min_share", "expected"),
+    [(2, 1.0, True), (3, 1.0, False), (3, 0.4, True), (3, 0.5, False)],
+)
+def test_overall_rule_from_config(min_columns, min_share, expected):
+    """Two of five columns drift: detected iff >= min_drifted_columns or >= min_drifted_share."""
+    ref, cur = _frames(n=400)
+    cfg = DriftSection(min_drifted_columns=min_columns, min_drifted_share=min_share)
+    result, _ = drift.detect_drift(ref, cur, list(ref.columns), cfg)
+    assert (result.n_drifted, result.share_drifted) == (2, 0.4)
+    assert result.detected is expected
+
+
+def test_missing_columns_named_for_both_frames():
+    """Columns missing from either frame raise a ValueError naming each frame's gaps."""
+    ref, cur = _frames(n=100)
+    with pytest.raises(ValueError, match=r"\['x'\] missing from the reference.*\['a', 'x'\]"):
+        drift.detect_drift(ref, cur.drop(columns="a"), ["a", "x"], DriftSection())
+
+
+def test_constant_and_null_columns_skipped_with_note():
+    """All-null and constant columns are skipped with a note instead of crashing."""
+    ref, cur = _frames(n=200, moved="")
+    ref["k"], cur["k"], ref["z"], cur["z"] = 1.0, 1.0, np.nan, np.nan
+    result, _ = drift.detect_drift(ref, cur, ["a", "k", "z"], DriftSection())
+    assert [c.column for c in result.columns] == ["a"]
+    assert any("k vs reference" in n and "constant" in n for n in result.notes)
+    assert any("z vs reference" in n and "no reference" in n for n in result.notes)
+
+
+def test_nothing_testable_is_an_error():
+    """When no column can be tested the check fails loudly rather than passing silently."""
+    frame = pd.DataFrame({"k": [1.0] * 10})
+    with pytest.raises(ValueError, match="no column could be tested"):
+        drift.detect_drift(frame, frame, ["k"], DriftSection())
+
+
+def test_sampling_caps_rows_per_side():
+    """Each side is sampled (seeded) to cfg.max_rows."""
+    ref, cur = _frames(n=4000, moved="")
+    result, _ = drift.detect_drift(ref, cur, ["c"], DriftSection(max_rows=1000))
+    again, _ = drift.detect_drift(ref, cur, ["c"], DriftSection(max_rows=1000))
+    assert (result.reference_rows, result.current_rows) == (1000, 1000)
+    assert result.columns[0].score == again.columns[0].score
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def test_markdown_states_rule_and_orders_drifted_first(shifted_check):
+    """The markdown report states the rule and lists drifted columns first."""
+    text = shifted_check[0].to_markdown()
+    assert "drift when >= 3 columns or >= 30% drift (KS p < 0.05)" in text
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0] == "column" and sorted(rows[2:6]) == SHIFTED
+
+
+def test_payload_is_json_safe(shifted_check):
+    """The event payload survives json.dumps and carries verdict, counts and scores."""
+    payload = json.loads(json.dumps(shifted_check[0].to_payload()))
+    assert payload["detected"] is True and payload["n_drifted"] == 4
+    assert sorted(payload["drifted_columns"]) == SHIFTED
+    assert set(payload["scores"]) == {c.column for c in shifted_check[0].columns}
+
+
+def test_html_report_written(shifted_check, tmp_path):
+    """save_report_html creates the folder and writes a real Evidently page."""
+    path = drift.save_report_html(shifted_check[1], tmp_path / "reports" / "drift.html")
+    text = path.read_text(encoding="utf-8")
+    assert path.stat().st_size > 100_000 and "temperature vs seasonal" in text
+
+
+@pytest.mark.parametrize(
+    ("end", "periods", "first", "last"),
+    [("2012-10-26", 13, "2012-08-03", "2012-10-26"), ("2012-10-24", 2, "2012-10-12", "2012-10-19")],
+)
+def test_window_holds_periods_ending_at_end(stable, end, periods, first, last):
+    """window() returns the rows of the `periods` periods ending at `end` (inclusive)."""
+    rows = drift.window(stable, pd.Timestamp(end), periods)
+    assert rows["ds"].nunique() == periods
+    assert (rows["ds"].min(), rows["ds"].max()) == (pd.Timestamp(first), pd.Timestamp(last))

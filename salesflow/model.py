@@ -160,6 +160,13 @@ class GlobalForecaster:
         table = r.groupby("horizon")["res"].quantile(qs).unstack()
         table.columns = [f"q{q}" for q in qs]
         self.residual_quantiles_ = table
+        # The backtest's forecasts are the reference for prediction drift in monitoring.
+        last = (
+            backtest[backtest["origin"] == backtest["origin"].max()]
+            if "origin" in backtest
+            else backtest
+        )
+        self.reference_forecasts_ = last[[c for c in (ID, DATE, "forecast") if c in last]].copy()
         return self
 
     def _add_intervals(self, out: pd.DataFrame) -> pd.DataFrame:

@@ -140,3 +140,28 @@ def decision_markdown(decision, model_name: str, moved: dict) -> str:
             f"to version {moved['to_version']}."
         )
     return "\n".join(lines)
+
+
+def monitor_summary(identity, cmp, drift, degraded, events, decision) -> str:
+    """The monitor run: realized accuracy vs the champion's backtest, drift, what was done."""
+    bt = identity.get("backtest_wmae")
+    cur = "n/a" if cmp.current_wmae is None else _fmt(cmp.current_wmae)
+    prev = "n/a" if cmp.previous_wmae is None else _fmt(cmp.previous_wmae)
+    lines = [
+        f"# Monitoring {identity['name']} version {identity['version']}",
+        "| figure | value |",
+        "| --- | ---: |",
+        f"| realized WMAE ({cmp.window_start} .. {cmp.window_end}, {cmp.n_rows:,} rows) | {cur} |",
+        f"| backtest WMAE at training | {_fmt(bt) if bt else 'n/a'} |",
+        f"| previous champion ({cmp.previous_version or '-'}) on the same rows | {prev} |",
+        f"| performance degraded | {'yes' if degraded else 'no'} |",
+    ]
+    for kind, r in drift.items():
+        cols = ", ".join(c.column for c in r.columns if c.drifted) or "-"
+        lines.append(f"| {kind} drift | {'DRIFT' if r.detected else 'no'} ({cols}) |")
+    lines += [
+        "",
+        f"**Events emitted**: {', '.join(events) or 'none'}",
+        f"**Rollback**: {'yes' if decision.rollback else 'no'} — {decision.reason}",
+    ]
+    return "\n".join(lines)

@@ -205,10 +205,25 @@ class DriftSection(_Section):
         description="per-column threshold: a p-value for ks/anderson (drift when below), "
         "a distance for the others (drift when at or above)",
     )
+    target_method: Literal["ks", "wasserstein", "psi", "jensenshannon", "kl_div", "anderson"] = (
+        "wasserstein"
+    )
+    target_threshold: float = Field(
+        0.25,
+        gt=0,
+        description="target (sales scaled per series) drift: KS flags ~1 in 4 stable "
+        "synthetic panels, a normed Wasserstein distance >= 0.25 separates a 10% level shift",
+    )
     min_drifted_columns: int = Field(3, ge=1, description="drift when >= this many columns")
     min_drifted_share: float = Field(0.3, gt=0, le=1, description="...or >= this share")
     current_periods: int = Field(13, ge=1, description="latest window compared")
-    reference_periods: int = Field(52, ge=1, description="end of the champion's training data")
+    reference_periods: int = Field(
+        26,
+        ge=1,
+        description="the last periods of the champion's training data: recent conditions, so a "
+        "change the champion already trained on (e.g. a markdown programme that started "
+        "months ago) is not drift",
+    )
     max_rows: int = Field(200_000, ge=1_000, description="rows sampled per window")
     columns: list[str] | None = Field(None, description="None: the covariates")
 

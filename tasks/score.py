@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -9,7 +11,7 @@ from prefect.runtime import flow_run
 from sqlalchemy.exc import OperationalError
 
 from salesflow.model import GlobalForecaster
-from salesflow.registry import load_forecaster
+from salesflow.registry import client, load_forecaster
 from salesflow.schema import SalesData
 from salesflow.scoring import ScoringNotes, score_series, warehouse_rows
 from salesflow.settings import Settings
@@ -17,7 +19,7 @@ from salesflow.warehouse import WarehouseUnavailable, WriteResult, redact_url, w
 
 
 @task(name="load-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def load_champion(settings: Settings) -> tuple[GlobalForecaster, dict[str, str]]:
+def load_champion(settings: Settings) -> tuple[GlobalForecaster, dict[str, Any]]:
     """The model version holding the champion alias, and its identity."""
     model, mv = load_forecaster(
         settings.tracking_uri, settings.model.name, settings.mlflow.champion_alias
@@ -30,13 +32,19 @@ def load_champion(settings: Settings) -> tuple[GlobalForecaster, dict[str, str]]
         mv.run_id,
         model.trained_until_.date(),
     )
-    return model, {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id}
+    run = client(settings.tracking_uri).get_run(mv.run_id)
+    return model, {
+        "name": mv.name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "backtest_wmae": run.data.metrics.get("model_wmae"),
+    }
 
 
 @task(name="forecast-series", cache_policy=NO_CACHE)
 def forecast_series(
     model: GlobalForecaster,
-    identity: dict[str, str],
+    identity: dict[str, Any],
     data: SalesData,
     origin: str | None = None,
 ) -> tuple[pd.DataFrame, ScoringNotes]:

@@ -1,0 +1,187 @@
+"""Monitoring steps: realized accuracy, drift checks, and the verdict's effects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.runtime import flow_run
+
+from salesflow.drift import (
+    DriftResult,
+    feature_drift,
+    prediction_drift,
+    save_report_html,
+    target_drift,
+)
+from salesflow.lifecycle import record_audit, rollback
+from salesflow.loop import RealizedComparison, compare_realized
+from salesflow.model import GlobalForecaster
+from salesflow.monitoring import join_actuals, realized_accuracy, write_accuracy
+from salesflow.policy import RollbackDecision
+from salesflow.registry import get_alias_version
+from salesflow.schema import SalesData
+from salesflow.settings import Settings
+from salesflow.warehouse import read_forecasts
+
+
+@task(name="measure-accuracy", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def measure_accuracy(
+    data: SalesData, identity: dict[str, Any], settings: Settings
+) -> tuple[RealizedComparison, pd.DataFrame]:
+    """Join arrived actuals with the forecasts made for them; store realized accuracy per
+    model version, origin and horizon; compare champion and previous on the same rows."""
+    log = get_run_logger()
+    w = settings.warehouse
+    fc = read_forecasts(
+        settings.warehouse_url, table=w.table, schema=w.schema_name, model_name=identity["name"]
+    )
+    joined = join_actuals(fc, data.history)
+    if joined.empty:
+        log.warning("No forecast has an actual yet: nothing to measure")
+        return compare_realized(joined, identity["version"], None, 1), joined
+    acc = realized_accuracy(joined, settings.backtest.holiday_weight)
+    write_accuracy(settings.warehouse_url, acc, settings.monitor.accuracy_table)
+    prev = get_alias_version(
+        settings.tracking_uri, identity["name"], settings.policy.previous_alias
+    )
+    cmp = compare_realized(
+        joined,
+        identity["version"],
+        str(prev.version) if prev else None,
+        settings.monitor.drift.current_periods,
+        settings.backtest.holiday_weight,
+    )
+    log.info(
+        "Realized WMAE of version %s on %d rows (%s .. %s): %s; previous version %s: %s",
+        cmp.current_version,
+        cmp.n_rows,
+        cmp.window_start,
+        cmp.window_end,
+        _f(cmp.current_wmae),
+        cmp.previous_version or "-",
+        _f(cmp.previous_wmae),
+    )
+    return cmp, joined
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.1f}"
+
+
+@task(name="check-drift", cache_policy=NO_CACHE)
+def check_drift(
+    data: SalesData, model: GlobalForecaster, joined: pd.DataFrame, settings: Settings
+) -> dict[str, DriftResult]:
+    """Evidently checks: features and target (champion's training window vs the latest
+    window) and predictions (backtest forecasts vs the latest forecasts). Saves HTML."""
+    cfg, log = settings.monitor.drift, get_run_logger()
+    results: dict[str, DriftResult] = {}
+    report_dir = settings.local_dir / settings.monitor.report_dir
+    stamp = data.last_date.strftime("%Y-%m-%d")
+    for kind, (res, snap) in {
+        "feature": feature_drift(data, model.trained_until_, cfg),
+        "target": target_drift(data, model.trained_until_, cfg),
+    }.items():
+        results[kind] = res
+        path = save_report_html(snap, report_dir / f"{stamp}-{kind}-drift.html")
+        log.info(
+            "%s drift: %d of %d columns drifted (%.0f%%) -> %s; report %s",
+            kind.capitalize(),
+            res.n_drifted,
+            len(res.columns),
+            100 * res.share_drifted,
+            "DRIFT" if res.detected else "no drift",
+            path,
+        )
+    ref = getattr(model, "reference_forecasts_", None)
+    if ref is not None and not joined.empty:
+        cur = joined.rename(columns={"target_date": "ds"})
+        res, snap = prediction_drift(ref, cur, cfg)
+        results["prediction"] = res
+        save_report_html(snap, report_dir / f"{stamp}-prediction-drift.html")
+    create_markdown_artifact(
+        key="drift-summary",
+        markdown="\n\n".join(r.to_markdown() for r in results.values())
+        + f"\n\nHTML reports: `{report_dir}`",
+        description="Evidently drift checks",
+    )
+    return results
+
+
+@task(name="emit-monitor-events", cache_policy=NO_CACHE)
+def emit_monitor_events(
+    identity: dict[str, Any],
+    drift: dict[str, DriftResult],
+    cmp: RealizedComparison,
+    degraded: bool,
+) -> list[str]:
+    """Prefect events that trigger retraining: drift detected, performance degraded."""
+    name = identity["name"]
+    resource = {
+        "prefect.resource.id": f"salesflow.model.{name}",
+        "prefect.resource.name": name,
+        "salesflow.model.version": identity["version"],
+    }
+    sent = []
+    # Prediction drift is reported, not acted on: the backtest forecasts it compares with
+    # cover other calendar weeks, so it mixes seasonality into the score.
+    drifted = {k: r.to_payload() for k, r in drift.items() if r.detected and k != "prediction"}
+    if drifted:
+        emit_event(event="salesflow.drift.detected", resource=resource, payload=drifted)
+        sent.append("salesflow.drift.detected")
+    if degraded:
+        payload = {
+            "realized_wmae": cmp.current_wmae,
+            "backtest_wmae": identity.get("backtest_wmae"),
+            "rows": cmp.n_rows,
+            "window": [cmp.window_start, cmp.window_end],
+        }
+        emit_event(event="salesflow.performance.degraded", resource=resource, payload=payload)
+        sent.append("salesflow.performance.degraded")
+    get_run_logger().info("Events emitted: %s", ", ".join(sent) or "none")
+    return sent
+
+
+@task(name="roll-back-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def roll_back_champion(decision: RollbackDecision, settings: Settings) -> dict:
+    """Point the champion alias back at the previous version; audit; event."""
+    name = settings.model.name
+    moved = rollback(
+        settings.tracking_uri,
+        name,
+        decision.target_version,
+        settings.policy,
+        settings.mlflow.champion_alias,
+    )
+    record_audit(
+        settings.warehouse_url,
+        settings.monitor.audit_table,
+        "rollback",
+        name,
+        moved["from_version"],
+        moved["to_version"],
+        decision.reason,
+        {},
+        flow_run_id=flow_run.id,
+        actor="monitor-flow",
+        tracking_uri=settings.tracking_uri,
+        schema=settings.warehouse.schema_name,
+    )
+    emit_event(
+        event="salesflow.model.rolled_back",
+        resource={"prefect.resource.id": f"salesflow.model.{name}", "prefect.resource.name": name},
+        payload={**moved, "reason": decision.reason},
+    )
+    get_run_logger().warning(
+        "Rolled back %s from version %s to %s: %s",
+        name,
+        moved["from_version"],
+        moved["to_version"],
+        decision.reason,
+    )
+    return moved

@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from salesflow.monitoring import is_degraded
 
+from salesflow.monitoring import is_degraded
 from salesflow.policy import decide_rollback
 from salesflow.report import monitor_summary
 from salesflow.settings import load_settings, settings_overrides
@@ -44,7 +44,7 @@ def monitor_flow(
         and backtest
         and is_degraded(cmp.current_wmae, backtest, settings.monitor)
     )
-    events = emit_monitor_events(identity, drift, cmp, degraded)
+    events = emit_monitor_events(identity, drift, cmp, degraded, settings.env)
     decision = decide_rollback(
         identity["version"],
         cmp.current_wmae if cmp.current_wmae is not None else float("nan"),

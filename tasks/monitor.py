@@ -119,8 +119,11 @@ def emit_monitor_events(
     drift: dict[str, DriftResult],
     cmp: RealizedComparison,
     degraded: bool,
+    env: str,
 ) -> list[str]:
-    """Prefect events that trigger retraining: drift detected, performance degraded."""
+    """Prefect events that trigger retraining: drift detected, performance degraded.
+
+    The payload carries ``env`` so the triggered retrain runs on the same configuration."""
     name = identity["name"]
     resource = {
         "prefect.resource.id": f"salesflow.model.{name}",
@@ -132,10 +135,13 @@ def emit_monitor_events(
     # cover other calendar weeks, so it mixes seasonality into the score.
     drifted = {k: r.to_payload() for k, r in drift.items() if r.detected and k != "prediction"}
     if drifted:
-        emit_event(event="salesflow.drift.detected", resource=resource, payload=drifted)
+        payload = {"env": env, "version": identity["version"], **drifted}
+        emit_event(event="salesflow.drift.detected", resource=resource, payload=payload)
         sent.append("salesflow.drift.detected")
     if degraded:
         payload = {
+            "env": env,
+            "version": identity["version"],
             "realized_wmae": cmp.current_wmae,
             "backtest_wmae": identity.get("backtest_wmae"),
             "rows": cmp.n_rows,

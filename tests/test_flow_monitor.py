@@ -60,9 +60,7 @@ def test_injected_drift_is_detected_and_events_fire(harness, tmp_path, monkeypat
     assert out["degraded"] and out["realized_wmae"] > out["backtest_wmae"]
     assert set(out["events"]) == {"salesflow.drift.detected", "salesflow.performance.degraded"}
     got = _events("salesflow.drift.detected")
-    assert (
-        got and got[0]["resource"]["prefect.resource.id"] == "salesflow.model.salesflow-forecaster"
-    )
+    assert got and got[0]["resource"]["prefect.resource.id"] == "salesflow.model.salesflow-scenario"
     assert "temperature" in str(got[0]["payload"])
     url = f"sqlite:///{tmp_path}/warehouse.db"
     assert count_rows(url, "forecast_accuracy") == 13

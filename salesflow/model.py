@@ -27,6 +27,7 @@ from features.build import (
 from salesflow.schema import DATE, ID, SalesData
 
 INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
+GROUP_SOURCES = ("seas_lag", "seas_mean3", "level_ratio")
 
 
 def seasonal_base(rows: pd.DataFrame) -> np.ndarray:
@@ -81,12 +82,32 @@ class GlobalForecaster:
             if not pd.api.types.is_numeric_dtype(st[c])
         }
 
+    def _group_keys(self, data: SalesData) -> list[str]:
+        """Key columns that group several series (e.g. store, dept); none for a single key."""
+        return list(data.keys) if len(data.keys) > 1 else []
+
     def _design(self, frame: pd.DataFrame, data: SalesData) -> pd.DataFrame:
         static = self._static_codes(data)
         x = frame[[ID]].merge(static, on=ID, how="left")
         feats = frame[self.dynamic_features_].reset_index(drop=True)
         out = pd.concat([feats, x.drop(columns=[ID]).reset_index(drop=True)], axis=1)
+        out = pd.concat([out, self._group_features(frame, data)], axis=1)
         return out[self.feature_names_].astype(np.float32)
+
+    def _group_features(self, frame: pd.DataFrame, data: SalesData) -> pd.DataFrame:
+        """Per key column k and source feature f, ``grp_<k>_<f>``: the mean of f over the
+        series sharing k (e.g. all stores of a department) at the same origin and target
+        date. The sources are scaled and computed before the origin, so this is too; it
+        denoises last season's single-week values with the group's shape."""
+        codes = data.static_frame().set_index(ID)
+        out = pd.DataFrame(index=range(len(frame)))
+        by_date = [frame["origin"].to_numpy(), frame[DATE].to_numpy()]
+        for k in self._group_keys(data):
+            grp = frame[ID].map(codes[k]).to_numpy()
+            for f in GROUP_SOURCES:
+                vals = frame[f].reset_index(drop=True)
+                out[f"grp_{k}_{f}"] = vals.groupby([*by_date, grp]).transform("mean").to_numpy()
+        return out
 
     # ---- fit / predict ---------------------------------------------------------------
     def training_rows(self, data: SalesData) -> pd.DataFrame:
@@ -96,9 +117,14 @@ class GlobalForecaster:
         self.static_cols_ = list(data.static)
         self._learn_categories(data)
         self.dynamic_features_ = feature_names(self.spec, data.covariates)
-        self.feature_names_ = self.dynamic_features_ + [
-            f"static_{c}" for c in [*data.keys, *data.static]
+        self.group_features_ = [
+            f"grp_{k}_{f}" for k in self._group_keys(data) for f in GROUP_SOURCES
         ]
+        self.feature_names_ = (
+            self.dynamic_features_
+            + self.group_features_
+            + [f"static_{c}" for c in [*data.keys, *data.static]]
+        )
         grid = make_grid(data.history, None, self.covariates_, data.freq)
         end = len(grid.dates)
         return training_frame(

@@ -109,8 +109,11 @@ def _series(stores: pd.DataFrame, n_depts: int, rng: np.random.Generator) -> pd.
     size = stores["store_size"].to_numpy()[frame["store_idx"]] / 150_000
     m = len(frame)
     frame["scale"] = dept_scale[frame["dept_idx"]] * size**0.8 * rng.lognormal(0, 0.35, m)
-    frame["season_amp"] = rng.uniform(0.03, 0.15, m)
-    frame["season_phase"] = rng.uniform(0, 2 * np.pi, m)
+    # A department has one seasonal shape everywhere (garden peaks in spring in every
+    # store), with some store-to-store variation, as in real retail data.
+    dept_amp, dept_phase = rng.uniform(0.03, 0.15, n_depts), rng.uniform(0, 2 * np.pi, n_depts)
+    frame["season_amp"] = dept_amp[frame["dept_idx"]] * rng.lognormal(0, 0.2, m)
+    frame["season_phase"] = dept_phase[frame["dept_idx"]] + rng.normal(0, 0.3, m)
     frame["ramp"] = rng.uniform(0.05, 0.4, m) + 0.8 * spiky[frame["dept_idx"]]
     frame["uplift"] = rng.uniform(0.0, 0.1, m)
     frame["thanks_spike"] = spiky[frame["dept_idx"]] * rng.uniform(0.5, 2.0, m)

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from salesflow.settings import SettingsError
 
     args = build_parser().parse_args(argv)
-    from salesflow.registry import ChampionNotFound
+    from salesflow.registry import ChampionNotFound, ChampionUnreadable
     from salesflow.validation import DataValidationError
     from salesflow.warehouse import WarehouseUnavailable
 
@@ -148,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"salesflow: {exc}", file=sys.stderr)
         return 2
-    except (DataValidationError, ChampionNotFound, WarehouseUnavailable, FileNotFoundError) as exc:
+    except (
+        DataValidationError,
+        ChampionNotFound,
+        ChampionUnreadable,
+        WarehouseUnavailable,
+        FileNotFoundError,
+    ) as exc:
         print(f"salesflow: {exc}", file=sys.stderr)
         return 1
 

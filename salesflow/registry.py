@@ -32,6 +32,10 @@ class ChampionNotFound(LookupError):
     """No model version carries the requested alias yet."""
 
 
+class ChampionUnreadable(RuntimeError):
+    """The version holding the alias exists, but its model artifact cannot be loaded."""
+
+
 @dataclass(frozen=True)
 class RegisteredVersion:
     name: str
@@ -222,5 +226,13 @@ def load_forecaster(tracking_uri: str, model_name: str, alias: str) -> tuple[Glo
             "run the training flow first (salesflow train)"
         )
     mlflow = _mlflow(tracking_uri)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
-    return pyfunc.unwrap_python_model().forecaster, mv
+    try:
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
+        return pyfunc.unwrap_python_model().forecaster, mv
+    except Exception as exc:
+        raise ChampionUnreadable(
+            f"version {mv.version} of {model_name!r} (alias {alias!r}, MLflow run {mv.run_id}) "
+            f"could not be loaded from {mv.source}: {type(exc).__name__}: {exc}. Re-register "
+            "a model (salesflow train) or point the alias at another version "
+            "(salesflow rollback --to VERSION)"
+        ) from exc

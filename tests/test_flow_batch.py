@@ -105,3 +105,16 @@ def test_unreachable_warehouse_retries_then_fails_clearly(trained, tmp_path, mon
     with pytest.raises(WarehouseUnavailable) as exc:
         batch_forecast_flow(env="test")
     assert "s3cret" not in str(exc.value) and "127.0.0.1:1" in str(exc.value)
+
+
+def test_unreadable_champion_artifact_fails_before_any_write(trained, tmp_path):
+    """A champion whose artifact is gone fails the load step (after its retries); no row."""
+    import shutil
+
+    from flows.batch_forecast import batch_forecast_flow
+    from salesflow.registry import ChampionUnreadable
+
+    shutil.rmtree(tmp_path / "mlartifacts")
+    with pytest.raises(ChampionUnreadable, match="version 1 of 'salesflow-forecaster'.*could not"):
+        batch_forecast_flow(env="test")
+    assert _rows(tmp_path).empty

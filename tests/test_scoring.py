@@ -1,0 +1,43 @@
+"""Batch scoring core: series unseen at training, rows shaped for the warehouse."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from salesflow.scoring import score_series, warehouse_rows
+from salesflow.training import make_forecaster
+
+
+@pytest.fixture(scope="module")
+def model_without_one_series(small_data, small_settings):
+    hist = small_data.history
+    unseen = sorted(hist["unique_id"].unique())[0]
+    fitted = make_forecaster(small_settings).fit(
+        replace(small_data, history=hist[hist["unique_id"] != unseen].reset_index(drop=True))
+    )
+    return fitted, unseen
+
+
+def test_series_unseen_at_training_are_forecast_and_counted(model_without_one_series, small_data):
+    """A series the model never trained on is forecast from its own history and listed."""
+    model, unseen = model_without_one_series
+    pred, notes = score_series(model, small_data)
+    assert notes.unseen_series == [unseen]
+    assert pred.loc[pred["unique_id"] == unseen, "forecast"].notna().sum() == model.horizon
+
+
+def test_warehouse_rows_carry_the_model_version(model_without_one_series, small_data):
+    """Every row names the model, its version and run, and the series keys as JSON."""
+    model, _ = model_without_one_series
+    pred, _ = score_series(model, small_data)
+    rows = warehouse_rows(pred, model.keys_, "m", "7", "run-1", "flow-1")
+    assert len(rows) == len(pred)
+    assert set(rows["model_version"]) == {"7"} and set(rows["mlflow_run_id"]) == {"run-1"}
+    first = rows.iloc[0]
+    assert json.loads(first["series_keys"]) == {
+        "store": int(first["store"]),
+        "dept": int(first["dept"]),
+    }

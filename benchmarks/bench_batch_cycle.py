@@ -24,21 +24,19 @@ per-task times from the Prefect API, and a description of the machine.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from _common import describe_machine
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -314,26 +312,10 @@ def median_of(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 
 def machine(pg_url: str) -> dict[str, Any]:
-    cpu, mem_kb = "unknown", 0
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        cpu = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln)
-        meminfo = Path("/proc/meminfo").read_text().splitlines()
-        mem_kb = int(next(ln for ln in meminfo if ln.startswith("MemTotal")).split()[1])
-    except (OSError, StopIteration):
-        pass
     return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
-        "memory_gb": round(mem_kb / 1024**2, 1),
-        "cpu_model": cpu,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
+        **describe_machine(PACKAGES),
         "postgres": _pg_version(pg_url),
-        "packages": {p: _version(p) for p in PACKAGES},
         "prefect_api": os.environ.get("PREFECT_API_URL") or "temporary local server",
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
     }
 
 
@@ -346,13 +328,6 @@ def _pg_version(pg_url: str) -> str | None:
             return conn.exec_driver_sql("SHOW server_version").scalar()
     finally:
         engine.dispose()
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def warm_up_prefect() -> float:

@@ -7,23 +7,19 @@ Each case runs ``--repeat`` times on a fresh table; the JSON holds every run and
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from _common import describe_machine
 
 from salesflow import sqlconvert
 from salesflow import warehouse as wh
@@ -137,33 +133,8 @@ def raw_copy(engine: sa.Engine, frame: pd.DataFrame, table: str) -> float:
 
 
 def machine() -> dict[str, object]:
-    cpu = "unknown"
-    mem_kb = 0
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        cpu = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln)
-        meminfo = Path("/proc/meminfo").read_text().splitlines()
-        mem_kb = int(next(ln for ln in meminfo if ln.startswith("MemTotal")).split()[1])
-    except (OSError, StopIteration):
-        pass
     packages = ["sqlalchemy", "psycopg", "psycopg-binary", "pandas", "numpy"]
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
-        "memory_gb": round(mem_kb / 1024**2, 1),
-        "cpu_model": cpu,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "sqlite": sqlite3.sqlite_version,
-        "packages": {p: _version(p) for p in packages},
-    }
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except Exception:
-        return None
+    return {**describe_machine(packages), "sqlite": sqlite3.sqlite_version}
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:

@@ -10,20 +10,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from salesflow import lifecycle as lc
-from salesflow import warehouse as wh
 from salesflow.cli_lifecycle import add_rollback_command
 from salesflow.policy import Scorecard
 from salesflow.registry import ChampionNotFound, client, get_alias_version
 from salesflow.settings import PolicySection
+from tests.pg import PG_URL, drop_table, postgres_or_skip
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-PG_URL = os.environ.get(
-    "SALESFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 POLICY = PolicySection()
 
 
@@ -255,19 +251,10 @@ def test_cli_rollback(tracking_uri, model, tmp_path, monkeypatch, capsys):
     assert len(lc.read_audit(url, "model_audit")) == 2
 
 
-def _postgres_or_skip() -> None:
-    try:
-        wh.check_connection(PG_URL)
-    except wh.WarehouseUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL is required when CI=true but is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable ({exc}); start it or set SALESFLOW_TEST_PG_URL")
-
-
 @pytest.mark.postgres
 def test_audit_on_postgres():
     """Audit rows round-trip on PostgreSQL (table created on first write, ordered by time)."""
-    _postgres_or_skip()
+    postgres_or_skip()
     table = f"model_audit_t{uuid.uuid4().hex[:12]}"
     try:
         lc.record_audit(PG_URL, table, "promote", "m", None, "1", "no champion yet", {"n": 5})
@@ -291,9 +278,4 @@ def test_audit_on_postgres():
         assert str(rows["at"].dt.tz) == "UTC"
         assert len(lc.read_audit(PG_URL, table, model_name="other")) == 0
     finally:
-        engine = sa.create_engine(PG_URL)
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
-        finally:
-            engine.dispose()
+        drop_table(PG_URL, table)

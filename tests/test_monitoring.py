@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import math
-import os
 import uuid
 
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from salesflow import monitoring as mon
 from salesflow import warehouse as wh
 from salesflow.settings import MonitorSection
+from tests.pg import PG_URL, drop_table, postgres_or_skip
 
-PG_URL = os.environ.get(
-    "SALESFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 ORIGIN = pd.Timestamp("2012-01-06")
 
 
@@ -177,19 +173,9 @@ def test_write_accuracy_idempotent_sqlite(tmp_path, joined):
 @pytest.mark.postgres
 def test_write_accuracy_idempotent_postgres(joined):
     """The same upsert on PostgreSQL (skipped when unreachable, unless CI=true)."""
-    try:
-        wh.check_connection(PG_URL)
-    except wh.WarehouseUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL is required when CI=true but is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable ({exc}); start it or set SALESFLOW_TEST_PG_URL")
+    postgres_or_skip()
     table = f"forecast_accuracy_t{uuid.uuid4().hex[:12]}"
     try:
         _write_twice(PG_URL, table, joined)
     finally:
-        engine = sa.create_engine(PG_URL)
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
-        finally:
-            engine.dispose()
+        drop_table(PG_URL, table)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,10 +15,7 @@ import sqlalchemy as sa
 
 from salesflow import sqlstore
 from salesflow import warehouse as wh
-
-PG_URL = os.environ.get(
-    "SALESFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from tests.pg import PG_URL, drop_table, postgres_or_skip
 
 
 @dataclass(frozen=True)
@@ -29,24 +25,6 @@ class Target:
     backend: str
 
 
-def _postgres_or_skip() -> None:
-    try:
-        wh.check_connection(PG_URL)
-    except wh.WarehouseUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL is required when CI=true but is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable ({exc}); start it or set SALESFLOW_TEST_PG_URL")
-
-
-def _drop(url: str, table: str) -> None:
-    engine = sa.create_engine(url, future=True)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def target(request: pytest.FixtureRequest, tmp_path) -> Iterator[Target]:
     if request.param == "sqlite":
@@ -54,10 +32,10 @@ def target(request: pytest.FixtureRequest, tmp_path) -> Iterator[Target]:
             f"sqlite:///{tmp_path / 'local' / 'warehouse.db'}", "sales_forecasts", "sqlite"
         )
         return
-    _postgres_or_skip()
+    postgres_or_skip()
     table = f"sales_forecasts_t{uuid.uuid4().hex[:12]}"
     yield Target(PG_URL, table, "postgres")
-    _drop(PG_URL, table)
+    drop_table(PG_URL, table)
 
 
 def make_forecasts(
@@ -332,7 +310,7 @@ def test_write_frame_generic_table(target: Target) -> None:
         ]
     finally:
         if target.backend == "postgres":
-            _drop(target.url, name)
+            drop_table(target.url, name)
 
 
 def test_redact_url_hides_password() -> None:

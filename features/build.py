@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.calendar import HOLIDAYS, holiday_calendar, holiday_dates, is_holiday_period
+from features.calendar import (
+    HOLIDAYS,
+    easter,
+    holiday_calendar,
+    holiday_dates,
+    is_holiday_period,
+    period_end,
+)
 
 ID, DATE, TARGET = "unique_id", "ds", "y"
 _OFFSETS = {"D": pd.Timedelta(days=1)}
@@ -36,6 +43,9 @@ class FeatureSpec:
     recent_lags: int = 4
     rolling_windows: tuple[int, ...] = (4, 13, 52)
     future_covariates: bool = True
+    denoise_rank: int = 5
+    level_window: int = 8
+    level_shrink: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,9 @@ class Grid:
     """The panel on a regular date grid.
 
     ``y`` is ``[n_series, n_dates]`` with NaN where nothing was observed; ``cov`` is
-    ``[n_series, n_dates, n_covariates]``; ``holiday`` is ``[n_dates]``.
+    ``[n_series, n_dates, n_covariates]``; ``holiday`` is ``[n_dates]``; ``group`` (optional)
+    labels series that share a seasonal shape (e.g. the department of a store x department
+    series), ``[n_series]``, for :func:`denoised_history`.
     """
 
     ids: np.ndarray
@@ -53,6 +65,7 @@ class Grid:
     holiday: np.ndarray
     covariates: tuple[str, ...]
     freq: str
+    group: np.ndarray | None = None
 
     def index_of(self, date: pd.Timestamp | str) -> int:
         """Position of ``date`` on the grid; ValueError if it is not a grid date."""
@@ -121,6 +134,9 @@ def calendar_features(dates: pd.DatetimeIndex, holiday: np.ndarray, freq: str) -
         nxt = np.searchsorted(days, dates.to_numpy())
         nxt = np.minimum(nxt, len(days) - 1)
         out[f"days_to_{name}"] = (days[nxt] - dates.to_numpy()) / np.timedelta64(1, "D")
+    # Signed days from each period's label to its year's Easter (Easter moves 5 weeks).
+    eas = pd.DatetimeIndex([easter(y) for y in dates.year])
+    out["days_to_easter"] = ((eas - dates) / pd.Timedelta(days=1)).to_numpy(dtype=float)
     return out
 
 
@@ -144,6 +160,64 @@ def series_scale(grid: Grid, t: int, season: int) -> np.ndarray:
     anyold = _nanstat(np.nanmean, np.abs(grid.y[:, :t]))
     scale = np.where(np.isnan(recent), anyold, recent)
     return np.where(np.isnan(scale), np.nan, np.maximum(scale, 1.0))
+
+
+def denoised_history(grid: Grid, t: int, rank: int) -> np.ndarray:
+    """``y[:, :t]`` with each group's store-by-week matrix replaced by its rank-``rank``
+    reconstruction (truncated SVD, missing weeks as 0 and kept missing), NaN where ``y`` is.
+
+    Series of one group (e.g. one department in every store) share a seasonal shape; the
+    low-rank part keeps that shape and each series' loadings on it, and drops the
+    week-to-week noise a single last-season value carries. Only data before ``t`` is read;
+    series with no observation before ``t`` take no part. Groups of ``rank`` series or fewer,
+    or a grid without groups, keep their raw values.
+    """
+    y = grid.y[:, :t]
+    out = y.copy()
+    if grid.group is None or rank <= 0 or t <= rank:
+        return out
+    active = ~np.all(np.isnan(y), axis=1)
+    for g in np.unique(grid.group[active]):
+        idx = np.flatnonzero((grid.group == g) & active)
+        if len(idx) <= rank:
+            continue
+        m = y[idx]
+        u, sv, vt = np.linalg.svd(np.nan_to_num(m, nan=0.0), full_matrices=False)
+        out[idx] = np.where(np.isnan(m), np.nan, (u[:, :rank] * sv[:rank]) @ vt[:rank])
+    return out
+
+
+def shrunk_level_ratio(grid: Grid, t: int, spec: FeatureSpec) -> np.ndarray:
+    """Per series: how the level moved over the last season, ``mean(y[t-L:t]) /
+    mean(y[t-s-L:t-s])`` (L = ``spec.level_window``), clipped to [0.5, 2] and shrunk toward
+    1 by ``spec.level_shrink``; 1 where either mean is unknown or near zero."""
+    s, w = spec.season_length, spec.level_window
+    now = _nanstat(np.nanmean, _window(grid.y, t, w))
+    ago = _nanstat(np.nanmean, _window(grid.y, t - s, w)) if t - s > 0 else now * np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(np.abs(ago) > 1e-6, now / ago, np.nan)
+    r = np.where(np.isnan(r), 1.0, np.clip(r, 0.5, 2.0))
+    return 1.0 + spec.level_shrink * (r - 1.0)
+
+
+def season_source(grid: Grid, j: np.ndarray, s: int, tdates: pd.DatetimeIndex) -> np.ndarray:
+    """Grid index of "the same period last season" for each target index ``j``: ``j - s``,
+    except near Easter, which moves between late March and late April: a target up to
+    two periods from its year's Easter period maps to the period at the same offset from
+    the previous year's Easter period. Only for a season of about a year (weekly 52,
+    daily 364/365); other seasons get ``j - s``."""
+    src = j - s
+    step = period_step(grid.freq)
+    if not 350 <= (step * s).days <= 380 or len(tdates) == 0:
+        return src
+    years = range(tdates.min().year - 1, tdates.max().year + 1)
+    labels = period_end(pd.DatetimeIndex([easter(y) for y in years]), grid.freq)
+    e_idx = dict(zip(years, ((labels - grid.dates[0]) / step).astype(int), strict=True))
+    for pos, (jj, d) in enumerate(zip(j, tdates, strict=True)):
+        off = int(jj) - e_idx[d.year]
+        if abs(off) <= 2:
+            src[pos] = e_idx[d.year - 1] + off
+    return src
 
 
 def _origin_stats(grid: Grid, t: int, spec: FeatureSpec, scale: np.ndarray) -> dict:
@@ -187,6 +261,11 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
     j = t + hs - 1
     jc = np.minimum(j, m - 1)
     ys = grid.y / scale[:, None]
+    dates = grid.dates[jc] if m else grid.dates
+    extra = pd.DatetimeIndex(
+        [grid.dates[-1] + period_step(grid.freq) * (jj - m + 1) for jj in j[j >= m]]
+    )
+    tdates = dates[: int(np.sum(j < m))].append(extra)
     cols: dict[str, np.ndarray] = {}
     for name, v in _origin_stats(grid, t, spec, scale).items():
         cols[name] = np.repeat(v[:, None], horizon, axis=1)
@@ -206,22 +285,39 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
         ratio = np.where(ly_level > 0.05, now_level / ly_level, np.nan)
     cols["level_ratio"] = np.repeat(np.clip(ratio, 0.2, 5.0)[:, None], horizon, axis=1)
     cols["seas_adj"] = cols["seas_mean3"] * cols["level_ratio"]
+    # The baseline the model corrects: last season's value from the denoised history,
+    # times the shrunk level change (see model.seasonal_base).
+    smooth = denoised_history(grid, t, spec.denoise_rank) / scale[:, None]
+    src = season_source(grid, j, s, tdates)
+    cols["seas_svd"] = _known(smooth, src, t)
+    cols["level_shrunk"] = np.repeat(shrunk_level_ratio(grid, t, spec)[:, None], horizon, axis=1)
+    cols["seas_base"] = cols["seas_svd"] * cols["level_shrunk"]
     cols["horizon"] = np.broadcast_to(hs.astype(float), (n, horizon))
-    dates = grid.dates[jc] if m else grid.dates
-    extra = pd.DatetimeIndex(
-        [grid.dates[-1] + period_step(grid.freq) * (jj - m + 1) for jj in j[j >= m]]
-    )
-    tdates = dates[: int(np.sum(j < m))].append(extra)
     cal = calendar_features(tdates, _target_holidays(grid, j, tdates), grid.freq)
     for c in cal.columns:
         cols[c] = np.broadcast_to(cal[c].to_numpy(), (n, horizon))
+    step = period_step(grid.freq)
+    src_dates = pd.DatetimeIndex([grid.dates[0] + step * int(k) for k in src])
+    for name, dd in (("month_start_days", tdates), ("month_start_days_src", src_dates)):
+        cols[name] = np.broadcast_to(_month_start_days(dd, step), (n, horizon))
     cov_idx = jc if spec.future_covariates else np.full_like(jc, t - 1)
     for k, c in enumerate(grid.covariates):
         v = grid.cov[:, np.clip(cov_idx, 0, m - 1), k]
         v = np.where((j < m)[None, :] | (not spec.future_covariates), v, np.nan)
         cols[f"cov_{c}"] = v
+        # Change since the season-source week (what last season's value was made under).
+        cols[f"cov_{c}_yoy"] = v - _known(grid.cov[:, :, k], src, t)
     target = np.where((j < m)[None, :], grid.y[:, jc], np.nan)
     return _assemble(grid, t, tdates, hs, scale, keep, target, cols)
+
+
+def _month_start_days(labels: pd.DatetimeIndex, step: pd.Timedelta) -> np.ndarray:
+    """Days of each period (ending at its label) that fall on days 1-7 of a month (paydays)."""
+    days = step.days
+    out = np.zeros(len(labels))
+    for k in range(days):
+        out += (labels - pd.Timedelta(days=k)).day <= 7
+    return out
 
 
 def _target_holidays(grid: Grid, j: np.ndarray, tdates: pd.DatetimeIndex) -> np.ndarray:
@@ -253,11 +349,15 @@ def feature_names(spec: FeatureSpec, covariates: list[str] | tuple[str, ...]) ->
     for w in spec.rolling_windows:
         names += [f"roll_mean_{w}", f"roll_std_{w}"]
     names += ["n_obs", "growth_yoy", "seas_lag", "seas_lag_prev", "seas_lag_next"]
-    names += ["seas_lag_2y", "seas_mean3", "level_ratio", "seas_adj", "horizon"]
+    names += ["seas_lag_2y", "seas_mean3", "level_ratio", "seas_adj"]
+    names += ["seas_svd", "level_shrunk", "seas_base", "horizon"]
     names += ["week_of_year", "month", "is_holiday"]
     names += [f"hol_{h}" for h in HOLIDAYS]
-    names += ["days_to_thanksgiving", "days_to_christmas"]
-    return names + [f"cov_{c}" for c in covariates]
+    names += ["days_to_thanksgiving", "days_to_christmas", "days_to_easter"]
+    names += ["month_start_days", "month_start_days_src"]
+    for c in covariates:
+        names += [f"cov_{c}", f"cov_{c}_yoy"]
+    return names
 
 
 def training_frame(

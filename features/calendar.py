@@ -1,6 +1,8 @@
 """Calendar facts known in advance for any date: the retail holidays and where they fall.
 
-The four holidays of the Walmart data: Super Bowl (first Sunday of February until 2021,
+Easter moves by up to five weeks from year to year, so a same-week-last-year value can miss
+it; ``easter`` gives its date for the features that realign it. The four holidays of the
+Walmart data: Super Bowl (first Sunday of February until 2021,
 second from 2022), Labor Day (first Monday of September), Thanksgiving (fourth Thursday of
 November) and Christmas (25 December). For weekly data a holiday belongs to the period
 that contains it, e.g. with ``W-FRI`` Christmas 2010 (a Saturday) is the week ending
@@ -34,6 +36,19 @@ def holiday_dates(years: range | list[int]) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=["holiday", "date"])
     out["date"] = pd.to_datetime(out["date"])
     return out
+
+
+def easter(year: int) -> dt.date:
+    """Western (Gregorian) Easter Sunday of ``year`` (the anonymous Gregorian algorithm)."""
+    a, b, c = year % 19, year // 100, year % 100
+    d, e = divmod(b, 4)
+    g = (8 * b + 13) // 25
+    h = (19 * a + b - d - g + 15) % 30
+    i, k = divmod(c, 4)
+    m = (32 + 2 * e + 2 * i - h - k) % 7
+    n = (a + 11 * h + 22 * m) // 451
+    month, day = divmod(h + m - 7 * n + 114, 31)
+    return dt.date(year, month, day + 1)
 
 
 def period_end(dates: pd.Series | pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex:

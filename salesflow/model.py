@@ -9,7 +9,7 @@ absolute-error objective is WMAE in sales units.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ import xgboost as xgb
 
 from features.build import (
     FeatureSpec,
+    Grid,
     feature_names,
     make_grid,
     origin_features,
@@ -30,11 +31,13 @@ INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
 GROUP_SOURCES = ("seas_lag", "seas_mean3", "level_ratio")
 
 
-def seasonal_base(rows: pd.DataFrame) -> np.ndarray:
-    """The scaled baseline the trees correct: last season's value, else the mean of the last
-    4 observations, else the last one. Trees cannot extrapolate, so learning a correction
-    to a baseline (not the level itself) keeps spikes like Christmas within reach."""
-    base = rows["seas_lag"].to_numpy(dtype=float)
+def seasonal_base(rows: pd.DataFrame, column: str = "seas_base") -> np.ndarray:
+    """The scaled baseline the trees correct: last season's value from the denoised history
+    times the shrunk level change (``seas_base``), else the mean of the last 4
+    observations, else the last one. Trees cannot extrapolate, so learning a correction
+    to a baseline (not the level itself) keeps spikes like Christmas within reach.
+    ``column``: models fitted before salesflow 0.2 corrected the raw ``seas_lag``."""
+    base = rows[column].to_numpy(dtype=float)
     for col in ("roll_mean_4", "lag_1"):
         if col in rows:
             base = np.where(np.isnan(base), rows[col].to_numpy(dtype=float), base)
@@ -109,6 +112,15 @@ class GlobalForecaster:
                 out[f"grp_{k}_{f}"] = vals.groupby([*by_date, grp]).transform("mean").to_numpy()
         return out
 
+    def _with_groups(self, grid: Grid, data: SalesData) -> Grid:
+        """``grid`` with its series labelled by the last key (e.g. the department of a
+        store x department series): the series that share a seasonal shape, denoised
+        together (:func:`features.build.denoised_history`). No groups for a single key."""
+        if len(data.keys) < 2:
+            return grid
+        labels = data.static_frame().set_index(ID)[data.keys[-1]].astype(str)
+        return replace(grid, group=labels.reindex(grid.ids).fillna("").to_numpy(dtype=str))
+
     # ---- fit / predict ---------------------------------------------------------------
     def training_rows(self, data: SalesData) -> pd.DataFrame:
         """Leak-free training rows of ``data``: one per (series, origin, horizon) whose
@@ -125,7 +137,7 @@ class GlobalForecaster:
             + self.group_features_
             + [f"static_{c}" for c in [*data.keys, *data.static]]
         )
-        grid = make_grid(data.history, None, self.covariates_, data.freq)
+        grid = self._with_groups(make_grid(data.history, None, self.covariates_, data.freq), data)
         end = len(grid.dates)
         return training_frame(
             grid, end, self.horizon, self.spec, self.min_train_history, self.origin_stride
@@ -140,6 +152,7 @@ class GlobalForecaster:
             raise ValueError("rows given to fit() must come from this model's training_rows()")
         x = self._design(train, data)
         hol = np.where(train["is_holiday"].to_numpy() > 0, self.holiday_weight, 1.0)
+        self.base_column_ = "seas_base"
         target = train["y"].to_numpy() / train["scale"].to_numpy() - seasonal_base(train)
         self.model_ = xgb.XGBRegressor(objective="reg:absoluteerror", **self.params)
         self.model_.fit(x, target, sample_weight=train["scale"] * hol)
@@ -168,10 +181,13 @@ class GlobalForecaster:
         grid = make_grid(
             known.history, known.future, self.covariates_, data.freq, extend=self.horizon
         )
+        grid = self._with_groups(grid, data)
         feats = origin_features(grid, grid.index_of(origin), self.horizon, self.spec)
         feats = feats.drop(columns=["y"])
         resid = self.model_.predict(self._design(feats, data))
-        pred = (seasonal_base(feats) + resid) * feats["scale"].to_numpy()
+        # A champion pickled before the baseline change has no base_column_: raw seas_lag.
+        base = seasonal_base(feats, getattr(self, "base_column_", "seas_lag"))
+        pred = (base + resid) * feats["scale"].to_numpy()
         out = feats[[ID, "origin", DATE, "horizon", "scale"]].copy()
         out["horizon"] = out["horizon"].astype(int)
         out["forecast"] = pred.astype(float)

@@ -138,6 +138,18 @@ class FeaturesSection(_Section):
         description="use covariates of the target date (known in advance, as in the Walmart "
         "data); False: use their last value before the origin (strict mode)",
     )
+    denoise_rank: int = Field(
+        5,
+        ge=0,
+        description="rank of the truncated SVD that denoises last season's values within each "
+        "group of series sharing the last key (e.g. a department across stores); 0: off",
+    )
+    level_window: int = Field(
+        8, ge=1, description="periods compared with the same periods a season earlier"
+    )
+    level_shrink: float = Field(
+        0.5, ge=0, le=1, description="share of that level change applied to the baseline"
+    )
 
 
 class ModelSection(_Section):

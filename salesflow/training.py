@@ -35,6 +35,9 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
         recent_lags=f.recent_lags,
         rolling_windows=tuple(f.rolling_windows),
         future_covariates=f.future_covariates,
+        denoise_rank=f.denoise_rank,
+        level_window=f.level_window,
+        level_shrink=f.level_shrink,
     )
     return GlobalForecaster(
         horizon=m.horizon,

@@ -121,4 +121,4 @@ def test_known_covariates_of_target_date_are_used():
     h2.loc[h2.ds >= h2.ds.max() - pd.Timedelta(weeks=3), "temperature"] += 50
     changed = _features_at(h2, fut, t, SPEC)
     diff = [c for c in base.columns if not base[c].equals(changed[c])]
-    assert diff == ["cov_temperature"]
+    assert diff == ["cov_temperature", "cov_temperature_yoy"]

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.build import FeatureSpec, feature_names, make_grid, origin_features
-from features.calendar import holiday_calendar, is_holiday_period
+from features.build import (
+    FeatureSpec,
+    denoised_history,
+    feature_names,
+    make_grid,
+    origin_features,
+    season_source,
+)
+from features.calendar import easter, holiday_calendar, is_holiday_period
 
 SPEC = FeatureSpec(season_length=52, recent_lags=3, rolling_windows=(4, 13))
 COVS = ["temperature", "cpi"]
@@ -81,8 +90,10 @@ def test_series_without_history_before_origin_is_left_out():
     assert "late" in set(origin_features(grid, t + 1, 4, SPEC)["unique_id"])
 
 
-def _features_at(h, fut, origin_idx, spec):
+def _features_at(h, fut, origin_idx, spec, one_group=False):
     grid = make_grid(h, fut, COVS, "W-FRI", extend=10)
+    if one_group:  # every series in one group: the SVD denoising is active
+        grid = replace(grid, group=np.zeros(len(grid.ids), dtype=int))
     return origin_features(grid, origin_idx, 8, spec).drop(columns=["y"])
 
 
@@ -95,20 +106,21 @@ def _features_at(h, fut, origin_idx, spec):
 )
 def test_no_leak_changing_future_changes_no_feature(seed, back, noise, strict):
     """Changing any target at or after origin T (and, in strict mode, any covariate too)
-    changes no feature at origin T."""
-    spec = FeatureSpec(52, 3, (4, 13), future_covariates=not strict)
-    h, fut = _panel(seed)
+    changes no feature at origin T, the group-denoised baseline included (8 series in
+    one group, SVD rank 3)."""
+    spec = FeatureSpec(52, 3, (4, 13), future_covariates=not strict, denoise_rank=3)
+    h, fut = _panel(seed, n_series=8)
     dates = pd.date_range(h.ds.min(), h.ds.max(), freq="7D")
     t = len(dates) - back
     origin = dates[t]
-    before = _features_at(h, fut, t, spec)
+    before = _features_at(h, fut, t, spec, one_group=True)
     h2, fut2 = h.copy(), fut.copy()
     later = h2.ds >= origin
     h2.loc[later, "y"] = h2.loc[later, "y"] * -3 + noise
     if strict:
         h2.loc[later, COVS] = h2.loc[later, COVS] + noise + 1
         fut2[COVS] = fut2[COVS] * 7 + 1
-    after = _features_at(h2, fut2, t, spec)
+    after = _features_at(h2, fut2, t, spec, one_group=True)
     pd.testing.assert_frame_equal(before, after)
 
 
@@ -122,3 +134,81 @@ def test_known_covariates_of_target_date_are_used():
     changed = _features_at(h2, fut, t, SPEC)
     diff = [c for c in base.columns if not base[c].equals(changed[c])]
     assert diff == ["cov_temperature", "cov_temperature_yoy"]
+
+
+def test_easter_dates():
+    """Western Easter Sunday, including the years of the Walmart data."""
+    got = [str(easter(y)) for y in (2010, 2011, 2012, 2013, 2024, 2025)]
+    assert got == [
+        "2010-04-04", "2011-04-24", "2012-04-08", "2013-03-31", "2024-03-31", "2025-04-20"
+    ]  # fmt: skip
+
+
+def test_season_source_follows_easter():
+    """Near Easter, "last season" is the week at the same offset from last year's Easter
+    week (2012-04-13 -> 2011-04-29, the Easter weeks); elsewhere it is 52 weeks back."""
+    h, fut = _panel(0, n_series=1, periods=160)
+    grid = make_grid(h, fut, COVS, "W-FRI")
+    targets = pd.DatetimeIndex(["2012-04-06", "2012-04-13", "2012-07-06", "2012-02-10"])
+    j = grid.dates.get_indexer(targets)
+    src = grid.dates[season_source(grid, j, 52, targets)]
+    assert [str(d.date()) for d in src] == ["2011-04-22", "2011-04-29", "2011-07-08", "2011-02-11"]
+    # A season that is not a year is never realigned.
+    assert (season_source(grid, j, 4, targets) == j - 4).all()
+
+
+def _shared_shape_grid(n_series: int, noise: float, seed: int = 0):
+    """``n_series`` series = loading x one seasonal shape + noise, one group; the truth too."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2010-02-05", periods=110, freq="7D")
+    shape = 100 + 40 * np.sin(np.arange(len(dates)) * 2 * np.pi / 52)
+    truth = rng.uniform(0.5, 3.0, (n_series, 1)) * shape
+    y = truth + rng.normal(0, noise, truth.shape)
+    h = pd.DataFrame(
+        {
+            "unique_id": np.repeat([f"s{i}" for i in range(n_series)], len(dates)),
+            "ds": np.tile(dates, n_series),
+            "y": y.ravel(),
+            "is_holiday": False,
+        }
+    )
+    h = h.drop(index=[3, 4])  # two missing weeks of s0
+    grid = make_grid(h, None, [], "W-FRI")
+    return replace(grid, group=np.zeros(n_series, dtype=int)), truth
+
+
+def test_denoising_recovers_the_shared_shape():
+    """Rank-1 SVD of a group sharing one shape is closer to the truth than the raw values;
+    missing weeks stay missing; only the weeks before t are returned."""
+    grid, truth = _shared_shape_grid(10, noise=15.0)
+    t = 100
+    out = denoised_history(grid, t, rank=1)
+    assert out.shape == (10, t)
+    assert np.isnan(out[0, 3]) and np.isnan(out[0, 4])
+    ok = ~np.isnan(out)
+    raw_err = np.abs(grid.y[:, :t] - truth[:, :t])[ok].mean()
+    svd_err = np.abs(out - truth[:, :t])[ok].mean()
+    assert svd_err < 0.6 * raw_err
+
+
+def test_denoising_leaves_small_groups_and_ungrouped_grids_raw():
+    """A group of no more series than the rank, or a grid without groups, is left as is."""
+    grid, _ = _shared_shape_grid(3, noise=15.0)
+    raw = grid.y[:, :100]
+    np.testing.assert_array_equal(denoised_history(grid, 100, rank=3), raw)
+    np.testing.assert_array_equal(denoised_history(replace(grid, group=None), 100, 1), raw)
+    np.testing.assert_array_equal(denoised_history(grid, 100, rank=0), raw)
+
+
+def test_payday_and_covariate_change_features():
+    """month_start_days counts the days 1-7 of a month in the week (target and source
+    week); cov_<c>_yoy is the covariate minus its value in the source week."""
+    h, fut = _panel(4, n_series=1, periods=130)
+    grid = make_grid(h, fut, COVS, "W-FRI")
+    t = grid.index_of("2012-03-02")
+    f = origin_features(grid, t, 1, SPEC).iloc[0]
+    assert f["month_start_days"] == 2  # 2012-02-25 .. 03-02
+    assert f["month_start_days_src"] == 4  # 2011-02-26 .. 03-04
+    src = grid.index_of("2011-03-04")
+    expect = grid.cov[0, t, 0] - grid.cov[0, src, 0]
+    assert f["cov_temperature_yoy"] == pytest.approx(expect, rel=1e-5)

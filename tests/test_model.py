@@ -98,3 +98,25 @@ def test_too_short_data_for_backtest_is_explained(small_data, small_settings):
     )
     with pytest.raises(ValueError, match="lower backtest.n_origins"):
         evaluate(small_data, s)
+
+
+def test_champion_from_before_the_denoised_baseline_keeps_its_own(fitted, small_data):
+    """A model pickled before ``base_column_`` existed corrects the raw seasonal lag, as it
+    was trained to: its forecasts differ from today's by (seas_lag - seas_base) x scale."""
+    import copy
+
+    from features.build import origin_features
+    from salesflow.model import seasonal_base
+
+    old = copy.deepcopy(fitted)
+    del old.base_column_
+    new_f, old_f = fitted.predict(small_data), old.predict(small_data)
+    grid = fitted._with_groups(
+        make_grid(small_data.history, None, fitted.covariates_, small_data.freq, extend=8),
+        small_data,
+    )
+    t = len(grid.dates) - 8
+    feats = origin_features(grid, t, fitted.horizon, fitted.spec)
+    diff = (seasonal_base(feats) - seasonal_base(feats, "seas_lag")) * feats["scale"]
+    assert not np.allclose(diff, 0)
+    np.testing.assert_allclose(new_f["forecast"] - old_f["forecast"], diff, rtol=1e-4, atol=1e-3)

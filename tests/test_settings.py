@@ -50,6 +50,8 @@ def _write(tmp_path: Path, base: str, env: str | None = None) -> Path:
         ("model:\n  horizon: -1\n", "model.horizon"),
         ("model:\n  horizon: many\n", "model.horizon"),
         ("data:\n  source: excel\n", "data.source"),
+        ("features:\n  level_shrink: 1.5\n", "features.level_shrink"),
+        ("features:\n  denoise_rank: -1\n", "features.denoise_rank"),
         ("warehouse:\n  table: 'drop table x'\n", "not a valid table/schema name"),
         ("data:\n  source: walmart\n", "data.path is required"),
         ("- just\n- a list\n", "top level must be a mapping"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.calendar import holiday_dates, is_holiday_period, period_end
+from features.calendar import easter, holiday_dates, is_holiday_period, period_end
 from salesflow.canonical import WALMART_COVARIATES, WALMART_KEYS, WALMART_STATIC
 from salesflow.schema import DATE, HOLIDAY, ID, TARGET, SalesData, make_unique_id
 from salesflow.settings import DriftInjection, SyntheticSection
@@ -122,6 +122,10 @@ def _series(stores: pd.DataFrame, n_depts: int, rng: np.random.Generator) -> pd.
     frame["temp_effect"] = rng.normal(0.0, 0.03, m)
     frame["growth"] = rng.normal(0.01, 0.04, m)
     frame["noise_sd"] = rng.uniform(0.04, 0.15, m)
+    # Candy, seasonal, grocery...: a lift in the Easter weekend's week and the one before
+    # (Easter moves by up to five weeks, so "same week last year" misses it).
+    eastery = rng.random(n_depts) < 0.3
+    frame["easter_spike"] = eastery[frame["dept_idx"]] * rng.uniform(0.2, 0.8, m)
     frame[ID] = make_unique_id(frame, WALMART_KEYS)
     return frame.sort_values(ID, kind="stable").reset_index(drop=True)
 
@@ -192,6 +196,14 @@ def _spike_dates(dates: pd.DatetimeIndex, freq: str) -> tuple[np.ndarray, np.nda
     return dates.isin(period_end(thanks, freq)), dates.isin(period_end(xmas, freq))
 
 
+def _easter_weeks(dates: pd.DatetimeIndex, freq: str) -> np.ndarray:
+    """``[period]``: 1 for the period with Easter Saturday, 0.5 for the one before, else 0."""
+    sat = pd.DatetimeIndex([easter(y) for y in range(dates[0].year, dates[-1].year + 1)])
+    labels = period_end(sat - pd.Timedelta(days=1), freq)
+    step = dates[1] - dates[0] if len(dates) > 1 else pd.Timedelta(days=7)
+    return np.where(dates.isin(labels), 1.0, np.where(dates.isin(labels - step), 0.5, 0.0))
+
+
 def _december_ramp(dates: pd.DatetimeIndex) -> np.ndarray:
     """``[period]`` in 0..1: rises over the four weeks before 24 December, 0 otherwise."""
     eve = pd.to_datetime(pd.DataFrame({"year": dates.year, "month": 12, "day": 24}))
@@ -222,6 +234,7 @@ def _sales(
         * (1 + p("ramp") * _december_ramp(dates)[:, None])
         * (1 + p("uplift") * holiday[:, None])
         * (1 + p("thanks_spike") * thanks[:, None] + p("xmas_spike") * xmas[:, None])
+        * (1 + p("easter_spike") * _easter_weeks(dates, freq)[:, None])
         * (1 + p("md_effect") * np.log1p(md_total / 5000))
         * (1 + p("temp_effect") * (cov["temperature"][:, store] - 60) / 40)
         * np.exp(p("growth") * years)

@@ -153,6 +153,14 @@ def _nanstat(fn, a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _now_and_season_ago(y: np.ndarray, t: int, s: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per series: the mean over the ``w`` periods before ``t``, and over the same ``w``
+    periods one season (``s``) earlier; NaN where a window has no observation."""
+    now = _nanstat(np.nanmean, _window(y, t, w))
+    ago = _nanstat(np.nanmean, _window(y, t - s, w)) if t - s > 0 else np.full(len(y), np.nan)
+    return now, ago
+
+
 def series_scale(grid: Grid, t: int, season: int) -> np.ndarray:
     """Per series: mean |y| over the last season before index ``t`` (all history if none
     there), at least 1.0; NaN for a series with no observation before ``t``."""
@@ -191,9 +199,7 @@ def shrunk_level_ratio(grid: Grid, t: int, spec: FeatureSpec) -> np.ndarray:
     """Per series: how the level moved over the last season, ``mean(y[t-L:t]) /
     mean(y[t-s-L:t-s])`` (L = ``spec.level_window``), clipped to [0.5, 2] and shrunk toward
     1 by ``spec.level_shrink``; 1 where either mean is unknown or near zero."""
-    s, w = spec.season_length, spec.level_window
-    now = _nanstat(np.nanmean, _window(grid.y, t, w))
-    ago = _nanstat(np.nanmean, _window(grid.y, t - s, w)) if t - s > 0 else now * np.nan
+    now, ago = _now_and_season_ago(grid.y, t, spec.season_length, spec.level_window)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(np.abs(ago) > 1e-6, now / ago, np.nan)
     r = np.where(np.isnan(r), 1.0, np.clip(r, 0.5, 2.0))
@@ -232,8 +238,7 @@ def _origin_stats(grid: Grid, t: int, spec: FeatureSpec, scale: np.ndarray) -> d
         f[f"roll_std_{w}"] = _nanstat(np.nanstd, win)
     f["n_obs"] = np.sum(~np.isnan(grid.y[:, :t]), axis=1).astype(float)
     s = spec.season_length
-    last13 = _nanstat(np.nanmean, _window(y, t, 13))
-    year_ago13 = _nanstat(np.nanmean, _window(y, t - s, 13)) if t - s > 0 else last13 * np.nan
+    last13, year_ago13 = _now_and_season_ago(y, t, s, 13)
     with np.errstate(divide="ignore", invalid="ignore"):
         f["growth_yoy"] = np.where(np.abs(year_ago13) > 1e-6, last13 / year_ago13, np.nan)
     return f
@@ -261,10 +266,9 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
     j = t + hs - 1
     jc = np.minimum(j, m - 1)
     ys = grid.y / scale[:, None]
+    step = period_step(grid.freq)
     dates = grid.dates[jc] if m else grid.dates
-    extra = pd.DatetimeIndex(
-        [grid.dates[-1] + period_step(grid.freq) * (jj - m + 1) for jj in j[j >= m]]
-    )
+    extra = pd.DatetimeIndex([grid.dates[-1] + step * (jj - m + 1) for jj in j[j >= m]])
     tdates = dates[: int(np.sum(j < m))].append(extra)
     cols: dict[str, np.ndarray] = {}
     for name, v in _origin_stats(grid, t, spec, scale).items():
@@ -279,8 +283,7 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
     cols["seas_mean3"] = np.where(cnt > 0, np.nansum(three, axis=0) / np.maximum(cnt, 1), np.nan)
     # Last season's value scaled by how the level moved since then: recent mean over the
     # mean of the same weeks a season earlier (both before the origin).
-    ly_level = _nanstat(np.nanmean, _window(ys, t - s, 4)) if t - s > 0 else np.full(n, np.nan)
-    now_level = _nanstat(np.nanmean, _window(ys, t, 4))
+    now_level, ly_level = _now_and_season_ago(ys, t, s, 4)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(ly_level > 0.05, now_level / ly_level, np.nan)
     cols["level_ratio"] = np.repeat(np.clip(ratio, 0.2, 5.0)[:, None], horizon, axis=1)
@@ -296,7 +299,6 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
     cal = calendar_features(tdates, _target_holidays(grid, j, tdates), grid.freq)
     for c in cal.columns:
         cols[c] = np.broadcast_to(cal[c].to_numpy(), (n, horizon))
-    step = period_step(grid.freq)
     src_dates = pd.DatetimeIndex([grid.dates[0] + step * int(k) for k in src])
     for name, dd in (("month_start_days", tdates), ("month_start_days_src", src_dates)):
         cols[name] = np.broadcast_to(_month_start_days(dd, step), (n, horizon))

@@ -168,12 +168,19 @@ class GlobalForecaster:
         """The first period after the data's last observation."""
         return data.last_date + period_step(data.freq)
 
-    def predict(self, data: SalesData, origin: pd.Timestamp | str | None = None) -> pd.DataFrame:
+    def predict(
+        self,
+        data: SalesData,
+        origin: pd.Timestamp | str | None = None,
+        with_baseline: bool = False,
+    ) -> pd.DataFrame:
         """Forecast every series with history before ``origin`` for horizons 1..horizon.
 
         ``origin`` defaults to the period after the last observation. Observations at or
         after ``origin`` are never read. Columns out: unique_id, the keys, origin, ds,
-        horizon, forecast, scale, and lo_80/hi_80/lo_95/hi_95 once intervals are set.
+        horizon, forecast, scale, and lo_80/hi_80/lo_95/hi_95 once intervals are set;
+        ``with_baseline``: also ``baseline``, the seasonal baseline the trees corrected
+        (``forecast - baseline`` is the model's correction, in sales units).
         """
         self._check_fitted()
         origin = pd.Timestamp(origin) if origin is not None else self.next_origin(data)
@@ -191,6 +198,8 @@ class GlobalForecaster:
         out = feats[[ID, "origin", DATE, "horizon", "scale"]].copy()
         out["horizon"] = out["horizon"].astype(int)
         out["forecast"] = pred.astype(float)
+        if with_baseline:
+            out["baseline"] = base * feats["scale"].to_numpy()
         out = out.merge(data.static_frame()[[ID, *self.keys_]], on=ID, how="left")
         return self._add_intervals(out)
 

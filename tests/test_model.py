@@ -120,3 +120,18 @@ def test_champion_from_before_the_denoised_baseline_keeps_its_own(fitted, small_
     diff = (seasonal_base(feats) - seasonal_base(feats, "seas_lag")) * feats["scale"]
     assert not np.allclose(diff, 0)
     np.testing.assert_allclose(new_f["forecast"] - old_f["forecast"], diff, rtol=1e-4, atol=1e-3)
+
+
+def test_baseline_column_is_the_forecast_without_the_trees_correction(fitted, small_data):
+    """``with_baseline`` adds the seasonal baseline and leaves the forecast as it was; the
+    baseline is what the model forecasts when its trees correct nothing."""
+    import copy
+    import types
+
+    plain = fitted.predict(small_data)
+    out = fitted.predict(small_data, with_baseline=True)
+    pd.testing.assert_frame_equal(out.drop(columns="baseline"), plain)
+    no_trees = copy.deepcopy(fitted)
+    no_trees.model_ = types.SimpleNamespace(predict=lambda x: np.zeros(len(x)))
+    np.testing.assert_allclose(out["baseline"], no_trees.predict(small_data)["forecast"])
+    assert not np.allclose(out["baseline"], out["forecast"])

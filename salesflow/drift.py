@@ -56,14 +56,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from salesflow.drift_windows import RECENT, SEASONAL, make_windows, owners, two_references, window
 from salesflow.schema import DATE, ID, TARGET, SalesData
 from salesflow.settings import DriftSection
+
+__all__ = [
+    "P_VALUE_METHODS",
+    "RECENT",
+    "SEASONAL",
+    "ColumnDrift",
+    "DriftResult",
+    "detect_drift",
+    "feature_drift",
+    "prediction_drift",
+    "save_report_html",
+    "target_drift",
+    "window",
+]
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
 
 P_VALUE_METHODS = frozenset({"ks", "anderson"})
-SEASONAL, RECENT = "seasonal", "recent"
 _LABELS = {
     "ks": "KS p",
     "anderson": "Anderson-Darling p",
@@ -335,103 +349,6 @@ def _rule(cfg: DriftSection, references: list[str], n_columns: int) -> str:
     return rule
 
 
-# --- windows --------------------------------------------------------------------------------
-
-
-def _period(freq: str) -> tuple[pd.Timedelta, int]:
-    """One period of ``freq`` and the season length in periods (weekday-aligned for days)."""
-    offset = pd.tseries.frequencies.to_offset(freq)
-    if isinstance(offset, pd.offsets.Week):
-        return pd.Timedelta(weeks=1), 52
-    if isinstance(offset, pd.offsets.Day):
-        return pd.Timedelta(days=1), 364
-    raise ValueError(
-        f"drift windows support weekly ('W-FRI', ...) and daily ('D') data, got {freq!r}"
-    )
-
-
-def window(data: SalesData, end: pd.Timestamp, periods: int) -> pd.DataFrame:
-    """History rows of the ``periods`` periods ending at ``end`` (inclusive); same columns."""
-    if periods < 1:
-        raise ValueError(f"periods must be >= 1, got {periods}")
-    step, _ = _period(data.freq)
-    end = pd.Timestamp(end)
-    ds = data.history[DATE]
-    return data.history[(ds > end - periods * step) & (ds <= end)].reset_index(drop=True)
-
-
-@dataclass(frozen=True)
-class _Windows:
-    """Half-open date intervals ``(lo, hi]`` of the current window and the two references."""
-
-    intervals: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
-
-    def masks(self, ds: pd.Series) -> dict[str, np.ndarray]:
-        out = {k: ((ds > lo) & (ds <= hi)).to_numpy() for k, (lo, hi) in self.intervals.items()}
-        out[RECENT] = out["reference"] & ~out[SEASONAL]
-        out["any"] = np.logical_or.reduce(list(out.values()))
-        return out
-
-
-def _windows(data: SalesData, trained_until: Any, cfg: DriftSection, notes: list[str]) -> _Windows:
-    step, season = _period(data.freq)
-    last, trained = data.last_date, pd.Timestamp(trained_until)
-    cur_lo = last - cfg.current_periods * step
-    ref_end = min(trained, cur_lo)
-    if ref_end < trained:
-        notes.append(
-            f"champion trained until {trained.date()}, inside the current window: "
-            f"reference cut at {ref_end.date()}"
-        )
-    if data.history[DATE].min() > ref_end:
-        raise ValueError(f"no reference data: it would end at {ref_end.date()}, before the data")
-    year, n = season * step, cfg.current_periods * step
-    return _Windows(
-        {
-            "current": (cur_lo, last),
-            "reference": (ref_end - cfg.reference_periods * step, ref_end),
-            SEASONAL: (cur_lo - year, min(last - year, ref_end)),
-            "now": (ref_end - n, ref_end),
-            "then": (ref_end - n - year, ref_end - year),
-        }
-    )
-
-
-def _level_change(
-    obs: pd.DataFrame, owner: list[str], col: str, m: dict[str, np.ndarray]
-) -> np.ndarray:
-    """Per row: its owner's level change over a season (0 where unknown)."""
-    if not owner:
-        change = obs.loc[m["now"], col].mean() - obs.loc[m["then"], col].mean()
-        return np.full(len(obs), 0.0 if np.isnan(change) else change)
-    now = obs[m["now"]].groupby(owner)[col].mean()
-    then = obs[m["then"]].groupby(owner)[col].mean()
-    keys = pd.MultiIndex.from_frame(obs[owner]) if len(owner) > 1 else pd.Index(obs[owner[0]])
-    return (now - then).reindex(keys).fillna(0.0).to_numpy()
-
-
-def _two_references(
-    obs: pd.DataFrame, owner: list[str], col: str, w: _Windows
-) -> tuple[dict[str, pd.Series], pd.Series]:
-    """The level-adjusted seasonal reference, the recent reference and the current values."""
-    m = w.masks(obs[DATE])
-    adjusted = obs[col] + _level_change(obs, owner, col, m)
-    refs = {SEASONAL: adjusted[m[SEASONAL]], RECENT: obs.loc[m[RECENT], col]}
-    return refs, obs.loc[m["current"], col]
-
-
-def _owners(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> dict[str, list[str]]:
-    """Per column: the shortest prefix of ``keys`` it is constant within on each date."""
-    out: dict[str, list[str]] = {}
-    for i in range(len(keys) + 1):
-        by = [*keys[:i], DATE]
-        groups = len(frame[by].drop_duplicates())
-        for col in columns:
-            if col not in out and len(frame[[*by, col]].drop_duplicates()) == groups:
-                out[col] = list(keys[:i])
-    return out | {c: list(keys) for c in columns if c not in out}
-
-
 # --- the three checks -----------------------------------------------------------------------
 
 
@@ -445,14 +362,14 @@ def feature_drift(
         raise ValueError("no columns to check: set monitor.drift.columns or add covariates")
     _require({"history": data.history}, columns)
     notes: list[str] = []
-    w = _windows(data, champion_trained_until, cfg, notes)
+    w = make_windows(data, champion_trained_until, cfg, notes)
     used = data.history[w.masks(data.history[DATE])["any"]]
-    owners = _owners(used, data.keys, columns)
+    owner = owners(used, data.keys, columns)
     legs: dict[str, dict[str, pd.Series]] = {SEASONAL: {}, RECENT: {}}
     current = {}
     for col in columns:
-        obs = used[[*owners[col], DATE, col]].drop_duplicates([*owners[col], DATE])
-        refs, current[col] = _two_references(obs, owners[col], col, w)
+        obs = used[[*owner[col], DATE, col]].drop_duplicates([*owner[col], DATE])
+        refs, current[col] = two_references(obs, owner[col], col, w)
         for leg, values in refs.items():
             legs[leg][col] = values
     return _compare(legs, current, cfg, "feature", notes)
@@ -464,7 +381,7 @@ def target_drift(
     """Drift of ``y_scaled`` = y / the series' mean |y| in the reference window, with the
     same windows and references as :func:`feature_drift`."""
     notes: list[str] = []
-    w = _windows(data, champion_trained_until, cfg, notes)
+    w = make_windows(data, champion_trained_until, cfg, notes)
     hist = data.history
     obs = hist.loc[w.masks(hist[DATE])["any"], [ID, DATE, TARGET]]
     ref = obs[w.masks(obs[DATE])["reference"]]
@@ -473,7 +390,7 @@ def target_drift(
     if n_lost := int(obs.loc[obs["y_scaled"].isna(), ID].nunique()):
         notes.append(f"{n_lost} series without sales in the reference window left out")
     obs = obs.dropna(subset=["y_scaled"])
-    refs, current = _two_references(obs, [ID], "y_scaled", w)
+    refs, current = two_references(obs, [ID], "y_scaled", w)
     target_cfg = cfg.model_copy(
         update={"num_method": cfg.target_method, "threshold": cfg.target_threshold}
     )

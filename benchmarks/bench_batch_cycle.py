@@ -226,38 +226,12 @@ def run_plain(walmart: Path, work: Path, pg_url: str, table: str) -> dict[str, A
 
 def raw_copy_seconds(pg_url: str, rows: Any, table: str) -> float:
     """Seconds to COPY (binary) the rows, converted from the frame, into a plain table."""
-    import pandas as pd
     import sqlalchemy as sa
+    from _pgcopy import raw_copy_seconds as copy_seconds
 
-    from salesflow import sqlconvert
-    from salesflow import warehouse as wh
-
-    frame = rows.assign(created_at=pd.Timestamp.now(tz="UTC"))
-    for col in ("store", "dept"):  # as write_forecasts fills them from series_keys
-        if col not in frame:
-            frame[col] = None
-    ddl = wh.forecasts_table(table)
-    plain = sa.Table(table, sa.MetaData(), *(sa.Column(c.name, c.type) for c in ddl.columns))
     engine = sa.create_engine(pg_url)
     try:
-        plain.create(engine)
-        cols = [c for c in frame.columns if c in plain.c]
-        start = time.perf_counter()
-        values = [sqlconvert.convert(frame[c], plain.c[c].type, "postgresql") for c in cols]
-        raw = engine.raw_connection()
-        try:
-            with raw.cursor() as cur:
-                names = ", ".join(cols)
-                cur.execute(f"SELECT {names} FROM {table} LIMIT 0")
-                oids = [d.type_code for d in cur.description]
-                with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(oids)
-                    for row in zip(*values, strict=True):
-                        copy.write_row(row)
-            raw.commit()
-        finally:
-            raw.close()
-        return time.perf_counter() - start
+        return copy_seconds(engine, rows, table)
     finally:
         engine.dispose()
 

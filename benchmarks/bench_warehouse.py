@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from _common import describe_machine
+from _pgcopy import raw_copy_seconds
 
-from salesflow import sqlconvert
 from salesflow import warehouse as wh
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -92,7 +92,7 @@ def bench_postgres(
             try:
                 first.append(timed(lambda t=table: wh.write_forecasts(url, frame, table=t)))
                 again.append(timed(lambda t=table: wh.write_forecasts(url, rewrite, table=t)))
-                raw.append(raw_copy(engine, frame, table + "_raw"))
+                raw.append(raw_copy_seconds(engine, frame, table + "_raw"))
             finally:
                 with engine.begin() as conn:
                     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}, {table}_raw")
@@ -106,30 +106,6 @@ def bench_postgres(
         "rewrite": summary(len(frame), again),
         "raw_copy_plain_table": summary(len(frame), raw),
     }
-
-
-def raw_copy(engine: sa.Engine, frame: pd.DataFrame, table: str) -> float:
-    """Seconds to COPY the frame's rows (binary, write_row) into a plain table: the floor."""
-    ddl = wh.forecasts_table(table)
-    plain = sa.Table(table, sa.MetaData(), *(sa.Column(c.name, c.type) for c in ddl.columns))
-    plain.create(engine)
-    frame = frame.assign(created_at=pd.Timestamp.now(tz="UTC"))
-    cols = ", ".join(frame.columns)
-    start = time.perf_counter()
-    values = [sqlconvert.convert(frame[c], plain.c[c].type, "postgresql") for c in frame.columns]
-    raw = engine.raw_connection()
-    try:
-        with raw.cursor() as cur:
-            cur.execute(f"SELECT {cols} FROM {table} LIMIT 0")
-            oids = [d.type_code for d in cur.description]
-            with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(oids)
-                for row in zip(*values, strict=True):
-                    copy.write_row(row)
-        raw.commit()
-    finally:
-        raw.close()
-    return time.perf_counter() - start
 
 
 def machine() -> dict[str, object]:

@@ -1,0 +1,111 @@
+"""Study: would shrinking the trees' correction toward the seasonal baseline help?
+
+    python benchmarks/study_residual_shrink.py --walmart ../shared/data/walmart_recruiting
+
+For each origin, salesflow's shipped model (dev settings, seed as given) is fitted on the
+weeks before it and forecasts the 39 weeks from it; every forecast is then recomputed as
+``baseline + a * (forecast - baseline)`` for a grid of ``a`` (1 = the shipped model, 0 =
+the seasonal baseline alone) and scored with the benchmark's data, rows and metric code.
+Writes ``benchmarks/out/study_residual_shrink.json`` (with the machine's description) and
+prints a table. A study of one design question, not part of ``run_all.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from _accuracy import HOLIDAY_WEIGHT, prepare_data, read_data
+from _common import HERE, QUIET_ENV, describe_machine
+
+from salesflow.schema import DATE, ID
+
+ORIGINS = ["2011-08-05", "2011-11-04", "2012-02-03"]
+SHRINK = [0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+def origin_rows(data: Any, origin: pd.Timestamp, seed: int) -> tuple[pd.DataFrame, float]:
+    """Forecast rows from ``origin`` with baseline, seasonal naive and actual; fit seconds."""
+    from features.build import make_grid, period_step
+    from salesflow.backtest import baseline_forecasts
+    from salesflow.settings import load_settings
+    from salesflow.training import make_forecaster
+
+    settings = load_settings("dev")
+    settings = settings.model_copy(
+        update={"model": settings.model.model_copy(update={"seed": seed})}
+    )
+    model = make_forecaster(settings)
+    t0 = time.perf_counter()
+    model.fit(data.as_of(origin - period_step(data.freq)))
+    fit_s = time.perf_counter() - t0
+    pred = model.predict(data, origin=origin, with_baseline=True)
+    grid = make_grid(data.history, None, data.covariates, data.freq)
+    base = baseline_forecasts(grid, grid.index_of(origin), model.horizon, model.spec.season_length)
+    rows = pred.merge(base, on=[ID, DATE, "horizon"]).merge(
+        data.history[[ID, DATE, "y", "is_holiday"]], on=[ID, DATE]
+    )
+    return rows, fit_s
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--walmart", type=Path, required=True, help="Walmart Recruiting folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7], help="XGBoost seeds")
+    parser.add_argument("--origins", nargs="+", default=ORIGINS)
+    args = parser.parse_args(argv)
+    os.environ.update(QUIET_ENV)  # before xgboost loads (busy-waiting threads on 2 cores)
+    from salesflow.metrics import wmae
+
+    out = HERE / "out"
+    meta = prepare_data(args.walmart, out / "study_data.pkl")
+    data = read_data(out / "study_data.pkl")
+    results: list[dict[str, Any]] = []
+    for origin in args.origins:
+        for seed in args.seeds:
+            rows, fit_s = origin_rows(data, pd.Timestamp(origin), seed)
+            hol = rows["is_holiday"].astype(bool)
+            snaive = wmae(rows["y"], rows["seasonal_naive"], hol, HOLIDAY_WEIGHT)
+            correction = rows["forecast"] - rows["baseline"]
+            by_a = {
+                str(a): wmae(rows["y"], rows["baseline"] + a * correction, hol, HOLIDAY_WEIGHT)
+                for a in SHRINK
+            }
+            results.append(
+                {
+                    "origin": origin,
+                    "seed": seed,
+                    "rows": len(rows),
+                    "fit_s": round(fit_s, 1),
+                    "seasonal_naive_wmae": snaive,
+                    "wmae_by_shrink": by_a,
+                    "ratio_by_shrink": {a: v / snaive for a, v in by_a.items()},
+                }
+            )
+            best = min(by_a, key=by_a.__getitem__)
+            print(
+                f"{origin} seed {seed}: " + " ".join(f"{a}:{v:,.1f}" for a, v in by_a.items()),
+                f"| s-naive {snaive:,.1f} | best a={best} ({by_a[best] / snaive:.4f})",
+                flush=True,
+            )
+    report = {
+        "machine": describe_machine(["salesflow", "xgboost", "pandas", "numpy"]),
+        "data": meta,
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "shrink_grid": SHRINK,
+        "results": results,
+    }
+    path = out / "study_residual_shrink.json"
+    path.write_text(json.dumps(report, indent=2, default=float))
+    print(f"wrote {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

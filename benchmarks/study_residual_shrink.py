@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,13 @@ import pandas as pd
 from _accuracy import HOLIDAY_WEIGHT, prepare_data, read_data
 from _common import HERE, QUIET_ENV, describe_machine
 
-from salesflow.schema import DATE, ID
-
 ORIGINS = ["2011-08-05", "2011-11-04", "2012-02-03"]
 SHRINK = [0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
 def origin_rows(data: Any, origin: pd.Timestamp, seed: int) -> tuple[pd.DataFrame, float]:
-    """Forecast rows from ``origin`` with baseline, seasonal naive and actual; fit seconds."""
-    from features.build import make_grid, period_step
-    from salesflow.backtest import baseline_forecasts
+    """salesflow's backtest rows from ``origin`` (with the model's baseline); fit seconds."""
+    from salesflow.backtest import run_backtest
     from salesflow.settings import load_settings
     from salesflow.training import make_forecaster
 
@@ -41,17 +37,18 @@ def origin_rows(data: Any, origin: pd.Timestamp, seed: int) -> tuple[pd.DataFram
     settings = settings.model_copy(
         update={"model": settings.model.model_copy(update={"seed": seed})}
     )
-    model = make_forecaster(settings)
-    t0 = time.perf_counter()
-    model.fit(data.as_of(origin - period_step(data.freq)))
-    fit_s = time.perf_counter() - t0
-    pred = model.predict(data, origin=origin, with_baseline=True)
-    grid = make_grid(data.history, None, data.covariates, data.freq)
-    base = baseline_forecasts(grid, grid.index_of(origin), model.horizon, model.spec.season_length)
-    rows = pred.merge(base, on=[ID, DATE, "horizon"]).merge(
-        data.history[[ID, DATE, "y", "is_holiday"]], on=[ID, DATE]
+    fits: list[float] = []
+    bt = run_backtest(
+        data,
+        lambda: make_forecaster(settings),
+        1,
+        13,
+        HOLIDAY_WEIGHT,
+        origins=[origin],
+        on_origin=lambda _o, model: fits.append(model.fit_seconds_),
+        with_baseline=True,
     )
-    return rows, fit_s
+    return bt.frame, fits[0]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -70,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for origin in args.origins:
         for seed in args.seeds:
             rows, fit_s = origin_rows(data, pd.Timestamp(origin), seed)
-            hol = rows["is_holiday"].astype(bool)
+            hol = rows["is_holiday"]
             snaive = wmae(rows["y"], rows["seasonal_naive"], hol, HOLIDAY_WEIGHT)
             correction = rows["forecast"] - rows["baseline"]
             by_a = {

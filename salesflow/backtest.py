@@ -106,8 +106,11 @@ def run_backtest(
     holiday_weight: float = 5.0,
     origins: list[pd.Timestamp] | None = None,
     on_origin: Callable[[pd.Timestamp, GlobalForecaster], None] | None = None,
+    with_baseline: bool = False,
 ) -> BacktestResult:
-    """Fit a fresh model per origin on data before it; score model and baselines after it."""
+    """Fit a fresh model per origin on data before it; score model and baselines after it.
+    ``with_baseline``: the frame also carries the model's own ``baseline`` (see
+    :meth:`GlobalForecaster.predict`)."""
     proto = make_model()
     grid = make_grid(data.history, None, data.covariates, data.freq)
     idx = (
@@ -119,7 +122,7 @@ def run_backtest(
     for t in idx:
         origin = grid.dates[t]
         model = make_model().fit(data.as_of(origin - period_step(data.freq)))
-        pred = model.predict(data, origin=origin)
+        pred = model.predict(data, origin=origin, with_baseline=with_baseline)
         base = baseline_forecasts(grid, t, model.horizon, model.spec.season_length)
         rows = pred.merge(base, on=[ID, DATE, "horizon"], how="inner")
         parts.append(rows)

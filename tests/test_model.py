@@ -135,3 +135,15 @@ def test_baseline_column_is_the_forecast_without_the_trees_correction(fitted, sm
     no_trees.model_ = types.SimpleNamespace(predict=lambda x: np.zeros(len(x)))
     np.testing.assert_allclose(out["baseline"], no_trees.predict(small_data)["forecast"])
     assert not np.allclose(out["baseline"], out["forecast"])
+
+
+def test_backtest_can_carry_the_models_baseline(small_data, small_settings):
+    """``with_baseline`` adds each origin's model baseline; the scored rows are unchanged."""
+
+    def run(**kw):
+        make = lambda: make_forecaster(small_settings)  # noqa: E731
+        return run_backtest(small_data, make, 1, 8, **kw).frame
+
+    plain, with_base = run(), run(with_baseline=True)
+    pd.testing.assert_frame_equal(with_base.drop(columns="baseline"), plain)
+    assert np.isfinite(with_base["baseline"]).all()

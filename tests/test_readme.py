@@ -36,3 +36,23 @@ def test_readme_mentions_every_config_key_section():
     text = (ROOT / "README.md").read_text()
     for section in yaml.safe_load((ROOT / "configs" / "base.yaml").read_text()):
         assert f"{section}." in text or f"`{section}`" in text, section
+
+
+def test_required_top_level_is_tracked():
+    """The layout the README describes is in git, so a fresh clone has it (an empty or
+    ignored folder would not be cloned)."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the tracked layout cannot be read")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    top = {path.split("/")[0] + ("/" if "/" in path else "") for path in tracked}
+    required = ["pyproject.toml", "README.md", "salesflow/", "flows/", "tasks/", "features/"]
+    required += ["configs/", "deployments/", "tests/", "data/", "benchmarks/"]
+    missing = [name for name in required if name not in top]
+    assert not missing, f"not tracked in git: {missing}"

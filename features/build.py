@@ -46,6 +46,9 @@ class FeatureSpec:
     denoise_rank: int = 5
     level_window: int = 8
     level_shrink: float = 0.5
+    # 0.0 here (last season only) so that a model pickled before this field keeps the
+    # baseline it was trained with; the shipped configuration sets 0.25.
+    two_season_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,32 @@ def shrunk_level_ratio(grid: Grid, t: int, spec: FeatureSpec) -> np.ndarray:
     return 1.0 + spec.level_shrink * (r - 1.0)
 
 
+def two_seasons_ago(
+    smooth: np.ndarray, src: np.ndarray, src2: np.ndarray, t: int, half: int = 4
+) -> np.ndarray:
+    """Per series and target: the (denoised, scaled) value two seasons back, at ``src2``,
+    carried to last season's level: times the growth between the two past seasons around
+    the source week, the sum of ``smooth`` over ``src +- half`` divided by the sum over
+    ``src2 +- half`` (pairs known in both and before ``t`` only; at least ``half + 1`` of
+    them; clipped to [0.5, 2]). NaN where any of it is unknown."""
+    value = _known(smooth, src2, t)
+    growth = np.full(value.shape, np.nan)
+    offsets = np.arange(-half, half + 1)
+    for c, (a, b) in enumerate(zip(src, src2, strict=True)):
+        ka, kb = a + offsets, b + offsets
+        ok = (ka >= 0) & (ka < t) & (kb >= 0) & (kb < t)
+        if ok.sum() <= half:
+            continue
+        ya, yb = smooth[:, ka[ok]], smooth[:, kb[ok]]
+        both = ~np.isnan(ya) & ~np.isnan(yb)
+        cnt = both.sum(axis=1)
+        num, den = np.where(both, ya, 0).sum(axis=1), np.where(both, yb, 0).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where((cnt > half) & (den > 0.05 * cnt), num / den, np.nan)
+        growth[:, c] = np.clip(r, 0.5, 2.0)
+    return value * growth
+
+
 def season_source(grid: Grid, j: np.ndarray, s: int, tdates: pd.DatetimeIndex) -> np.ndarray:
     """Grid index of "the same period last season" for each target index ``j``: ``j - s``,
     except near Easter, which moves between late March and late April: a target up to
@@ -288,18 +317,24 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
         ratio = np.where(ly_level > 0.05, now_level / ly_level, np.nan)
     cols["level_ratio"] = np.repeat(np.clip(ratio, 0.2, 5.0)[:, None], horizon, axis=1)
     cols["seas_adj"] = cols["seas_mean3"] * cols["level_ratio"]
-    # The baseline the model corrects: last season's value from the denoised history,
-    # times the shrunk level change (see model.seasonal_base).
+    # The baseline the model corrects: last season's value from the denoised history
+    # (blended with the value two seasons back, carried to last season's level), times
+    # the shrunk level change (see model.seasonal_base).
     smooth = denoised_history(grid, t, spec.denoise_rank) / scale[:, None]
     src = season_source(grid, j, s, tdates)
+    src_dates = pd.DatetimeIndex([grid.dates[0] + step * int(k) for k in src])
     cols["seas_svd"] = _known(smooth, src, t)
     cols["level_shrunk"] = np.repeat(shrunk_level_ratio(grid, t, spec)[:, None], horizon, axis=1)
-    cols["seas_base"] = cols["seas_svd"] * cols["level_shrunk"]
+    seasons = cols["seas_svd"]
+    if spec.two_season_weight > 0:
+        older = two_seasons_ago(smooth, src, season_source(grid, src, s, src_dates), t)
+        w = spec.two_season_weight
+        seasons = np.where(np.isnan(older), seasons, (1 - w) * seasons + w * older)
+    cols["seas_base"] = seasons * cols["level_shrunk"]
     cols["horizon"] = np.broadcast_to(hs.astype(float), (n, horizon))
     cal = calendar_features(tdates, _target_holidays(grid, j, tdates), grid.freq)
     for c in cal.columns:
         cols[c] = np.broadcast_to(cal[c].to_numpy(), (n, horizon))
-    src_dates = pd.DatetimeIndex([grid.dates[0] + step * int(k) for k in src])
     for name, dd in (("month_start_days", tdates), ("month_start_days_src", src_dates)):
         cols[name] = np.broadcast_to(_month_start_days(dd, step), (n, horizon))
     cov_idx = jc if spec.future_covariates else np.full_like(jc, t - 1)

@@ -150,6 +150,13 @@ class FeaturesSection(_Section):
     level_shrink: float = Field(
         0.5, ge=0, le=1, description="share of that level change applied to the baseline"
     )
+    two_season_weight: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="weight of the value two seasons back (carried to last season's level) "
+        "in the seasonal baseline, where the history has it; 0: last season only",
+    )
 
 
 class ModelSection(_Section):

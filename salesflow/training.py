@@ -38,6 +38,7 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
         denoise_rank=f.denoise_rank,
         level_window=f.level_window,
         level_shrink=f.level_shrink,
+        two_season_weight=f.two_season_weight,
     )
     return GlobalForecaster(
         horizon=m.horizon,

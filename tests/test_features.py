@@ -17,6 +17,7 @@ from features.build import (
     make_grid,
     origin_features,
     season_source,
+    two_seasons_ago,
 )
 from features.calendar import easter, holiday_calendar, is_holiday_period
 
@@ -107,9 +108,11 @@ def _features_at(h, fut, origin_idx, spec, one_group=False):
 def test_no_leak_changing_future_changes_no_feature(seed, back, noise, strict):
     """Changing any target at or after origin T (and, in strict mode, any covariate too)
     changes no feature at origin T, the group-denoised baseline included (8 series in
-    one group, SVD rank 3)."""
-    spec = FeatureSpec(52, 3, (4, 13), future_covariates=not strict, denoise_rank=3)
-    h, fut = _panel(seed, n_series=8)
+    one group, SVD rank 3, blended with two seasons back)."""
+    spec = FeatureSpec(
+        52, 3, (4, 13), future_covariates=not strict, denoise_rank=3, two_season_weight=0.25
+    )
+    h, fut = _panel(seed, n_series=8, periods=180)  # every origin has two seasons before it
     dates = pd.date_range(h.ds.min(), h.ds.max(), freq="7D")
     t = len(dates) - back
     origin = dates[t]
@@ -212,3 +215,62 @@ def test_payday_and_covariate_change_features():
     src = grid.index_of("2011-03-04")
     expect = grid.cov[0, t, 0] - grid.cov[0, src, 0]
     assert f["cov_temperature_yoy"] == pytest.approx(expect, rel=1e-5)
+
+
+def _growing_series(periods: int = 160, growth: float = 1.2) -> pd.DataFrame:
+    """One series: a yearly shape times steady growth, so y[k] = growth x y[k - 52]."""
+    k = np.arange(periods)
+    y = 100 * (1 + 0.3 * np.sin(k * 2 * np.pi / 52)) * growth ** (k / 52)
+    return pd.DataFrame(
+        {
+            "unique_id": "s0",
+            "ds": pd.date_range("2010-02-05", periods=periods, freq="7D"),
+            "y": y,
+            "is_holiday": False,
+        }
+    )
+
+
+def test_two_seasons_back_is_carried_to_last_seasons_level():
+    """With steady growth, two seasons back times the growth between the two past seasons
+    is exactly last season, so blending it in leaves the baseline unchanged; a spike two
+    seasons back moves the baseline by the blend weight x the carried spike."""
+    grid = make_grid(_growing_series(), None, [], "W-FRI")
+    t = grid.index_of("2012-08-03")  # targets Aug-Sep 2012: far from Easter
+    one = FeatureSpec(52, 3, (4, 13), denoise_rank=0)
+    two = replace(one, two_season_weight=0.25)
+    base_one = origin_features(grid, t, 6, one)["seas_base"].to_numpy()
+    base_two = origin_features(grid, t, 6, two)["seas_base"].to_numpy()
+    np.testing.assert_allclose(base_two, base_one, rtol=1e-5)
+
+    src = t + np.arange(6) - 52
+    carried = two_seasons_ago(grid.y, src, src - 52, t)
+    np.testing.assert_allclose(carried, grid.y[:, src], rtol=1e-9)
+    spiked = grid.y.copy()
+    spiked[0, src[2] - 52] *= 3  # two seasons before the third target
+    moved = two_seasons_ago(spiked, src, src - 52, t)
+    # x3, less the spike's own weight in the growth window's denominator (1 of 9 weeks).
+    assert 2.0 * grid.y[0, src[2]] < moved[0, 2] < 3.0 * grid.y[0, src[2]]
+    # The spike also sits in the growth window of its neighbours, which move down a bit.
+    assert (moved[0, [1, 3]] < grid.y[0, src[[1, 3]]]).all()
+
+
+def test_two_seasons_back_needs_enough_known_pairs():
+    """Where two seasons back is not in the history, or too few weeks around it are known
+    to measure the growth, the value is NaN and the baseline is last season's alone."""
+    grid = make_grid(_growing_series(periods=110), None, [], "W-FRI")
+    t = 96  # two seasons back of targets 96..101 are weeks -8..-3
+    src = t + np.arange(6) - 52
+    assert np.isnan(two_seasons_ago(grid.y, src, src - 52, t)).all()
+
+    sparse = _growing_series(periods=112)
+    sparse = sparse.drop(index=[1, 2, 3, 4, 6, 7, 8, 9])  # week 5 known, its neighbours not
+    grid = make_grid(sparse, None, [], "W-FRI")
+    t = 105
+    src = t + np.arange(6) - 52  # two seasons back: weeks 1..6
+    assert not np.isnan(grid.y[0, 5])
+    assert np.isnan(two_seasons_ago(grid.y, src, src - 52, t)).all()
+    spec = FeatureSpec(52, 3, (4, 13), denoise_rank=0)
+    base = origin_features(grid, t, 6, spec)["seas_base"].to_numpy()
+    blended = origin_features(grid, t, 6, replace(spec, two_season_weight=0.5))
+    np.testing.assert_array_equal(blended["seas_base"].to_numpy(), base)

@@ -13,42 +13,17 @@ prints a table. A study of one design question, not part of ``run_all.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from _accuracy import HOLIDAY_WEIGHT, prepare_data, read_data
-from _common import HERE, QUIET_ENV, describe_machine
+from _accuracy import HOLIDAY_WEIGHT
+from _common import QUIET_ENV
+from _study import origin_rows, study_data, write_study
 
 ORIGINS = ["2011-08-05", "2011-11-04", "2012-02-03"]
 SHRINK = [0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-
-
-def origin_rows(data: Any, origin: pd.Timestamp, seed: int) -> tuple[pd.DataFrame, float]:
-    """salesflow's backtest rows from ``origin`` (with the model's baseline); fit seconds."""
-    from salesflow.backtest import run_backtest
-    from salesflow.settings import load_settings
-    from salesflow.training import make_forecaster
-
-    settings = load_settings("dev")
-    settings = settings.model_copy(
-        update={"model": settings.model.model_copy(update={"seed": seed})}
-    )
-    fits: list[float] = []
-    bt = run_backtest(
-        data,
-        lambda: make_forecaster(settings),
-        1,
-        13,
-        HOLIDAY_WEIGHT,
-        origins=[origin],
-        on_origin=lambda _o, model: fits.append(model.fit_seconds_),
-        with_baseline=True,
-    )
-    return bt.frame, fits[0]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -56,17 +31,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--walmart", type=Path, required=True, help="Walmart Recruiting folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[7], help="XGBoost seeds")
     parser.add_argument("--origins", nargs="+", default=ORIGINS)
+    parser.add_argument(
+        "--two-season-weight",
+        type=float,
+        default=None,
+        help="features.two_season_weight (default: the shipped setting; the README's table "
+        "was made before it existed, which is 0)",
+    )
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)  # before xgboost loads (busy-waiting threads on 2 cores)
     from salesflow.metrics import wmae
 
-    out = HERE / "out"
-    meta = prepare_data(args.walmart, out / "study_data.pkl")
-    data = read_data(out / "study_data.pkl")
+    data, meta = study_data(args.walmart)
+    weight = args.two_season_weight
+    features = None if weight is None else {"two_season_weight": weight}
     results: list[dict[str, Any]] = []
     for origin in args.origins:
         for seed in args.seeds:
-            rows, fit_s = origin_rows(data, pd.Timestamp(origin), seed)
+            rows, fit_s = origin_rows(data, pd.Timestamp(origin), seed, features)
             hol = rows["is_holiday"]
             snaive = wmae(rows["y"], rows["seasonal_naive"], hol, HOLIDAY_WEIGHT)
             correction = rows["forecast"] - rows["baseline"]
@@ -91,17 +73,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"| s-naive {snaive:,.1f} | best a={best} ({by_a[best] / snaive:.4f})",
                 flush=True,
             )
-    report = {
-        "machine": describe_machine(["salesflow", "xgboost", "pandas", "numpy"]),
-        "data": meta,
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-        "shrink_grid": SHRINK,
-        "results": results,
-    }
-    path = out / "study_residual_shrink.json"
-    path.write_text(json.dumps(report, indent=2, default=float))
-    print(f"wrote {path}")
-    return report
+    return write_study(
+        "study_residual_shrink",
+        meta,
+        argv,
+        shrink_grid=SHRINK,
+        features=features,
+        results=results,
+    )
 
 
 if __name__ == "__main__":

@@ -17,22 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.arrays import known, nanstat, now_and_season_ago, window
 from features.calendar import (
     HOLIDAYS,
     easter,
     holiday_calendar,
     holiday_dates,
     is_holiday_period,
-    period_end,
+    period_step,
 )
+from features.seasonal import seasonal_base
 
 ID, DATE, TARGET = "unique_id", "ds", "y"
-_OFFSETS = {"D": pd.Timedelta(days=1)}
-
-
-def period_step(freq: str) -> pd.Timedelta:
-    """One period of ``freq`` as a Timedelta (``W-*`` = 7 days, ``D`` = 1 day)."""
-    return _OFFSETS.get(freq, pd.Timedelta(days=7))
 
 
 @dataclass(frozen=True)
@@ -143,116 +139,13 @@ def calendar_features(dates: pd.DatetimeIndex, holiday: np.ndarray, freq: str) -
     return out
 
 
-def _window(y: np.ndarray, t: int, w: int) -> np.ndarray:
-    return y[:, max(t - w, 0) : t]
-
-
-def _nanstat(fn, a: np.ndarray) -> np.ndarray:
-    """``fn`` over the last axis, NaN (silently) where a row has no value."""
-    out = np.full(a.shape[0], np.nan)
-    has = ~np.all(np.isnan(a), axis=1) if a.shape[1] else np.zeros(a.shape[0], bool)
-    if has.any():
-        out[has] = fn(a[has], axis=1)
-    return out
-
-
-def _now_and_season_ago(y: np.ndarray, t: int, s: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per series: the mean over the ``w`` periods before ``t``, and over the same ``w``
-    periods one season (``s``) earlier; NaN where a window has no observation."""
-    now = _nanstat(np.nanmean, _window(y, t, w))
-    ago = _nanstat(np.nanmean, _window(y, t - s, w)) if t - s > 0 else np.full(len(y), np.nan)
-    return now, ago
-
-
 def series_scale(grid: Grid, t: int, season: int) -> np.ndarray:
     """Per series: mean |y| over the last season before index ``t`` (all history if none
     there), at least 1.0; NaN for a series with no observation before ``t``."""
-    recent = _nanstat(np.nanmean, np.abs(_window(grid.y, t, season)))
-    anyold = _nanstat(np.nanmean, np.abs(grid.y[:, :t]))
+    recent = nanstat(np.nanmean, np.abs(window(grid.y, t, season)))
+    anyold = nanstat(np.nanmean, np.abs(grid.y[:, :t]))
     scale = np.where(np.isnan(recent), anyold, recent)
     return np.where(np.isnan(scale), np.nan, np.maximum(scale, 1.0))
-
-
-def denoised_history(grid: Grid, t: int, rank: int) -> np.ndarray:
-    """``y[:, :t]`` with each group's store-by-week matrix replaced by its rank-``rank``
-    reconstruction (truncated SVD, missing weeks as 0 and kept missing), NaN where ``y`` is.
-
-    Series of one group (e.g. one department in every store) share a seasonal shape; the
-    low-rank part keeps that shape and each series' loadings on it, and drops the
-    week-to-week noise a single last-season value carries. Only data before ``t`` is read;
-    series with no observation before ``t`` take no part. Groups of ``rank`` series or fewer,
-    or a grid without groups, keep their raw values.
-    """
-    y = grid.y[:, :t]
-    out = y.copy()
-    if grid.group is None or rank <= 0 or t <= rank:
-        return out
-    active = ~np.all(np.isnan(y), axis=1)
-    for g in np.unique(grid.group[active]):
-        idx = np.flatnonzero((grid.group == g) & active)
-        if len(idx) <= rank:
-            continue
-        m = y[idx]
-        u, sv, vt = np.linalg.svd(np.nan_to_num(m, nan=0.0), full_matrices=False)
-        out[idx] = np.where(np.isnan(m), np.nan, (u[:, :rank] * sv[:rank]) @ vt[:rank])
-    return out
-
-
-def shrunk_level_ratio(grid: Grid, t: int, spec: FeatureSpec) -> np.ndarray:
-    """Per series: how the level moved over the last season, ``mean(y[t-L:t]) /
-    mean(y[t-s-L:t-s])`` (L = ``spec.level_window``), clipped to [0.5, 2] and shrunk toward
-    1 by ``spec.level_shrink``; 1 where either mean is unknown or near zero."""
-    now, ago = _now_and_season_ago(grid.y, t, spec.season_length, spec.level_window)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(np.abs(ago) > 1e-6, now / ago, np.nan)
-    r = np.where(np.isnan(r), 1.0, np.clip(r, 0.5, 2.0))
-    return 1.0 + spec.level_shrink * (r - 1.0)
-
-
-def two_seasons_ago(
-    smooth: np.ndarray, src: np.ndarray, src2: np.ndarray, t: int, half: int = 4
-) -> np.ndarray:
-    """Per series and target: the (denoised, scaled) value two seasons back, at ``src2``,
-    carried to last season's level: times the growth between the two past seasons around
-    the source week, the sum of ``smooth`` over ``src +- half`` divided by the sum over
-    ``src2 +- half`` (pairs known in both and before ``t`` only; at least ``half + 1`` of
-    them; clipped to [0.5, 2]). NaN where any of it is unknown."""
-    value = _known(smooth, src2, t)
-    growth = np.full(value.shape, np.nan)
-    offsets = np.arange(-half, half + 1)
-    for c, (a, b) in enumerate(zip(src, src2, strict=True)):
-        ka, kb = a + offsets, b + offsets
-        ok = (ka >= 0) & (ka < t) & (kb >= 0) & (kb < t)
-        if ok.sum() <= half:
-            continue
-        ya, yb = smooth[:, ka[ok]], smooth[:, kb[ok]]
-        both = ~np.isnan(ya) & ~np.isnan(yb)
-        cnt = both.sum(axis=1)
-        num, den = np.where(both, ya, 0).sum(axis=1), np.where(both, yb, 0).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where((cnt > half) & (den > 0.05 * cnt), num / den, np.nan)
-        growth[:, c] = np.clip(r, 0.5, 2.0)
-    return value * growth
-
-
-def season_source(grid: Grid, j: np.ndarray, s: int, tdates: pd.DatetimeIndex) -> np.ndarray:
-    """Grid index of "the same period last season" for each target index ``j``: ``j - s``,
-    except near Easter, which moves between late March and late April: a target up to
-    two periods from its year's Easter period maps to the period at the same offset from
-    the previous year's Easter period. Only for a season of about a year (weekly 52,
-    daily 364/365); other seasons get ``j - s``."""
-    src = j - s
-    step = period_step(grid.freq)
-    if not 350 <= (step * s).days <= 380 or len(tdates) == 0:
-        return src
-    years = range(tdates.min().year - 1, tdates.max().year + 1)
-    labels = period_end(pd.DatetimeIndex([easter(y) for y in years]), grid.freq)
-    e_idx = dict(zip(years, ((labels - grid.dates[0]) / step).astype(int), strict=True))
-    for pos, (jj, d) in enumerate(zip(j, tdates, strict=True)):
-        off = int(jj) - e_idx[d.year]
-        if abs(off) <= 2:
-            src[pos] = e_idx[d.year - 1] + off
-    return src
 
 
 def _origin_stats(grid: Grid, t: int, spec: FeatureSpec, scale: np.ndarray) -> dict:
@@ -262,23 +155,15 @@ def _origin_stats(grid: Grid, t: int, spec: FeatureSpec, scale: np.ndarray) -> d
     for k in range(1, spec.recent_lags + 1):
         f[f"lag_{k}"] = y[:, t - k] if t - k >= 0 else np.full(len(scale), np.nan)
     for w in spec.rolling_windows:
-        win = _window(y, t, w)
-        f[f"roll_mean_{w}"] = _nanstat(np.nanmean, win)
-        f[f"roll_std_{w}"] = _nanstat(np.nanstd, win)
+        win = window(y, t, w)
+        f[f"roll_mean_{w}"] = nanstat(np.nanmean, win)
+        f[f"roll_std_{w}"] = nanstat(np.nanstd, win)
     f["n_obs"] = np.sum(~np.isnan(grid.y[:, :t]), axis=1).astype(float)
     s = spec.season_length
-    last13, year_ago13 = _now_and_season_ago(y, t, s, 13)
+    last13, year_ago13 = now_and_season_ago(y, t, s, 13)
     with np.errstate(divide="ignore", invalid="ignore"):
         f["growth_yoy"] = np.where(np.abs(year_ago13) > 1e-6, last13 / year_ago13, np.nan)
     return f
-
-
-def _known(y: np.ndarray, idx: np.ndarray, t: int) -> np.ndarray:
-    """``y[:, idx]`` where ``0 <= idx < t``, NaN elsewhere (the future is never read)."""
-    out = np.full((y.shape[0], len(idx)), np.nan)
-    ok = (idx >= 0) & (idx < t)
-    out[:, ok] = y[:, idx[ok]]
-    return out
 
 
 def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.DataFrame:
@@ -303,34 +188,24 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
     for name, v in _origin_stats(grid, t, spec, scale).items():
         cols[name] = np.repeat(v[:, None], horizon, axis=1)
     s = spec.season_length
-    cols["seas_lag"] = _known(ys, j - s, t)
-    cols["seas_lag_prev"] = _known(ys, j - s - 1, t)
-    cols["seas_lag_next"] = _known(ys, j - s + 1, t)
-    cols["seas_lag_2y"] = _known(ys, j - 2 * s, t)
+    cols["seas_lag"] = known(ys, j - s, t)
+    cols["seas_lag_prev"] = known(ys, j - s - 1, t)
+    cols["seas_lag_next"] = known(ys, j - s + 1, t)
+    cols["seas_lag_2y"] = known(ys, j - 2 * s, t)
     three = np.stack([cols["seas_lag"], cols["seas_lag_prev"], cols["seas_lag_next"]])
     cnt = np.sum(~np.isnan(three), axis=0)
     cols["seas_mean3"] = np.where(cnt > 0, np.nansum(three, axis=0) / np.maximum(cnt, 1), np.nan)
     # Last season's value scaled by how the level moved since then: recent mean over the
     # mean of the same weeks a season earlier (both before the origin).
-    now_level, ly_level = _now_and_season_ago(ys, t, s, 4)
+    now_level, ly_level = now_and_season_ago(ys, t, s, 4)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(ly_level > 0.05, now_level / ly_level, np.nan)
     cols["level_ratio"] = np.repeat(np.clip(ratio, 0.2, 5.0)[:, None], horizon, axis=1)
     cols["seas_adj"] = cols["seas_mean3"] * cols["level_ratio"]
-    # The baseline the model corrects: last season's value from the denoised history
-    # (blended with the value two seasons back, carried to last season's level), times
-    # the shrunk level change (see model.seasonal_base).
-    smooth = denoised_history(grid, t, spec.denoise_rank) / scale[:, None]
-    src = season_source(grid, j, s, tdates)
-    src_dates = pd.DatetimeIndex([grid.dates[0] + step * int(k) for k in src])
-    cols["seas_svd"] = _known(smooth, src, t)
-    cols["level_shrunk"] = np.repeat(shrunk_level_ratio(grid, t, spec)[:, None], horizon, axis=1)
-    seasons = cols["seas_svd"]
-    if spec.two_season_weight > 0:
-        older = two_seasons_ago(smooth, src, season_source(grid, src, s, src_dates), t)
-        w = spec.two_season_weight
-        seasons = np.where(np.isnan(older), seasons, (1 - w) * seasons + w * older)
-    cols["seas_base"] = seasons * cols["level_shrunk"]
+    # The baseline the model corrects (last season, denoised, blended with two seasons back,
+    # times the shrunk level change), and where each target's last-season value comes from.
+    base, src, src_dates = seasonal_base(grid, t, j, tdates, scale, spec)
+    cols.update(base)
     cols["horizon"] = np.broadcast_to(hs.astype(float), (n, horizon))
     cal = calendar_features(tdates, _target_holidays(grid, j, tdates), grid.freq)
     for c in cal.columns:
@@ -343,7 +218,7 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
         v = np.where((j < m)[None, :] | (not spec.future_covariates), v, np.nan)
         cols[f"cov_{c}"] = v
         # Change since the season-source week (what last season's value was made under).
-        cols[f"cov_{c}_yoy"] = v - _known(grid.cov[:, :, k], src, t)
+        cols[f"cov_{c}_yoy"] = v - known(grid.cov[:, :, k], src, t)
     target = np.where((j < m)[None, :], grid.y[:, jc], np.nan)
     return _assemble(grid, t, tdates, hs, scale, keep, target, cols)
 

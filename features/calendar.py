@@ -78,3 +78,11 @@ def is_holiday_period(dates: pd.Series | pd.DatetimeIndex, freq: str) -> np.ndar
         return np.zeros(0, dtype=bool)
     cal = holiday_calendar(idx.min(), idx.max(), freq)
     return np.asarray(idx.isin(cal["ds"]))
+
+
+_OFFSETS = {"D": pd.Timedelta(days=1)}
+
+
+def period_step(freq: str) -> pd.Timedelta:
+    """One period of ``freq`` as a Timedelta (``W-*`` = 7 days, ``D`` = 1 day)."""
+    return _OFFSETS.get(freq, pd.Timedelta(days=7))

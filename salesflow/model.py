@@ -115,7 +115,7 @@ class GlobalForecaster:
     def _with_groups(self, grid: Grid, data: SalesData) -> Grid:
         """``grid`` with its series labelled by the last key (e.g. the department of a
         store x department series): the series that share a seasonal shape, denoised
-        together (:func:`features.build.denoised_history`). No groups for a single key."""
+        together (:func:`features.seasonal.denoised_history`). No groups for a single key."""
         if len(data.keys) < 2:
             return grid
         labels = data.static_frame().set_index(ID)[data.keys[-1]].astype(str)

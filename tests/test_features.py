@@ -10,16 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.build import (
-    FeatureSpec,
-    denoised_history,
-    feature_names,
-    make_grid,
-    origin_features,
-    season_source,
-    two_seasons_ago,
-)
+from features.build import FeatureSpec, feature_names, make_grid, origin_features
 from features.calendar import easter, holiday_calendar, is_holiday_period
+from features.seasonal import denoised_history, season_source, two_seasons_ago
 
 SPEC = FeatureSpec(season_length=52, recent_lags=3, rolling_windows=(4, 13))
 COVS = ["temperature", "cpi"]

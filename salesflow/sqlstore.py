@@ -6,20 +6,16 @@ transaction: PostgreSQL loads a temporary staging table with binary ``COPY`` and
 ``INSERT ... ON CONFLICT DO UPDATE`` under ``BEGIN IMMEDIATE``. Any error rolls it all back.
 Tables are created, or migrated (missing nullable columns added), before the write.
 
-Engines are created per call and disposed after. URLs are only ever logged or returned
-through :func:`redact_url`.
+Engines, connections and URL redaction are in :mod:`salesflow.sqlengine` (re-exported).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,17 +24,31 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.schema import CreateColumn
 
 from salesflow.sqlconvert import Values, bind, from_db, prepare_frame, qualified
+from salesflow.sqlengine import (
+    SUPPORTED,
+    WarehouseUnavailable,
+    check_connection,
+    check_identifier,
+    connect,
+    open_engine,
+    redact_url,
+    sqlite_path,
+)
+
+__all__ = [
+    "WarehouseSchemaError",
+    "WarehouseUnavailable",
+    "WriteResult",
+    "check_connection",
+    "check_identifier",
+    "count_rows",
+    "ensure_table",
+    "read_frame",
+    "redact_url",
+    "write_frame",
+]
 
 log = logging.getLogger(__name__)
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_SQLITE_BUSY_MS = 30_000
-_PG_CONNECT_TIMEOUT_S = 10
-_SUPPORTED = ("postgresql", "sqlite")
-
-
-class WarehouseUnavailable(ConnectionError):
-    """The warehouse database cannot be reached; the message never holds a password."""
 
 
 class WarehouseSchemaError(RuntimeError):
@@ -60,100 +70,6 @@ class WriteResult:
 
 def _after_chunk(i: int) -> None:
     """Called after chunk ``i`` is loaded; tests monkeypatch it to inject a fault mid-write."""
-
-
-def check_identifier(name: str, what: str = "table") -> str:
-    """Return ``name`` if it is a plain SQL identifier, else raise ``ValueError``."""
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid {what} name: use letters, digits and '_', "
-            "starting with a letter or '_', at most 63 characters"
-        )
-    return name
-
-
-def redact_url(url: str | sa.URL) -> str:
-    """The URL with its password replaced by ``***`` (safe to log)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<unparseable database URL>"
-
-
-# --- engines and connections -------------------------------------------------------------
-
-
-def _sqlite_path(url: str) -> Path | None:
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
-        return None
-    return None if u.database.startswith("file:") else Path(u.database)
-
-
-@contextmanager
-def _engine(url: str, *, write: bool = False) -> Iterator[Engine]:
-    u = make_url(url)
-    kwargs: dict[str, Any] = {}
-    if u.get_backend_name() == "postgresql" and "connect_timeout" not in u.query:
-        kwargs["connect_args"] = {"connect_timeout": _PG_CONNECT_TIMEOUT_S}
-    if write and (path := _sqlite_path(url)) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(u, future=True, **kwargs)
-    if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, immediate=write)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
-    # pysqlite's implicit BEGIN skips DDL and starts late; emit our own so a write is one
-    # transaction that holds the write lock from its start (SQLAlchemy's documented recipe).
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def _unavailable(url: str, exc: sa.exc.DBAPIError) -> WarehouseUnavailable:
-    reason = (str(exc.orig).strip().splitlines() or ["unknown error"])[0]
-    password = make_url(url).password
-    if password:
-        reason = reason.replace(str(password), "***")
-    return WarehouseUnavailable(f"cannot reach the warehouse at {redact_url(url)}: {reason}")
-
-
-@contextmanager
-def _connect(engine: Engine, url: str) -> Iterator[Connection]:
-    try:
-        conn = engine.connect()
-    except sa.exc.DBAPIError as exc:
-        raise _unavailable(url, exc) from None
-    with conn:
-        yield conn
-
-
-def check_connection(url: str) -> None:
-    """Raise :class:`WarehouseUnavailable` unless the warehouse answers ``SELECT 1``.
-
-    A SQLite file that does not exist yet counts as reachable: the first write creates it.
-    """
-    path = _sqlite_path(url)
-    if path is not None and not path.exists():
-        return
-    with _engine(url) as engine, _connect(engine, url) as conn:
-        try:
-            conn.exec_driver_sql("SELECT 1")
-        except sa.exc.DBAPIError as exc:
-            raise _unavailable(url, exc) from None
 
 
 # --- table creation and migration ---------------------------------------------------------
@@ -318,13 +234,13 @@ def write_frame(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     dialect = make_url(url).get_backend_name()
-    if dialect not in _SUPPORTED:
-        raise ValueError(f"warehouse backend {dialect!r} is not supported; use one of {_SUPPORTED}")
+    if dialect not in SUPPORTED:
+        raise ValueError(f"warehouse backend {dialect!r} is not supported; use one of {SUPPORTED}")
     names, values = prepare_frame(frame, table, key, dialect)
     start, inserted, deleted = time.perf_counter(), 0, 0
     upsert = _upsert_postgres if dialect == "postgresql" else _upsert_sqlite
-    with _engine(url, write=True) as engine:
-        with _connect(engine, url):  # surfaces an unreachable database as WarehouseUnavailable
+    with open_engine(url, write=True) as engine:
+        with connect(engine, url):  # surfaces an unreachable database as WarehouseUnavailable
             pass
         ensure_table(engine, table, key_columns=key)
         if len(frame):
@@ -376,9 +292,9 @@ def read_frame(url: str, table: sa.Table, **filters: Any) -> pd.DataFrame:
     """Rows of ``table`` whose columns equal ``filters`` (a list means any of), key-ordered."""
     cols = list(table.columns)
     rows: Sequence[Any] = []
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None or path.exists():
-        with _engine(url) as engine, _connect(engine, url) as conn:
+        with open_engine(url) as engine, connect(engine, url) as conn:
             insp = sa.inspect(conn)
             if insp.has_table(table.name, schema=table.schema):
                 present = {c["name"] for c in insp.get_columns(table.name, schema=table.schema)}
@@ -413,10 +329,10 @@ def count_rows(url: str, table: str | sa.Table, schema: str | None = None, **fil
         check_identifier(table, "table")
         if schema is not None:
             check_identifier(schema, "schema")
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None and not path.exists():
         return 0
-    with _engine(url) as engine, _connect(engine, url) as conn:
+    with open_engine(url) as engine, connect(engine, url) as conn:
         name = table if isinstance(table, str) else table.name
         schema = schema if isinstance(table, str) else table.schema
         if not sa.inspect(conn).has_table(name, schema=schema):

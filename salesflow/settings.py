@@ -2,25 +2,65 @@
 
 Environment variables use the prefix ``SALESFLOW_`` and ``__`` between nested keys, e.g.
 ``SALESFLOW_MODEL__HORIZON=13`` or ``SALESFLOW_WAREHOUSE__URL=postgresql+psycopg://...``.
-Nothing here touches the disk except :func:`load_settings` reading the YAML files.
+Nothing here touches the disk except :func:`load_settings` reading the YAML files. The
+sections' fields, defaults and checks are in :mod:`salesflow.settings_sections`
+(re-exported here).
 """
 
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
 import os
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from salesflow.settings_sections import (
+    BacktestSection,
+    DataSection,
+    DriftInjection,
+    DriftSection,
+    FeaturesSection,
+    LongFormatSection,
+    MlflowSection,
+    ModelSection,
+    MonitorSection,
+    PathsSection,
+    PolicySection,
+    SyntheticSection,
+    ValidationSection,
+    WarehouseSection,
+)
+
+__all__ = [
+    "BacktestSection",
+    "DEFAULT_CONFIG_DIR",
+    "DataSection",
+    "DriftInjection",
+    "DriftSection",
+    "FeaturesSection",
+    "LongFormatSection",
+    "MlflowSection",
+    "ModelSection",
+    "MonitorSection",
+    "PROJECT_ROOT",
+    "PathsSection",
+    "PolicySection",
+    "Settings",
+    "SettingsError",
+    "SyntheticSection",
+    "ValidationSection",
+    "WarehouseSection",
+    "format_validation_error",
+    "load_settings",
+    "settings_overrides",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "configs"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _yaml_layer: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "yaml_layer", default=None
 )
@@ -28,262 +68,6 @@ _yaml_layer: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Context
 
 class SettingsError(ValueError):
     """The configuration is invalid; the message names the key and the problem."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DriftInjection(_Section):
-    """Synthetic drift from ``start`` on: covariate shift and/or a level shift of sales."""
-
-    start: dt.date
-    covariate_shift: dict[str, float] = Field(
-        default_factory=dict,
-        description="covariate -> added offset in units of that covariate's std",
-    )
-    level_shift: float = Field(0.0, description="relative change of sales, e.g. 0.3 = +30%")
-    stores: list[int] | None = Field(None, description="only these stores drift (None: all)")
-
-
-class SyntheticSection(_Section):
-    n_stores: int = Field(6, ge=1, le=10_000)
-    n_depts: int = Field(8, ge=1, le=1_000)
-    start: dt.date = dt.date(2010, 2, 5)
-    periods: int = Field(143, ge=10)
-    freq: Literal["W-FRI", "D"] = "W-FRI"
-    seed: int = 42
-    ragged_share: float = Field(0.15, ge=0, le=1, description="share of series starting late")
-    drift: DriftInjection | None = None
-
-
-class LongFormatSection(_Section):
-    """Column mapping of a generic long-format file or table."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    # Read from YAML as ``keys``; the attribute is not named ``keys`` because Prefect (and
-    # dict()) would take a model with a ``keys`` attribute for a mapping.
-    key_columns: list[str] = Field(
-        default_factory=lambda: ["store", "dept"], min_length=1, validation_alias="keys"
-    )
-    date: str = "date"
-    target: str = "sales"
-    holiday: str | None = None
-    covariates: list[str] = Field(default_factory=list)
-    static: list[str] = Field(default_factory=list)
-    date_format: str | None = None
-    covariates_path: str | None = Field(None, description="separate file of known covariates")
-    covariate_keys: list[str] | None = Field(None, description="keys of covariates_path rows")
-
-
-class DataSection(_Section):
-    source: Literal["synthetic", "walmart", "long", "sql"] = "synthetic"
-    path: str | None = Field(None, description="file or folder for walmart/long sources")
-    url: str | None = Field(None, description="SQLAlchemy URL for the sql source")
-    url_env: str | None = Field(None, description="env var holding the SQL URL (secrets)")
-    table: str | None = None
-    query: str | None = None
-    freq: Literal["W-FRI", "W-SUN", "W-MON", "W-SAT", "W-THU", "W-WED", "W-TUE", "D"] = "W-FRI"
-    as_of: dt.date | None = Field(None, description="last date to use; None: the data's last")
-    synthetic: SyntheticSection = SyntheticSection()
-    long: LongFormatSection = LongFormatSection()
-
-    @model_validator(mode="after")
-    def _source_needs(self) -> DataSection:
-        if self.source in ("walmart", "long") and not self.path:
-            raise ValueError(f"data.path is required when data.source is {self.source!r}")
-        if self.source == "sql" and not (self.url or self.url_env):
-            raise ValueError("data.url or data.url_env is required when data.source is 'sql'")
-        if self.source == "sql" and not (self.table or self.query):
-            raise ValueError("data.table or data.query is required when data.source is 'sql'")
-        return self
-
-
-class ValidationSection(_Section):
-    min_history: int = Field(13, ge=1, description="minimum observations per series")
-    max_short_series_share: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="series below min_history are dropped with a warning while their share "
-        "is at most this; above it the gate fails",
-    )
-    max_gap_share: float = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="share of rows that may follow a gap (missing periods) in their series; "
-        "real retail series have some (Walmart: 1.3%), more means a broken extract",
-    )
-    target_min: float = -1e6
-    target_max: float = 1e8
-    ranges: dict[str, tuple[float, float]] = Field(
-        default_factory=lambda: {
-            "temperature": (-60.0, 130.0),
-            "fuel_price": (0.0, 20.0),
-            "cpi": (0.0, 1_000.0),
-            "unemployment": (0.0, 100.0),
-        }
-    )
-    sample_rows: int = Field(5, ge=1, le=100)
-
-
-class FeaturesSection(_Section):
-    season_length: int = Field(52, ge=1)
-    recent_lags: int = Field(4, ge=1, le=52, description="last k observations before origin")
-    rolling_windows: list[int] = Field(default_factory=lambda: [4, 13, 52])
-    future_covariates: bool = Field(
-        True,
-        description="use covariates of the target date (known in advance, as in the Walmart "
-        "data); False: use their last value before the origin (strict mode)",
-    )
-    denoise_rank: int = Field(
-        5,
-        ge=0,
-        description="rank of the truncated SVD that denoises last season's values within each "
-        "group of series sharing the last key (e.g. a department across stores); 0: off",
-    )
-    level_window: int = Field(
-        8, ge=1, description="periods compared with the same periods a season earlier"
-    )
-    level_shrink: float = Field(
-        0.5, ge=0, le=1, description="share of that level change applied to the baseline"
-    )
-    two_season_weight: float = Field(
-        0.25,
-        ge=0,
-        lt=1,
-        description="weight of the value two seasons back (carried to last season's level) "
-        "in the seasonal baseline, where the history has it; 0: last season only",
-    )
-
-
-class ModelSection(_Section):
-    name: str = "salesflow-forecaster"
-    horizon: int = Field(39, ge=1, le=520)
-    origin_stride: int = Field(4, ge=1, description="use every k-th period as a training origin")
-    min_train_history: int = Field(52, ge=1, description="origins need this much history")
-    n_estimators: int = Field(400, ge=1)
-    learning_rate: float = Field(0.05, gt=0, le=1)
-    max_depth: int = Field(6, ge=1, le=20)
-    subsample: float = Field(0.8, gt=0, le=1)
-    colsample_bytree: float = Field(0.8, gt=0, le=1)
-    min_child_weight: float = Field(1.0, ge=0)
-    n_jobs: int = Field(2, ge=1)
-    seed: int = 7
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", v):
-            raise ValueError("model.name may hold letters, digits, '_', '.', '-' only")
-        return v
-
-
-class BacktestSection(_Section):
-    n_origins: int = Field(3, ge=1, le=50)
-    step: int = Field(13, ge=1, description="periods between backtest origins")
-    holiday_weight: float = Field(5.0, ge=1)
-
-
-class MlflowSection(_Section):
-    tracking_uri: str | None = Field(None, description="None: sqlite file under paths.local_dir")
-    experiment: str = "salesflow"
-    champion_alias: str = "champion"
-
-
-class WarehouseSection(_Section):
-    url: str | None = Field(None, description="None: sqlite file under paths.local_dir")
-    url_env: str | None = Field(
-        "SALESFLOW_WAREHOUSE_URL", description="env var that, when set, overrides url (secrets)"
-    )
-    table: str = "sales_forecasts"
-    schema_name: str | None = None
-    retries: int = Field(3, ge=0, le=20, description="retries when the warehouse is unreachable")
-    retry_delay_seconds: float = Field(10.0, ge=0)
-
-    @field_validator("table", "schema_name")
-    @classmethod
-    def _identifier(cls, v: str | None) -> str | None:
-        if v is not None and not _IDENTIFIER.fullmatch(v):
-            raise ValueError(
-                f"{v!r} is not a valid table/schema name: use letters, digits and '_', "
-                "starting with a letter or '_', at most 63 characters"
-            )
-        return v
-
-
-class DriftSection(_Section):
-    """Evidently drift checks: per-column test and the rule that calls the whole data drifted."""
-
-    num_method: Literal["ks", "wasserstein", "psi", "jensenshannon", "kl_div", "anderson"] = "ks"
-    threshold: float = Field(
-        0.05,
-        gt=0,
-        description="per-column threshold: a p-value for ks/anderson (drift when below), "
-        "a distance for the others (drift when at or above)",
-    )
-    target_method: Literal["ks", "wasserstein", "psi", "jensenshannon", "kl_div", "anderson"] = (
-        "wasserstein"
-    )
-    target_threshold: float = Field(
-        0.25,
-        gt=0,
-        description="target (sales scaled per series) drift: KS flags ~1 in 4 stable "
-        "synthetic panels, a normed Wasserstein distance >= 0.25 separates a 10% level shift",
-    )
-    min_drifted_columns: int = Field(3, ge=1, description="drift when >= this many columns")
-    min_drifted_share: float = Field(0.3, gt=0, le=1, description="...or >= this share")
-    current_periods: int = Field(13, ge=1, description="latest window compared")
-    reference_periods: int = Field(
-        26,
-        ge=1,
-        description="the last periods of the champion's training data: recent conditions, so a "
-        "change the champion already trained on (e.g. a markdown programme that started "
-        "months ago) is not drift",
-    )
-    max_rows: int = Field(200_000, ge=1_000, description="rows sampled per window")
-    columns: list[str] | None = Field(None, description="None: the covariates")
-
-
-class MonitorSection(_Section):
-    drift: DriftSection = DriftSection()
-    max_wmae_vs_backtest: float = Field(
-        1.5, gt=0, description="degraded when realized WMAE > this x the backtest WMAE"
-    )
-    accuracy_table: str = "forecast_accuracy"
-    audit_table: str = "model_audit"
-    report_dir: Path = Path("reports")
-
-    @field_validator("accuracy_table", "audit_table")
-    @classmethod
-    def _tables(cls, v: str) -> str:
-        return WarehouseSection._identifier(v)  # type: ignore[return-value]
-
-
-class PolicySection(_Section):
-    """When a challenger replaces the champion, and when the champion is rolled back."""
-
-    min_improvement: float = Field(
-        0.02, ge=0, lt=1, description="challenger WMAE <= (1 - this) x champion WMAE"
-    )
-    must_beat_seasonal_naive: bool = True
-    max_abs_bias_share: float = Field(
-        0.10, gt=0, description="|bias| <= this x mean |actual| on the holdout"
-    )
-    holdout_periods: int = Field(13, ge=1, description="recent periods both are scored on")
-    rollback_tolerance: float = Field(
-        0.10, ge=0, description="roll back when realized WMAE > (1 + this) x the previous's"
-    )
-    rollback_max_wmae_vs_backtest: float = Field(
-        2.0, gt=0, description="...or when realized WMAE > this x the champion's backtest WMAE"
-    )
-    previous_alias: str = "previous"
-
-
-class PathsSection(_Section):
-    local_dir: Path = Path("data/local")
 
 
 class Settings(BaseSettings):

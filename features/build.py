@@ -26,7 +26,7 @@ from features.calendar import (
     is_holiday_period,
     period_step,
 )
-from features.seasonal import seasonal_base
+from features.seasonal import baseline_columns
 
 ID, DATE, TARGET = "unique_id", "ds", "y"
 
@@ -204,7 +204,7 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
     cols["seas_adj"] = cols["seas_mean3"] * cols["level_ratio"]
     # The baseline the model corrects (last season, denoised, blended with two seasons back,
     # times the shrunk level change), and where each target's last-season value comes from.
-    base, src, src_dates = seasonal_base(grid, t, j, tdates, scale, spec)
+    base, src, src_dates = baseline_columns(grid, t, j, tdates, scale, spec)
     cols.update(base)
     cols["horizon"] = np.broadcast_to(hs.astype(float), (n, horizon))
     cal = calendar_features(tdates, _target_holidays(grid, j, tdates), grid.freq)

@@ -3,7 +3,8 @@
 Last season's value of each series, taken from a denoised history (rank-``k`` SVD of each
 group's store x period matrix) at the period that matches the target (Easter-realigned),
 blended with the value two seasons back carried to last season's level, times a shrunk
-change of level over the last season (see ``salesflow.model``'s seasonal base).
+change of level over the last season: the ``seas_base`` column, which
+``salesflow.model.seasonal_base`` reads.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def season_source(grid: Grid, j: np.ndarray, s: int, tdates: pd.DatetimeIndex) -
     return src
 
 
-def seasonal_base(
+def baseline_columns(
     grid: Grid,
     t: int,
     j: np.ndarray,

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+from salesflow.identifiers import check_identifier
 
 
 class _Section(BaseModel):
@@ -189,12 +189,7 @@ class WarehouseSection(_Section):
     @field_validator("table", "schema_name")
     @classmethod
     def _identifier(cls, v: str | None) -> str | None:
-        if v is not None and not _IDENTIFIER.fullmatch(v):
-            raise ValueError(
-                f"{v!r} is not a valid table/schema name: use letters, digits and '_', "
-                "starting with a letter or '_', at most 63 characters"
-            )
-        return v
+        return None if v is None else check_identifier(v, "table/schema")
 
 
 class DriftSection(_Section):

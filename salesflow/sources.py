@@ -11,7 +11,6 @@ at import time.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -27,11 +26,11 @@ from salesflow.canonical import (
     require_columns,
     to_dates,
 )
+from salesflow.identifiers import IDENTIFIER
 from salesflow.schema import DATE, HOLIDAY, TARGET, SalesData
 from salesflow.settings import DataSection, LongFormatSection
 from salesflow.synthetic import generate_sales
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zip", ".zip")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _WALMART_NAMES = {
@@ -252,7 +251,7 @@ def _table_select(table: str) -> sa.Select:
     """``SELECT * FROM [schema.]table`` with both parts validated and quoted by SQLAlchemy."""
     schema, _, name = table.rpartition(".")
     for part in [schema, name] if schema else [name]:
-        if not _IDENTIFIER.fullmatch(part):
+        if not IDENTIFIER.fullmatch(part):
             raise ValueError(
                 f"table {table!r} is not a valid name: use letters, digits and '_' "
                 "(optionally schema.table), starting with a letter or '_'"

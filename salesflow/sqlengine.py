@@ -7,7 +7,6 @@ through :func:`redact_url`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+from salesflow.identifiers import check_identifier
+
+__all__ = [
+    "SUPPORTED",
+    "WarehouseUnavailable",
+    "check_connection",
+    "check_identifier",
+    "connect",
+    "open_engine",
+    "redact_url",
+    "sqlite_path",
+]
+
 _SQLITE_BUSY_MS = 30_000
 _PG_CONNECT_TIMEOUT_S = 10
 SUPPORTED = ("postgresql", "sqlite")
@@ -24,16 +35,6 @@ SUPPORTED = ("postgresql", "sqlite")
 
 class WarehouseUnavailable(ConnectionError):
     """The warehouse database cannot be reached; the message never holds a password."""
-
-
-def check_identifier(name: str, what: str = "table") -> str:
-    """Return ``name`` if it is a plain SQL identifier, else raise ``ValueError``."""
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid {what} name: use letters, digits and '_', "
-            "starting with a letter or '_', at most 63 characters"
-        )
-    return name
 
 
 def redact_url(url: str | sa.URL) -> str:

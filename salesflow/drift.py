@@ -55,7 +55,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from salesflow.drift_result import P_VALUE_METHODS, ColumnDrift, DriftResult
+from salesflow.drift_result import P_VALUE_METHODS, ColumnDrift, ColumnShift, DriftResult
+from salesflow.drift_shift import covariate_shift, sales_shift
 from salesflow.drift_windows import RECENT, SEASONAL, make_windows, owners, two_references, window
 from salesflow.schema import DATE, ID, TARGET, SalesData
 from salesflow.settings import DriftSection
@@ -65,6 +66,7 @@ __all__ = [
     "RECENT",
     "SEASONAL",
     "ColumnDrift",
+    "ColumnShift",
     "DriftResult",
     "detect_drift",
     "feature_drift",
@@ -277,13 +279,34 @@ def feature_drift(
     used = data.history[w.masks(data.history[DATE])["any"]]
     owner = owners(used, data.keys, columns)
     legs: dict[str, dict[str, pd.Series]] = {SEASONAL: {}, RECENT: {}}
-    current = {}
+    current, shifts = {}, {}
     for col in columns:
         obs = used[[*owner[col], DATE, col]].drop_duplicates([*owner[col], DATE])
         refs, current[col] = two_references(obs, owner[col], col, w)
         for leg, values in refs.items():
             legs[leg][col] = values
-    return _compare(legs, current, cfg, "feature", notes)
+        in_ref = obs.loc[w.masks(obs[DATE])["reference"], col]
+        group = owner[col][0] if owner[col] else None
+        shifts[col] = covariate_shift(obs, col, group, refs[SEASONAL], current[col], in_ref)
+    result, snapshot = _compare(legs, current, cfg, "feature", notes)
+    return _with_shifts(result, shifts, w, cfg), snapshot
+
+
+def _with_shifts(
+    result: DriftResult, shifts: dict[str, ColumnShift], w: Any, cfg: DriftSection
+) -> DriftResult:
+    """``result`` with how much each column moved and what that was measured against."""
+    result.shifts = shifts
+    result.comparison = (
+        f"mean of the last {cfg.current_periods} periods up to "
+        f"{w.intervals['current'][1].date()} vs the same periods a season earlier, adjusted "
+        "for the trend the champion saw"
+    )
+    if any(s.sigma is not None for s in shifts.values()):
+        result.comparison += (
+            f"; σ = spread over the champion's last {cfg.reference_periods} training periods"
+        )
+    return result
 
 
 def target_drift(
@@ -294,7 +317,10 @@ def target_drift(
     notes: list[str] = []
     w = make_windows(data, champion_trained_until, cfg, notes)
     hist = data.history
-    obs = hist.loc[w.masks(hist[DATE])["any"], [ID, DATE, TARGET]]
+    group = data.keys[0] if data.keys else None
+    obs = hist.loc[
+        w.masks(hist[DATE])["any"], list(dict.fromkeys([ID, *data.keys[:1], DATE, TARGET]))
+    ]
     ref = obs[w.masks(obs[DATE])["reference"]]
     scale = ref[TARGET].abs().groupby(ref[ID]).mean()
     obs = obs.assign(y_scaled=obs[TARGET] / obs[ID].map(scale.where(scale > 0)))
@@ -305,13 +331,16 @@ def target_drift(
     target_cfg = cfg.model_copy(
         update={"num_method": cfg.target_method, "threshold": cfg.target_threshold}
     )
-    return _compare(
+    result, snapshot = _compare(
         {k: {"y_scaled": v} for k, v in refs.items()},
         {"y_scaled": current},
         target_cfg,
         "target",
         notes,
     )
+    raw, raw_current = two_references(obs, [ID], TARGET, w)
+    shift = sales_shift(obs, obs[ID], group, raw[SEASONAL], raw_current)
+    return _with_shifts(result, {"y_scaled": shift}, w, cfg), snapshot
 
 
 def prediction_drift(

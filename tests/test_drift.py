@@ -251,3 +251,80 @@ def test_window_holds_periods_ending_at_end(stable, end, periods, first, last):
     rows = drift.window(stable, pd.Timestamp(end), periods)
     assert rows["ds"].nunique() == periods
     assert (rows["ds"].min(), rows["ds"].max()) == (pd.Timestamp(first), pd.Timestamp(last))
+
+
+# --- business terms: what moved, by how much, where ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scenario_checks():
+    """The drift scenario (configs/scenario.yaml) on 6 stores, drift injected in stores 1-4
+    only; the champion trained until 2012-04-27 as in the README's walkthrough."""
+    from salesflow.settings import load_settings
+
+    s = load_settings("scenario")
+    inj = s.data.synthetic.drift.model_copy(update={"stores": [1, 2, 3, 4]})
+    data = generate_sales(
+        s.data.synthetic.model_copy(update={"n_stores": 6, "drift": inj}), future_periods=0
+    )
+    trained = pd.Timestamp("2012-04-27")
+    feature, _ = drift.feature_drift(data, trained, s.monitor.drift)
+    target, _ = drift.target_drift(data, trained, s.monitor.drift)
+    return inj, feature, target
+
+
+def test_sales_shift_in_percent_names_the_drifted_stores(scenario_checks):
+    """Target drift says sales rose by about the injected share, in stores 1-4 only."""
+    inj, _, target = scenario_checks
+    shift = target.shifts["y_scaled"]
+    assert shift.column == "sales" and shift.group == "store"
+    assert shift.moved == ["1", "2", "3", "4"] and shift.n_groups == 6
+    assert shift.share == pytest.approx(inj.level_shift, abs=0.15)
+    assert shift.describe().startswith("sales +") and "stores 1-4 (of 6)" in shift.describe()
+
+
+def test_covariate_shift_in_units_and_sigma_names_the_stores(scenario_checks):
+    """Each shifted covariate moved up by more than one sigma, in stores 1-4 only; the
+    change in units is sigma times the reference spread."""
+    inj, feature, _ = scenario_checks
+    for col in inj.covariate_shift:
+        shift = feature.shifts[col]
+        assert shift.moved == ["1", "2", "3", "4"], (col, shift)
+        assert shift.change > 0 and shift.sigma is not None and shift.sigma > 1, (col, shift)
+        assert f"{col} +" in shift.describe() and "σ)" in shift.describe()
+
+
+def test_markdown_puts_business_terms_before_the_scores(scenario_checks):
+    """The report says what moved (column, amount, stores) before the rule and the p-values;
+    steady columns are named as unchanged."""
+    _, feature, target = scenario_checks
+    text = feature.to_markdown()
+    moved, table = text.index("**What moved**"), text.index("| column |")
+    assert moved < text.index("Rule:") < table
+    assert "- temperature +" in text[moved:table] and "in stores 1-4 (of 6)" in text[moved:table]
+    assert "no significant change:" in text and "unemployment" in text[moved:table]
+    assert "- sales +" in target.to_markdown()
+    payload = json.loads(json.dumps(feature.to_payload()))
+    assert payload["moved"]["temperature"]["moved"] == ["1", "2", "3", "4"]
+
+
+def test_no_business_lines_without_drift(stable_check):
+    """Stable data: no 'what moved' section, the table alone."""
+    result, _ = stable_check
+    assert "What moved" not in result.to_markdown()
+
+
+@pytest.mark.parametrize(
+    ("moved", "n", "expected"),
+    [
+        (["1", "2", "3", "4"], 6, "in stores 1-4 (of 6)"),
+        (["1", "2", "4", "5", "7"], 9, "in stores 1, 2, 4, 5, 7 (of 9)"),
+        (["1", "2", "3"], 3, "in all 3 stores (1-3)"),
+        (["3"], 6, "in store 3"),
+        ([], 6, ""),
+    ],
+)
+def test_where_compresses_store_runs(moved, n, expected):
+    """Moved stores are listed as ranges; all or one of them said so."""
+    shift = drift.ColumnShift("x", 1.0, 1.0, None, "store", moved, n)
+    assert shift.where() == expected

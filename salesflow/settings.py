@@ -1,10 +1,13 @@
-"""Typed, layered settings: ``configs/base.yaml`` < ``configs/<env>.yaml`` < environment.
+"""Typed, layered settings: ``configs/base.yaml`` < ``configs/<env>.yaml`` < environment
+< explicit arguments.
 
 Environment variables use the prefix ``SALESFLOW_`` and ``__`` between nested keys, e.g.
 ``SALESFLOW_MODEL__HORIZON=13`` or ``SALESFLOW_WAREHOUSE__URL=postgresql+psycopg://...``.
+The env name itself comes from the ``env`` argument, else ``$SALESFLOW_ENV``, else ``dev``.
 Nothing here touches the disk except :func:`load_settings` reading the YAML files. The
 sections' fields, defaults and checks are in :mod:`salesflow.settings_sections`
-(re-exported here).
+(re-exported here); the checks of names, variables and URLs in
+:mod:`salesflow.settings_checks`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from salesflow.settings_checks import (
+    SettingsError,
+    check_env_name,
+    check_unknown_variables,
+    check_urls,
+    known_envs,
+)
 from salesflow.settings_sections import (
     BacktestSection,
     DataSection,
@@ -66,10 +76,6 @@ _yaml_layer: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Context
 )
 
 
-class SettingsError(ValueError):
-    """The configuration is invalid; the message names the key and the problem."""
-
-
 class Settings(BaseSettings):
     """All of salesflow's configuration, one typed section per concern."""
 
@@ -99,6 +105,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlLayer(settings_cls))
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """The env and model name these settings were loaded for (tags, events, audit)."""
+        return {"env": self.env, "model_name": self.model.name}
 
     @property
     def local_dir(self) -> Path:
@@ -170,11 +181,14 @@ def load_settings(
 ) -> Settings:
     """Load ``base.yaml``, then ``<env>.yaml``, then ``SALESFLOW_*`` variables, then overrides.
 
-    ``env`` defaults to ``$SALESFLOW_ENV`` or ``dev``; a named env without a file is an error.
-    Raises :class:`SettingsError` naming every wrong key or value.
+    ``env`` (explicit) beats ``$SALESFLOW_ENV``, which beats ``dev``; it is a name, not a
+    path, and a named env without a file is an error. ``SALESFLOW_*`` variables that match
+    no setting, a missing required warehouse URL variable and an unparsable URL are errors.
+    Raises :class:`SettingsError` naming every wrong key or value (redacted).
     """
     cdir = Path(config_dir) if config_dir else DEFAULT_CONFIG_DIR
     env = env or os.environ.get("SALESFLOW_ENV") or "dev"
+    check_env_name(env, cdir)
     merged: dict[str, Any] = {}
     base = cdir / "base.yaml"
     if base.exists():
@@ -183,17 +197,33 @@ def load_settings(
     if env_file.exists():
         merged = _deep_merge(merged, _read_yaml(env_file))
     elif env != "dev":
-        known = sorted(p.stem for p in cdir.glob("*.yaml") if p.stem != "base")
-        raise SettingsError(f"no config file for env {env!r} in {cdir} (known: {known})")
-    merged["env"] = env
+        raise SettingsError(f"no config file for env {env!r} in {cdir} (known: {known_envs(cdir)})")
     token = _yaml_layer.set(merged)
     try:
-        return Settings(**overrides)
+        # ``env`` as an init argument: the highest layer, so $SALESFLOW_ENV (which
+        # pydantic-settings would read into the ``env`` field) never outranks it.
+        settings = Settings(env=env, **overrides)
     except ValidationError as exc:
-        origin = f"{base.name} < {env_file.name} < SALESFLOW_* env vars"
+        # A misspelt variable may be the cause: name it (with the closest name) first.
+        check_unknown_variables(Settings, _url_variables(merged, overrides))
+        origin = f"{base.name} < {env_file.name} < SALESFLOW_* env vars < arguments"
         raise SettingsError(format_validation_error(exc, origin)) from None
     finally:
         _yaml_layer.reset(token)
+    check_unknown_variables(Settings, (settings.warehouse.url_env, settings.data.url_env))
+    check_urls(settings)
+    return settings
+
+
+def _url_variables(*layers: dict[str, Any]) -> list[str | None]:
+    """The ``*.url_env`` names the YAML files or the overrides give (before validation)."""
+    out: list[str | None] = [WarehouseSection.model_fields["url_env"].default]
+    for layer in layers:
+        for section in ("warehouse", "data"):
+            value = layer.get(section)
+            if isinstance(value, dict) and isinstance(value.get("url_env"), str):
+                out.append(value["url_env"])
+    return out
 
 
 def settings_overrides(

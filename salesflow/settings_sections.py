@@ -4,6 +4,7 @@ checks; :mod:`salesflow.settings` layers them from YAML and the environment."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,7 @@ class LongFormatSection(_Section):
     covariates: list[str] = Field(default_factory=list)
     static: list[str] = Field(default_factory=list)
     date_format: str | None = None
+    encoding: str = Field("utf-8", description="text encoding of CSV files, e.g. latin-1")
     covariates_path: str | None = Field(None, description="separate file of known covariates")
     covariate_keys: list[str] | None = Field(None, description="keys of covariates_path rows")
 
@@ -181,6 +183,10 @@ class WarehouseSection(_Section):
     url_env: str | None = Field(
         "SALESFLOW_WAREHOUSE_URL", description="env var that, when set, overrides url (secrets)"
     )
+    require_url: bool = Field(
+        False,
+        description="the variable named by url_env must be set: no fallback to url or SQLite",
+    )
     table: str = "sales_forecasts"
     schema_name: str | None = None
     retries: int = Field(3, ge=0, le=20, description="retries when the warehouse is unreachable")
@@ -190,6 +196,12 @@ class WarehouseSection(_Section):
     @classmethod
     def _identifier(cls, v: str | None) -> str | None:
         return None if v is None else check_identifier(v, "table/schema")
+
+    @model_validator(mode="after")
+    def _required_needs_variable(self) -> WarehouseSection:
+        if self.require_url and not self.url_env:
+            raise ValueError("warehouse.require_url needs warehouse.url_env (the variable name)")
+        return self
 
 
 class DriftSection(_Section):
@@ -232,12 +244,22 @@ class MonitorSection(_Section):
     )
     accuracy_table: str = "forecast_accuracy"
     audit_table: str = "model_audit"
-    report_dir: Path = Path("reports")
+    report_dir: Path = Field(Path("reports"), description="relative to paths.local_dir")
 
     @field_validator("accuracy_table", "audit_table")
     @classmethod
     def _tables(cls, v: str) -> str:
         return WarehouseSection._identifier(v)  # type: ignore[return-value]
+
+    @field_validator("report_dir")
+    @classmethod
+    def _inside_local_dir(cls, v: Path) -> Path:
+        if v.is_absolute() or _escapes(v):
+            raise ValueError(
+                f"monitor.report_dir must be a folder inside paths.local_dir, got {str(v)!r}: "
+                "use a relative path without '..' (e.g. reports)"
+            )
+        return v
 
 
 class PolicySection(_Section):
@@ -258,7 +280,31 @@ class PolicySection(_Section):
         2.0, gt=0, description="...or when realized WMAE > this x the champion's backtest WMAE"
     )
     previous_alias: str = "previous"
+    lock_table: str = Field(
+        "model_locks", description="warehouse table of the one-retrain-per-model lease"
+    )
+    lock_lease_seconds: float = Field(
+        7200, gt=0, description="a lock older than this is stale (its holder crashed)"
+    )
 
 
 class PathsSection(_Section):
-    local_dir: Path = Path("data/local")
+    local_dir: Path = Field(
+        Path("data/local"),
+        description="state folder: relative to the project root (inside it), or absolute",
+    )
+
+    @field_validator("local_dir")
+    @classmethod
+    def _inside_project(cls, v: Path) -> Path:
+        if not v.is_absolute() and _escapes(v):
+            raise ValueError(
+                f"paths.local_dir {str(v)!r} leaves the project folder: use a relative path "
+                "inside it (e.g. data/local) or an absolute path (e.g. /var/lib/salesflow)"
+            )
+        return v
+
+
+def _escapes(path: Path) -> bool:
+    """A relative path that climbs out of its base folder once normalised (``a/../..``)."""
+    return Path(os.path.normpath(path)).parts[:1] == ("..",)

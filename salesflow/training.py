@@ -97,7 +97,7 @@ def run_record(
         "code_version": code_version(),
         "data_source": data.source,
         "trained_until": str(data.last_date.date()),
-        "env": settings.env,
+        **settings.provenance,  # env and model name actually used (run and version tags)
     }
     return RunRecord(
         params=params,

@@ -123,8 +123,10 @@ def emit_monitor_events(
 ) -> list[str]:
     """Prefect events that trigger retraining: drift detected, performance degraded.
 
-    The payload carries ``env`` so the triggered retrain runs on the same configuration."""
+    The payload carries ``env`` (the env these settings were loaded for) and ``model_name``,
+    so the triggered retrain runs on the same configuration and model."""
     name = identity["name"]
+    origin = {"env": env, "model_name": name}
     resource = {
         "prefect.resource.id": f"salesflow.model.{name}",
         "prefect.resource.name": name,
@@ -135,12 +137,12 @@ def emit_monitor_events(
     # cover other calendar weeks, so it mixes seasonality into the score.
     drifted = {k: r.to_payload() for k, r in drift.items() if r.detected and k != "prediction"}
     if drifted:
-        payload = {"env": env, "version": identity["version"], **drifted}
+        payload = {**origin, "version": identity["version"], **drifted}
         emit_event(event="salesflow.drift.detected", resource=resource, payload=payload)
         sent.append("salesflow.drift.detected")
     if degraded:
         payload = {
-            "env": env,
+            **origin,
             "version": identity["version"],
             "realized_wmae": cmp.current_wmae,
             "backtest_wmae": identity.get("backtest_wmae"),

@@ -106,7 +106,12 @@ def apply_decision(decision: Decision, reg: RegisteredVersion, settings: Setting
     emit_event(
         event=f"salesflow.model.{'promoted' if decision.action == 'promote' else 'rejected'}",
         resource={"prefect.resource.id": f"salesflow.model.{name}", "prefect.resource.name": name},
-        payload={"version": reg.version, "reason": decision.reason, **figures},
+        payload={
+            **settings.provenance,
+            "version": reg.version,
+            "reason": decision.reason,
+            **figures,
+        },
     )
     create_markdown_artifact(
         key="promotion-decision",

@@ -152,7 +152,7 @@ def check_urls(settings: Settings, environ: Mapping[str, str] | None = None) -> 
         raise SettingsError(
             f"env {settings.env!r} needs the warehouse URL in the environment variable "
             f"{w.url_env} (warehouse.require_url is true), and it is not set: export "
-            f"{w.url_env}=postgresql+psycopg://user:password@host:5432/db"
+            f"{w.url_env}=postgresql+psycopg://user@host:5432/db (the password in the URL)"
         )
     origin = f"${w.url_env}" if w.url_env and environ.get(w.url_env) else "warehouse.url"
     _check_url(settings.warehouse_url, origin, warehouse=True)
@@ -174,7 +174,7 @@ def _check_url(url: str, origin: str, *, warehouse: bool) -> None:
         shown = f"{url.split('://', 1)[0][:40]}://..." if "://" in url else "no scheme://"
         raise SettingsError(
             f"{origin} is not a valid database URL ({shown}): {exc}; "
-            "expected e.g. postgresql+psycopg://user:password@host:5432/db or sqlite:///path"
+            "expected e.g. postgresql+psycopg://user@host:5432/db or sqlite:////abs/path.db"
         ) from None
     if warehouse and backend not in SUPPORTED:
         raise SettingsError(

@@ -6,12 +6,25 @@ salesflow train [--env dev] [--source walmart --path DIR] [--as-of DATE]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
-from salesflow.cli_lifecycle import add_rollback_command
+from salesflow.cli_errors import (
+    Parser,
+    check_before_flow,
+    parse_date,
+    parse_overrides,
+    quiet_user_tracebacks,
+    report,
+)
+from salesflow.cli_lifecycle import (
+    add_rollback_command,
+    add_train_gate_options,
+    train_exit_code,
+    train_gate_args,
+)
+from salesflow.cli_status import FLOW_COMMANDS, add_status_command, run_tags
 
 
 def _print_training(result: dict[str, Any]) -> None:
@@ -35,18 +48,23 @@ def _print_training(result: dict[str, Any]) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from flows.training import training_flow
 
-    overrides = json.loads(args.set) if args.set else None
+    overrides = parse_overrides(args.set)
     result = training_flow(
-        env=args.env, source=args.source, path=args.path, as_of=args.as_of, overrides=overrides
+        env=args.env,
+        source=args.source,
+        path=args.path,
+        as_of=args.as_of,
+        overrides=overrides,
+        **train_gate_args(args),
     )
     _print_training(result)
-    return 0
+    return train_exit_code(result)
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
     from flows.batch_forecast import batch_forecast_flow
 
-    overrides = json.loads(args.set) if args.set else None
+    overrides = parse_overrides(args.set)
     r = batch_forecast_flow(
         env=args.env,
         source=args.source,
@@ -90,8 +108,18 @@ def _flow_args(args: argparse.Namespace) -> dict[str, Any]:
         "source": args.source,
         "path": args.path,
         "as_of": args.as_of,
-        "overrides": json.loads(args.set) if args.set else None,
+        "overrides": parse_overrides(args.set),
     }
+
+
+def _check_first(args: argparse.Namespace) -> None:
+    """What needs no flow (``--set``, dates, settings, files, folders, MLflow server) is
+    checked before Prefect is even imported: a doomed run stops here in seconds."""
+    if args.command in FLOW_COMMANDS:
+        overrides = parse_overrides(args.set)
+        parse_date(getattr(args, "origin", None), "--origin")
+        check_before_flow(args.env, args.command, args.source, args.path, args.as_of, overrides)
+        quiet_user_tracebacks()
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -103,10 +131,11 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="salesflow", description=__doc__.split("\n")[0])
+    p = Parser(prog="salesflow", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, backtest and register a model (training flow)")
     _data_options(t)
+    add_train_gate_options(t)
     t.set_defaults(func=_cmd_train)
     f = sub.add_parser("forecast", help="forecast every series with the champion (batch flow)")
     _data_options(f)
@@ -119,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(r)
     r.set_defaults(func=_cmd_retrain)
     add_rollback_command(sub)
+    add_status_command(sub)
     return p
 
 
@@ -136,27 +166,16 @@ _QUIET_ENV = {
 def main(argv: list[str] | None = None) -> int:
     for k, v in _QUIET_ENV.items():
         os.environ.setdefault(k, v)
-    from salesflow.settings import SettingsError
-
-    args = build_parser().parse_args(argv)
-    from salesflow.registry import ChampionNotFound, ChampionUnreadable
-    from salesflow.validation import DataValidationError
-    from salesflow.warehouse import WarehouseUnavailable
-
+    # Every failure ends in one "salesflow: ..." line: exit 2 for a user error (a setting,
+    # file, column, date), 1 for anything else (traceback in the Prefect logs, or here
+    # with SALESFLOW_DEBUG=1).
     try:
-        return args.func(args)
-    except SettingsError as exc:
-        print(f"salesflow: {exc}", file=sys.stderr)
-        return 2
-    except (
-        DataValidationError,
-        ChampionNotFound,
-        ChampionUnreadable,
-        WarehouseUnavailable,
-        FileNotFoundError,
-    ) as exc:
-        print(f"salesflow: {exc}", file=sys.stderr)
-        return 1
+        args = build_parser().parse_args(argv)
+        _check_first(args)
+        with run_tags(args):
+            return args.func(args)
+    except Exception as exc:  # noqa: BLE001 - reported as one line with its exit code
+        return report(exc)
 
 
 if __name__ == "__main__":

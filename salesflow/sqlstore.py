@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -34,6 +34,7 @@ from salesflow.sqlengine import (
     redact_url,
     sqlite_path,
 )
+from salesflow.sqlreplace import Replaced, replace_partitions
 
 __all__ = [
     "WarehouseSchemaError",
@@ -66,6 +67,10 @@ class WriteResult:
     table: str
     url_redacted: str
     rows_deleted: int = 0  # stale rows of a replaced partition (see write_frame's replace_by)
+    # Members (e.g. series) of a replaced partition that the write did not hold: rows per
+    # member, deleted (``removed``) or left as they were (``kept``, with keep_absent).
+    removed: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
 
 
 def _after_chunk(i: int) -> None:
@@ -215,12 +220,23 @@ def write_frame(
     chunk_rows: int = 50_000,
     replace_by: Sequence[str] | None = None,
     stamp: str | None = None,
+    *,
+    member: str | None = None,
+    keep_absent: bool = False,
+    also: Sequence[sa.Table] = (),
+    then: Callable[[Connection, WriteResult], None] | None = None,
 ) -> WriteResult:
     """Upsert ``frame`` into ``table`` on ``key_columns`` (default: its primary key).
 
     With ``replace_by`` (e.g. model and origin) and ``stamp`` (a column holding one value
-    for the whole frame, e.g. created_at), rows of the partitions present in ``frame`` that
-    the frame did not write are deleted in the same transaction: the partition is replaced.
+    for the whole frame, e.g. created_at), the partitions present in ``frame`` are replaced
+    in the same transaction (:func:`salesflow.sqlreplace.replace_partitions`): with a
+    ``member`` column (e.g. unique_id) the rows of members absent from ``frame`` are kept
+    when ``keep_absent`` (and listed in ``WriteResult.kept``), else deleted (listed in
+    ``WriteResult.removed``); without one every row the frame did not write is deleted.
+
+    ``then(conn, result)`` runs last inside the same transaction (e.g. to append a run
+    record to one of the tables in ``also``, which are created or migrated first).
 
     ``frame`` holds a subset of the table's columns: every NOT NULL and key column, no
     column the table lacks. The table is created or migrated first (:func:`ensure_table`);
@@ -237,55 +253,47 @@ def write_frame(
     if dialect not in SUPPORTED:
         raise ValueError(f"warehouse backend {dialect!r} is not supported; use one of {SUPPORTED}")
     names, values = prepare_frame(frame, table, key, dialect)
-    start, inserted, deleted = time.perf_counter(), 0, 0
+    start, inserted, replaced = time.perf_counter(), 0, Replaced()
     upsert = _upsert_postgres if dialect == "postgresql" else _upsert_sqlite
+    result = WriteResult(0, 0, 0, 0.0, qualified(table), redact_url(url))
     with open_engine(url, write=True) as engine:
         with connect(engine, url):  # surfaces an unreachable database as WarehouseUnavailable
             pass
         ensure_table(engine, table, key_columns=key)
+        for extra in also:
+            ensure_table(engine, extra)
         if len(frame):
             with engine.begin() as conn:
                 inserted = upsert(conn, table, names, values, key, chunk_rows)
                 if replace_by and stamp:
-                    deleted = _delete_stale(conn, table, names, values, list(replace_by), stamp)
-    result = WriteResult(
-        rows_written=len(frame),
-        rows_inserted=inserted,
-        rows_updated=len(frame) - inserted,
-        seconds=time.perf_counter() - start,
-        table=qualified(table),
-        url_redacted=redact_url(url),
-        rows_deleted=deleted,
-    )
+                    replaced = replace_partitions(
+                        conn, table, names, values, replace_by, stamp, member, keep_absent
+                    )
+                result = _result(frame, inserted, replaced, start, result)
+                if then is not None:
+                    then(conn, result)
+    result = replace(result, seconds=time.perf_counter() - start)
     log.info(
-        "wrote %d rows (%d new, %d updated) to %s at %s in %.2f s",
-        result.rows_written, result.rows_inserted, result.rows_updated,
+        "wrote %d rows (%d new, %d updated, %d deleted) to %s at %s in %.2f s",
+        result.rows_written, result.rows_inserted, result.rows_updated, result.rows_deleted,
         result.table, result.url_redacted, result.seconds,
     )  # fmt: skip
     return result
 
 
-def _delete_stale(
-    conn: Connection,
-    table: sa.Table,
-    names: list[str],
-    values: Values,
-    replace_by: list[str],
-    stamp: str,
-) -> int:
-    """Delete rows of the frame's partitions that this write did not stamp."""
-    q = conn.dialect.identifier_preparer
-    cols = [values[names.index(c)] for c in replace_by]
-    stamps = set(values[names.index(stamp)])
-    if len(stamps) != 1:
-        raise ValueError(f"column {stamp!r} must hold one value for the whole write")
-    cond = " AND ".join(f"{q.quote(c)} = :p{i}" for i, c in enumerate(replace_by))
-    sql = sa.text(f"DELETE FROM {q.format_table(table)} WHERE {cond} AND {q.quote(stamp)} <> :s")
-    deleted = 0
-    for part in sorted(set(zip(*cols, strict=True)), key=str):
-        params = {f"p{i}": v for i, v in enumerate(part)} | {"s": next(iter(stamps))}
-        deleted += conn.execute(sql, params).rowcount
-    return deleted
+def _result(
+    frame: pd.DataFrame, inserted: int, replaced: Replaced, start: float, base: WriteResult
+) -> WriteResult:
+    return replace(
+        base,
+        rows_written=len(frame),
+        rows_inserted=inserted,
+        rows_updated=len(frame) - inserted,
+        seconds=time.perf_counter() - start,
+        rows_deleted=replaced.deleted,
+        removed=replaced.removed,
+        kept=replaced.kept,
+    )
 
 
 def read_frame(url: str, table: sa.Table, **filters: Any) -> pd.DataFrame:

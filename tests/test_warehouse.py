@@ -23,6 +23,7 @@ class Target:
     url: str
     table: str
     backend: str
+    runs: str = "forecast_runs"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -33,9 +34,11 @@ def target(request: pytest.FixtureRequest, tmp_path) -> Iterator[Target]:
         )
         return
     postgres_or_skip()
-    table = f"sales_forecasts_t{uuid.uuid4().hex[:12]}"
-    yield Target(PG_URL, table, "postgres")
+    suffix = uuid.uuid4().hex[:12]
+    table, runs = f"sales_forecasts_t{suffix}", f"forecast_runs_t{suffix}"
+    yield Target(PG_URL, table, "postgres", runs)
     drop_table(PG_URL, table)
+    drop_table(PG_URL, runs)
 
 
 def make_forecasts(
@@ -78,11 +81,21 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(list(wh.FORECAST_KEY)).reset_index(drop=True)
 
 
+def _write(target: Target, frame: pd.DataFrame, **kwargs) -> wh.WriteResult:
+    return wh.write_forecasts(
+        target.url, frame, table=target.table, runs_table=target.runs, **kwargs
+    )
+
+
+def _runs(target: Target) -> pd.DataFrame:
+    return wh.read_forecast_runs(target.url, table=target.runs)
+
+
 def test_first_write_creates_table(target: Target) -> None:
     """The first write creates the table (and the SQLite folder) and inserts every row."""
     assert wh.count_rows(target.url, target.table) == 0
     frame = make_forecasts()
-    result = wh.write_forecasts(target.url, frame, table=target.table)
+    result = _write(target, frame)
     assert (result.rows_written, result.rows_inserted, result.rows_updated) == (12, 12, 0)
     assert result.table == target.table and result.seconds > 0
     assert wh.count_rows(target.url, target.table) == 12
@@ -94,7 +107,7 @@ def test_first_write_creates_table(target: Target) -> None:
 def test_round_trip_values_and_dtypes(target: Target) -> None:
     """What is written reads back with the same values, dates as datetime64, created_at in UTC."""
     frame = make_forecasts()
-    wh.write_forecasts(target.url, frame, table=target.table)
+    _write(target, frame)
     got = wh.read_forecasts(target.url, table=target.table)
     assert list(got.columns) == [c.name for c in wh.forecasts_table().columns]
     assert got["forecast_origin"].dtype == "datetime64[ns]"
@@ -114,10 +127,8 @@ def test_round_trip_values_and_dtypes(target: Target) -> None:
 
 def test_read_and_count_filters(target: Target) -> None:
     """read_forecasts and count_rows filter on model and origin; unknown filters are rejected."""
-    wh.write_forecasts(target.url, make_forecasts(model="a"), table=target.table)
-    wh.write_forecasts(
-        target.url, make_forecasts(model="b", origin="2012-11-02"), table=target.table
-    )
+    _write(target, make_forecasts(model="a"))
+    _write(target, make_forecasts(model="b", origin="2012-11-02"))
     assert len(wh.read_forecasts(target.url, table=target.table, model_name="a")) == 12
     got = wh.read_forecasts(target.url, table=target.table, forecast_origin="2012-11-02")
     assert set(got["model_name"]) == {"b"}
@@ -131,36 +142,107 @@ def test_read_and_count_filters(target: Target) -> None:
 
 def test_rewrite_same_origin_is_idempotent(target: Target) -> None:
     """Re-writing the same origin and model replaces its rows: count unchanged, values new."""
-    wh.write_forecasts(target.url, make_forecasts(), table=target.table)
+    _write(target, make_forecasts())
     again = make_forecasts(shift=500.0)
-    result = wh.write_forecasts(target.url, again, table=target.table)
+    result = _write(target, again)
     assert (result.rows_inserted, result.rows_updated) == (0, 12)
     assert wh.count_rows(target.url, target.table) == 12
     got = _sorted(wh.read_forecasts(target.url, table=target.table))
     np.testing.assert_array_equal(got["forecast"], _sorted(again)["forecast"])
 
 
-def test_rewrite_with_fewer_series_replaces_the_origin(target: Target) -> None:
-    """A re-run of an origin with fewer series leaves no stale rows of that origin and
-    model, and touches neither other origins nor other models."""
-    wh.write_forecasts(target.url, make_forecasts(n_series=3), table=target.table)
-    other_origin = make_forecasts(origin="2012-11-02")
-    other_model = make_forecasts(model="other")
-    wh.write_forecasts(target.url, other_origin, table=target.table)
-    wh.write_forecasts(target.url, other_model, table=target.table)
-    result = wh.write_forecasts(target.url, make_forecasts(n_series=2), table=target.table)
-    assert result.rows_deleted == 4
+def test_partial_rewrite_keeps_the_series_it_did_not_score(target: Target) -> None:
+    """A rerun of an origin holding fewer series (a partial extract) replaces those series
+    and leaves the origin's other series exactly as they were, saying so."""
+    _write(target, make_forecasts(n_series=3))
+    before = _sorted(wh.read_forecasts(target.url, table=target.table))
+    result = _write(target, make_forecasts(n_series=1, shift=7.0))
+    assert (result.rows_inserted, result.rows_updated, result.rows_deleted) == (0, 4, 0)
+    assert result.kept == {"1/1": 4, "1/2": 4} and result.removed == {}
+    after = _sorted(wh.read_forecasts(target.url, table=target.table))
+    assert len(after) == 12
+
+    def others(f: pd.DataFrame) -> pd.DataFrame:
+        return f[f["unique_id"] != "1/0"].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(others(after), others(before))
+    line = wh.describe_write(result)
+    assert "2 series of this origin not in this run left as they were (8 rows: 1/1, 1/2" in line
+
+
+def test_replace_origin_removes_the_series_it_did_not_score(target: Target) -> None:
+    """With replace_origin a rerun with fewer series deletes the others of that origin and
+    model, names them, and touches neither other origins nor other models."""
+    _write(target, make_forecasts(n_series=3))
+    _write(target, make_forecasts(origin="2012-11-02"))
+    _write(target, make_forecasts(model="other"))
+    result = _write(target, make_forecasts(n_series=2), replace_origin=True)
+    assert result.rows_deleted == 4 and result.removed == {"1/2": 4} and result.kept == {}
     assert (
         wh.count_rows(target.url, target.table, model_name="xgb", forecast_origin="2012-10-26") == 8
     )
     assert wh.count_rows(target.url, target.table) == 8 + 12 + 12
+    assert (
+        wh.count_rows(target.url, target.table, model_name="xgb", forecast_origin="2012-10-26") == 8
+    )
+    assert wh.count_rows(target.url, target.table) == 8 + 12 + 12
+    assert "1 series not in this run removed (4 rows: 1/2)" in wh.describe_write(result)
+
+
+@pytest.mark.parametrize("replace_origin", [False, True])
+def test_shorter_horizon_drops_stale_dates_of_rescored_series(
+    target: Target, replace_origin: bool
+) -> None:
+    """A rescored series keeps only the target dates of the new run, in both modes."""
+    _write(target, make_forecasts(n_series=2, horizon=4))
+    result = _write(target, make_forecasts(n_series=2, horizon=2), replace_origin=replace_origin)
+    assert (result.rows_deleted, result.kept, result.removed) == (4, {}, {})
+    got = wh.read_forecasts(target.url, table=target.table)
+    assert sorted(got["horizon"].unique()) == [1, 2] and len(got) == 4
+
+
+def test_rerun_is_idempotent_and_each_run_is_recorded(target: Target) -> None:
+    """Writing the same frame twice gives the same rows; forecast_runs gets one row per
+    write, and the rows name the latest one (flow run and forecast run)."""
+    first = make_forecasts().assign(flow_run_id="flow-a")
+    _write(target, first, context=wh.RunContext(env="test", data_fingerprint="abc"))
+    rows_a = _sorted(wh.read_forecasts(target.url, table=target.table))
+    result = _write(target, first.assign(flow_run_id="flow-b"))
+    rows_b = _sorted(wh.read_forecasts(target.url, table=target.table))
+    same = [c for c in rows_a.columns if c not in ("flow_run_id", "forecast_run_id", "created_at")]
+    pd.testing.assert_frame_equal(rows_a[same], rows_b[same])
+    runs = _runs(target)
+    assert runs["flow_run_id"].tolist() == ["flow-a", "flow-b"]
+    assert set(rows_b["flow_run_id"]) == {"flow-b"}
+    assert set(rows_b["forecast_run_id"]) == {runs["run_id"].iloc[1]}
+    assert runs[["rows_added", "rows_replaced", "rows_removed"]].values.tolist() == [
+        [12, 0, 0],
+        [0, result.rows_updated, 0],
+    ]
+    assert runs["env"].tolist()[0] == "test" and runs["data_fingerprint"].tolist()[0] == "abc"
+    assert (runs["series_written"] == 3).all() and (runs["model_version"] == "3").all()
+    assert (runs["forecast_origin"] == pd.Timestamp("2012-10-26")).all()
+    assert (runs["finished_at"] >= runs["started_at"]).all()
+
+
+def test_forecast_runs_lists_removed_and_kept_series(target: Target) -> None:
+    """The run record counts and names the series a rerun left in place or removed."""
+    _write(target, make_forecasts(n_series=3))
+    _write(target, make_forecasts(n_series=1))
+    _write(target, make_forecasts(n_series=2), replace_origin=True)
+    runs = _runs(target)
+    assert runs["series_kept"].tolist() == [0, 2, 0]
+    assert json.loads(runs["kept_series"].iloc[1]) == ["1/1", "1/2"]
+    assert runs["series_removed"].tolist() == [0, 0, 1]
+    assert json.loads(runs["removed_series"].iloc[2]) == ["1/2"]
+    assert runs["replace_origin"].astype(bool).tolist() == [False, False, True]
 
 
 def test_different_origin_adds_rows(target: Target) -> None:
     """A new origin adds rows and leaves the earlier origin's rows alone."""
     first = make_forecasts()
-    wh.write_forecasts(target.url, first, table=target.table)
-    result = wh.write_forecasts(target.url, make_forecasts(origin="2012-11-02"), table=target.table)
+    _write(target, first)
+    result = _write(target, make_forecasts(origin="2012-11-02"))
     assert (result.rows_inserted, result.rows_updated) == (12, 0)
     assert wh.count_rows(target.url, target.table) == 24
     old = wh.read_forecasts(target.url, table=target.table, forecast_origin="2012-10-26")
@@ -174,8 +256,9 @@ def test_fault_midway_leaves_table_unchanged(
     """An error after the first chunk rolls the whole write back: the table is exactly as before."""
     # An empty frame only creates the table; otherwise 12 earlier rows are there.
     earlier = make_forecasts() if earlier_rows else make_forecasts().iloc[:0]
-    wh.write_forecasts(target.url, earlier, table=target.table)
+    _write(target, earlier)
     before = wh.read_forecasts(target.url, table=target.table)
+    runs_before = _runs(target)
     assert len(before) == (12 if earlier_rows else 0)
     # Same keys as the earlier rows (updates) plus a new origin (inserts), in 6 chunks of 4.
     frame = pd.concat([make_forecasts(shift=1.0), make_forecasts(origin="2012-11-02")])
@@ -187,12 +270,14 @@ def test_fault_midway_leaves_table_unchanged(
 
     monkeypatch.setattr(sqlstore, "_after_chunk", boom)
     with pytest.raises(RuntimeError, match="injected fault"):
-        wh.write_forecasts(target.url, frame, table=target.table, chunk_rows=4)
+        _write(target, frame, chunk_rows=4)
     assert calls == [0]
     pd.testing.assert_frame_equal(wh.read_forecasts(target.url, table=target.table), before)
+    pd.testing.assert_frame_equal(_runs(target), runs_before)
     monkeypatch.undo()  # the lock and the connection were released: a later write succeeds
-    result = wh.write_forecasts(target.url, frame, table=target.table, chunk_rows=4)
+    result = _write(target, frame, chunk_rows=4)
     assert result.rows_written == 24 and wh.count_rows(target.url, target.table) == 24
+    assert len(_runs(target)) == len(runs_before) + 1
 
 
 @pytest.mark.parametrize(
@@ -222,7 +307,7 @@ def test_fault_midway_leaves_table_unchanged(
 def test_frame_validation_errors(target: Target, change, message: str) -> None:
     """An invalid frame raises a ValueError naming the problem, before touching the database."""
     with pytest.raises(ValueError, match=message):
-        wh.write_forecasts(target.url, change(make_forecasts()), table=target.table)
+        _write(target, change(make_forecasts()))
     assert wh.count_rows(target.url, target.table) == 0
 
 
@@ -263,7 +348,7 @@ def _create_old_table(url: str, table: str, drop: set[str]) -> None:
 def test_migration_adds_missing_nullable_columns(target: Target) -> None:
     """An older table without some nullable columns gains them on the next write."""
     _create_old_table(target.url, target.table, {"flow_run_id", "lo_95", "hi_95"})
-    wh.write_forecasts(target.url, make_forecasts(), table=target.table)
+    _write(target, make_forecasts())
     engine = sa.create_engine(target.url, future=True)
     try:
         columns = {c["name"] for c in sa.inspect(engine).get_columns(target.table)}
@@ -280,7 +365,7 @@ def test_migration_refuses_missing_not_null_column(target: Target) -> None:
     with pytest.raises(
         wh.WarehouseSchemaError, match=r"lacks NOT NULL column\(s\) \['model_version'\]"
     ):
-        wh.write_forecasts(target.url, make_forecasts(), table=target.table)
+        _write(target, make_forecasts())
 
 
 def test_write_frame_generic_table(target: Target) -> None:
@@ -341,3 +426,24 @@ def test_check_connection_sqlite(tmp_path) -> None:
     assert not (tmp_path / "not-yet").exists()
     wh.write_forecasts(url, make_forecasts())
     wh.check_connection(url)
+
+
+@pytest.mark.postgres
+def test_series_id_too_long_for_postgres_index_is_a_user_error() -> None:
+    """A series id PostgreSQL's key index cannot hold fails with one clear UserError naming
+    the column, and writes nothing."""
+    from salesflow.errors import UserError
+
+    postgres_or_skip()
+    suffix = uuid.uuid4().hex[:12]
+    table, runs = f"sales_forecasts_t{suffix}", f"forecast_runs_t{suffix}"
+    rng = np.random.default_rng(0)
+    long_id = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), 8000))
+    frame = make_forecasts(n_series=1).assign(unique_id=long_id)
+    try:
+        with pytest.raises(UserError, match=r"series id is too long.*unique_id has 8,000 bytes"):
+            wh.write_forecasts(PG_URL, frame, table=table, runs_table=runs)
+        assert wh.count_rows(PG_URL, table) == 0 and wh.count_rows(PG_URL, runs) == 0
+    finally:
+        drop_table(PG_URL, table)
+        drop_table(PG_URL, runs)

@@ -112,6 +112,17 @@ class ValidationSection(_Section):
         }
     )
     sample_rows: int = Field(5, ge=1, le=100)
+    today: dt.date | None = Field(
+        None,
+        description="the run's 'today': history dated after it fails the gate (data from the "
+        "future is a broken extract); None: the current date (UTC)",
+    )
+    max_future_periods: int | None = Field(
+        None,
+        ge=1,
+        description="future covariates may reach this many periods after today; None: the "
+        "model's horizon",
+    )
 
 
 class FeaturesSection(_Section):
@@ -188,11 +199,12 @@ class WarehouseSection(_Section):
         description="the variable named by url_env must be set: no fallback to url or SQLite",
     )
     table: str = "sales_forecasts"
+    runs_table: str = Field("forecast_runs", description="one row per forecast write")
     schema_name: str | None = None
     retries: int = Field(3, ge=0, le=20, description="retries when the warehouse is unreachable")
     retry_delay_seconds: float = Field(10.0, ge=0)
 
-    @field_validator("table", "schema_name")
+    @field_validator("table", "runs_table", "schema_name")
     @classmethod
     def _identifier(cls, v: str | None) -> str | None:
         return None if v is None else check_identifier(v, "table/schema")

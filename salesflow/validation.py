@@ -10,6 +10,7 @@ Great Expectations is imported inside the functions: its import takes ~2-3 s.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass, replace
 from datetime import date
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_datetime64_dtype, is_numeric_dtype
 
+from features.calendar import period_step
 from salesflow.schema import DATE, HOLIDAY, ID, TARGET, SalesData
 from salesflow.settings import ValidationSection
 from salesflow.validation_report import CheckResult, DataValidationError, ValidationReport
@@ -30,6 +32,7 @@ _NUMERIC_TYPES = [
 ]
 _WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _STEP, _WEEKDAY, _N_OBS, _AHEAD = "_sf_step_days", "_sf_weekday", "_sf_n_obs", "_sf_days_ahead"
+MAX_FUTURE_PERIODS = 520  # the longest horizon the settings allow (model.horizon)
 
 
 @dataclass
@@ -43,20 +46,28 @@ class _Check:
 
 
 def validate_sales(
-    data: SalesData, cfg: ValidationSection, as_of: date | None = None
+    data: SalesData,
+    cfg: ValidationSection,
+    as_of: date | None = None,
+    horizon: int | None = None,
 ) -> ValidationReport:
     """Run the gate on ``data.history`` (and ``data.future`` when not empty); never raises.
 
     History needs ``unique_id``, the key columns, ``ds`` (datetime), ``y`` (numeric),
     ``is_holiday``, the declared covariates and static columns; see the module docstring.
+    No history date may be after ``cfg.today`` (default: the current UTC date); future
+    covariates may reach ``cfg.max_future_periods`` (default: ``horizon``, else
+    :data:`MAX_FUTURE_PERIODS`) periods after it.
     """
-    history, checks, skipped = _plan_history(data, cfg, as_of)
+    today = run_today(cfg)
+    history, checks, skipped = _plan_history(data, cfg, as_of, today)
     short: list[str] = []
     if _N_OBS in history:
         short = history.loc[history[_N_OBS] < cfg.min_history, ID].astype(str).tolist()
     suites = [("history", history, checks)]
     if len(data.future):
-        future, f_checks, f_skipped = _plan_future(data)
+        periods = cfg.max_future_periods or horizon or MAX_FUTURE_PERIODS
+        future, f_checks, f_skipped = _plan_future(data, today, periods)
         suites.append(("future", future, f_checks))
         skipped += f_skipped
     results = _run_suites(suites, cfg.sample_rows)
@@ -72,10 +83,13 @@ def validate_sales(
 
 
 def check_sales(
-    data: SalesData, cfg: ValidationSection, as_of: date | None = None
+    data: SalesData,
+    cfg: ValidationSection,
+    as_of: date | None = None,
+    horizon: int | None = None,
 ) -> ValidationReport:
     """Like :func:`validate_sales`, but raise :class:`DataValidationError` unless it passed."""
-    report = validate_sales(data, cfg, as_of)
+    report = validate_sales(data, cfg, as_of, horizon)
     if not report.passed:
         raise DataValidationError(report)
     return report
@@ -97,13 +111,20 @@ def drop_short_series(data: SalesData, report: ValidationReport) -> SalesData:
     return replace(data, history=keep(data.history), future=keep(data.future))
 
 
+def run_today(cfg: ValidationSection) -> date:
+    """The run's 'today': ``cfg.today``, else the current date in UTC."""
+    return cfg.today or dt.datetime.now(dt.UTC).date()
+
+
 def _plan_history(
-    data: SalesData, cfg: ValidationSection, as_of: date | None
+    data: SalesData, cfg: ValidationSection, as_of: date | None, today: date
 ) -> tuple[pd.DataFrame, list[_Check], list[str]]:
     """The history frame with helper columns, the checks to run on it, and what was skipped."""
     df = data.history.reset_index(drop=True)
     checks, skipped = _plan_columns(df, data, cfg)
     checks += _plan_series(df, data.freq, cfg, as_of, skipped)
+    if DATE in df and _is_datetime(df[DATE]):
+        checks.append(_not_after(f"no dates after today {today:%Y-%m-%d}", today))
     # A consolidated copy: GX copies and filters the frame per metric, and pandas would
     # re-merge the helper columns' blocks on every one of those copies.
     return df.copy(), checks, skipped
@@ -189,7 +210,17 @@ def _plan_calendar(df: pd.DataFrame, freq: str, max_gap_share: float) -> list[_C
     return checks
 
 
-def _plan_future(data: SalesData) -> tuple[pd.DataFrame, list[_Check], list[str]]:
+def _not_after(name: str, last: date | pd.Timestamp) -> _Check:
+    """A check that no ``ds`` is after ``last``."""
+    import great_expectations.expectations as gxe
+
+    cut = gxe.ExpectColumnValuesToBeBetween(column=DATE, max_value=pd.Timestamp(last))
+    return _Check(name, DATE, cut)
+
+
+def _plan_future(
+    data: SalesData, today: date, periods: int
+) -> tuple[pd.DataFrame, list[_Check], list[str]]:
     """The future frame with a days-after-history helper column, and its checks."""
     import great_expectations.expectations as gxe
 
@@ -201,6 +232,11 @@ def _plan_future(data: SalesData) -> tuple[pd.DataFrame, list[_Check], list[str]
         return df, checks, [f"future checks: future lacks {ID!r} or {DATE!r}"]
     type_check = gxe.ExpectColumnValuesToBeInTypeList(column=DATE, type_list=_DATETIME_TYPES)
     checks.append(_Check("future: datetime type", DATE, type_check))
+    if _is_datetime(df[DATE]):
+        # Covariates are known ahead, but not beyond what any forecast could use.
+        bound = pd.Timestamp(today) + period_step(data.freq) * periods
+        name = f"future: no dates after today + {periods} periods ({bound:%Y-%m-%d})"
+        checks.append(_not_after(name, bound))
     unique = gxe.ExpectCompoundColumnsToBeUnique(column_list=[ID, DATE])
     checks.append(_Check("future: unique (series, date)", f"{ID}, {DATE}", unique))
     hist = data.history

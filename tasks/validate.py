@@ -15,11 +15,16 @@ from salesflow.validation import DataValidationError, drop_short_series, validat
 
 @task(name="validate-sales", cache_policy=NO_CACHE)
 def validate_data(
-    data: SalesData, cfg: ValidationSection, as_of: dt.date | None = None
+    data: SalesData,
+    cfg: ValidationSection,
+    as_of: dt.date | None = None,
+    horizon: int | None = None,
 ) -> SalesData:
-    """Run the gate, publish its report, raise on failure; drop (and report) short series."""
+    """Run the gate, publish its report, raise on failure; drop (and report) short series.
+
+    ``horizon`` bounds how far after today future covariates may reach."""
     log = get_run_logger()
-    report = validate_sales(data, cfg, as_of)
+    report = validate_sales(data, cfg, as_of, horizon)
     create_markdown_artifact(
         key="data-validation",
         markdown=report.to_markdown(),

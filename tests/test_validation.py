@@ -258,14 +258,16 @@ def test_markdown_lists_every_check_and_failed_samples() -> None:
 
 
 def test_error_lists_every_failed_check() -> None:
-    """The exception message has one line per failed check, in the report's order."""
+    """The exception message is one line naming every failed check, in the report's order."""
     data = _set(7, "y", np.nan)(_duplicate_row(_make_clean()))
     with pytest.raises(DataValidationError) as info:
         check_sales(data, CFG)
     report = info.value.report
-    lines = str(info.value).splitlines()
-    assert lines[0].startswith(f"sales data failed validation: {len(report.failed)} of ")
-    assert [ln.strip()[2:] for ln in lines[1:]] == report.summary().splitlines()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"sales data failed validation: {len(report.failed)} of ")
+    positions = [message.index(line) for line in report.summary().splitlines()]
+    assert positions == sorted(positions)
     assert {"not null", "unique (series, date)"} <= set(_failed_names(report))
 
 
@@ -302,3 +304,68 @@ def test_a_few_gaps_are_tolerated_up_to_max_gap_share() -> None:
     data = _gap(_make_clean())
     assert validate_sales(data, ValidationSection(max_short_series_share=0.0)).passed
     assert not validate_sales(data, CFG).passed
+
+
+def _stray_row(data: SalesData, when: str) -> SalesData:
+    """One extra history row of series 1/1 dated ``when`` (a stray row from the future)."""
+    h = data.history
+    row = h[h["unique_id"] == "1/1"].iloc[[-1]].assign(ds=pd.Timestamp(when))
+    return replace(data, history=pd.concat([h, row], ignore_index=True))
+
+
+def test_history_after_today_is_rejected_with_its_rows() -> None:
+    """History dated after the run's today fails, naming the series and the date."""
+    today = (LAST - pd.Timedelta(weeks=1)).date()
+    cfg = CFG.model_copy(update={"today": today})
+    with pytest.raises(DataValidationError) as info:
+        check_sales(_make_clean(), cfg)
+    assert f"no dates after today {today:%Y-%m-%d}: ds: 4 rows (5.00%)" in str(info.value)
+    assert f"ds={LAST:%Y-%m-%d}" in str(info.value)
+    assert check_sales(_make_clean(), CFG.model_copy(update={"today": LAST.date()})).passed
+
+
+def test_a_stray_row_in_2099_fails_against_the_real_today() -> None:
+    """By default today is the current date: one stray row dated 2099 fails the gate."""
+    report = validate_sales(_stray_row(_make_clean(), "2099-01-02"), ValidationSection())
+    today = dt.datetime.now(dt.UTC).date()
+    (check,) = [c for c in report.checks if c.name == f"no dates after today {today:%Y-%m-%d}"]
+    assert not check.success and check.unexpected_count == 1
+    assert check.sample == [{"unique_id": "1/1", "ds": pd.Timestamp("2099-01-02")}]
+
+
+def test_a_file_entirely_after_today_fails() -> None:
+    """A file whose every date is after today fails on every row."""
+    data = _make_clean()
+    years = pd.DateOffset(years=90)
+    later = replace(
+        data,
+        history=data.history.assign(ds=data.history["ds"] + years),
+        future=data.future.iloc[:0],
+    )
+    report = validate_sales(later, ValidationSection())
+    (check,) = [c for c in report.checks if c.name.startswith("no dates after today")]
+    assert check.unexpected_count == len(later.history) and not report.passed
+
+
+def test_future_covariates_are_bounded_by_today_plus_horizon() -> None:
+    """Future covariates may be after today, but not beyond today + horizon periods
+    (or validation.max_future_periods)."""
+    cfg = CFG.model_copy(update={"today": LAST.date()})
+    assert validate_sales(_make_clean(), cfg, horizon=4).passed
+    report = validate_sales(_make_clean(), cfg, horizon=3)
+    bound = LAST + pd.Timedelta(weeks=3)
+    name = f"future: no dates after today + 3 periods ({bound:%Y-%m-%d})"
+    (check,) = [c for c in report.checks if c.name == name]
+    assert check.unexpected_count == 4 and not report.passed
+    wider = cfg.model_copy(update={"max_future_periods": 4})
+    assert validate_sales(_make_clean(), wider, horizon=3).passed
+
+
+def test_a_stray_future_row_in_2099_fails() -> None:
+    """A 2099 covariate row (e.g. a stray history row moved to the future by as_of) fails."""
+    data = _make_clean()
+    stray = data.future.iloc[[0]].assign(ds=pd.Timestamp("2099-01-02"))
+    data = replace(data, future=pd.concat([data.future, stray], ignore_index=True))
+    report = validate_sales(data, ValidationSection())
+    failed = [c for c in report.failed if c.name.startswith("future: no dates after today")]
+    assert len(failed) == 1 and failed[0].unexpected_count == 1

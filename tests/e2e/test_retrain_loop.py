@@ -5,6 +5,13 @@ The champion, the forecasts and the monitor run in this process, against the sam
 the worker's MLflow registry (its local dir) and its PostgreSQL warehouse; the retrain runs
 on the worker, started by the deployment's event trigger.
 
+Env precedence (issue #12): this process runs with ``SALESFLOW_ENV=dev`` and the worker with
+``SALESFLOW_ENV=test`` (stack.py), while every flow here is called with ``env="scenario"`` and
+the trigger passes the event's ``env``: the explicit env must win everywhere, so the drift
+event says ``env: scenario`` and the triggered retrain registers ``salesflow-scenario``
+versions tagged ``env: scenario`` (before the fix: ``env: dev``, then a retrain of
+``salesflow-forecaster``).
+
 What `concurrency_limit: {limit: 1, collision_strategy: CANCEL_NEW}` does in Prefect 3.8
 (prefect/server/orchestration/core_policy.py, SecureFlowConcurrencySlots): the trigger
 creates one Scheduled run per event, always; the limit acts when the worker proposes
@@ -33,6 +40,7 @@ pytestmark = pytest.mark.e2e
 
 DEPLOYMENT = "retrain-forecaster/on-drift"
 MODEL = "salesflow-scenario"  # configs/scenario.yaml
+OTHER_MODEL = "salesflow-forecaster"  # configs/dev.yaml and test.yaml: must not be retrained
 SHIFTED = {"temperature", "fuel_price", "cpi"}  # the scenario's covariate shift
 AUDIT_TABLE = "model_audit"  # the worker's monitor.audit_table (configs/base.yaml default)
 LIMIT_MESSAGE = "Deployment concurrency limit reached."  # Prefect's CANCEL_NEW state message
@@ -68,6 +76,7 @@ def scenario(stack: Stack, processes: Processes) -> Iterator[Scenario]:  # noqa:
     with pytest.MonkeyPatch.context() as mp, temporary_settings({PREFECT_API_URL: stack.api_url}):
         for key in [k for k in os.environ if k.startswith("SALESFLOW_")]:
             mp.delenv(key)
+        mp.setenv("SALESFLOW_ENV", "dev")  # outranked by every flow's env="scenario"
         mp.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(stack.local_dir))
         mp.setenv("SALESFLOW_WAREHOUSE_URL", stack.pg_url)
         mp.setenv("SALESFLOW_WAREHOUSE__TABLE", table)
@@ -180,6 +189,14 @@ def _read_events(client: Any, name: str, ids: set[uuid.UUID] | None = None) -> l
         time.sleep(1)
 
 
+def _versions(tracking_uri: str, name: str) -> dict[str, dict[str, str]]:
+    """Version -> tags of every version of the registered model ``name``."""
+    from salesflow.registry import client
+
+    found = client(tracking_uri).search_model_versions(f"name = '{name}'")
+    return {str(mv.version): dict(mv.tags) for mv in found}
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -200,6 +217,8 @@ def test_drift_event_triggers_retrain_that_promotes(
     e2e_timings["retrain loop: training flow (in-process)"] = time.perf_counter() - t0
     champion = get_alias_version(sc.tracking_uri, MODEL, "champion")
     assert champion is not None and str(champion.version) == "1"
+    assert (champion.tags["env"], champion.tags["model_name"]) == ("scenario", MODEL)
+    before_versions = {m: _versions(sc.tracking_uri, m) for m in (MODEL, OTHER_MODEL)}
 
     t0 = time.perf_counter()
     batch_forecast_flow(env="scenario", as_of="2012-07-27")
@@ -219,7 +238,7 @@ def test_drift_event_triggers_retrain_that_promotes(
         assert drift_events, "the drift event did not reach the server"
         ev = drift_events[0]
         assert ev.resource.id == f"salesflow.model.{MODEL}"
-        assert ev.payload["env"] == "scenario"
+        assert (ev.payload["env"], ev.payload["model_name"]) == ("scenario", MODEL)
 
         # The trigger's run on the worker: wait for Completed, stop early on a failure.
         deadline = time.monotonic() + TRIGGER_TIMEOUT_S
@@ -257,6 +276,16 @@ def test_drift_event_triggers_retrain_that_promotes(
     assert retrain.parameters["reason"] in {
         f"{name} for salesflow.model.{MODEL}" for name in out["events"]
     }
+    # The retrain (worker: SALESFLOW_ENV=test) registered the scenario's model, tagged with
+    # the env it ran on, and left the other model alone.
+    new = {
+        v: tags
+        for v, tags in _versions(sc.tracking_uri, MODEL).items()
+        if v not in before_versions[MODEL]
+    }
+    assert new, f"the triggered retrain registered no version of {MODEL}"
+    assert all((t["env"], t["model_name"]) == ("scenario", MODEL) for t in new.values()), new
+    assert set(_versions(sc.tracking_uri, OTHER_MODEL)) == set(before_versions[OTHER_MODEL])
     champion = get_alias_version(sc.tracking_uri, MODEL, "champion")
     previous = get_alias_version(sc.tracking_uri, MODEL, "previous")
     assert champion is not None and str(champion.version) == "2"

@@ -3,7 +3,8 @@
 Every source returns a :class:`SalesData`:
 
 ``history`` — one row per (series, date) with an observed target:
-    ``unique_id`` (str, the series keys joined by "/"), the key columns (e.g. ``store``,
+    ``unique_id`` (str, the series keys joined by "/", with "%" and "/" inside a key
+    escaped as "%25" and "%2F": see :func:`make_unique_id`), the key columns (e.g. ``store``,
     ``dept``), ``ds`` (datetime64[ns], the period's date), ``y`` (float, the target),
     ``is_holiday`` (bool), one float column per covariate, one column per static attribute
     (constant within a series).
@@ -64,8 +65,20 @@ class SalesData:
 
 
 def make_unique_id(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """Join the key columns into the ``unique_id`` string, e.g. store 1, dept 7 -> "1/7"."""
-    out = frame[keys[0]].astype(str)
+    """Join the key columns into the ``unique_id`` string, e.g. store 1, dept 7 -> "1/7".
+
+    Inside a key value "%" becomes "%25" and "/" becomes "%2F", so two different key tuples
+    never share an id (store "1/2", dept 3 -> "1%2F2/3"; store 1, dept "2/3" -> "1/2%2F3")
+    while ids of keys without those characters stay as they always were.
+    """
+    out = _key_text(frame[keys[0]])
     for k in keys[1:]:
-        out = out + "/" + frame[k].astype(str)
+        out = out + "/" + _key_text(frame[k])
     return out
+
+
+def _key_text(values: pd.Series) -> pd.Series:
+    text = values.astype(str)
+    if text.str.contains("[%/]", regex=True).any():
+        text = text.str.replace("%", "%25", regex=False).str.replace("/", "%2F", regex=False)
+    return text

@@ -369,3 +369,30 @@ def test_a_stray_future_row_in_2099_fails() -> None:
     report = validate_sales(data, ValidationSection())
     failed = [c for c in report.failed if c.name.startswith("future: no dates after today")]
     assert len(failed) == 1 and failed[0].unexpected_count == 1
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (("1/2", "3"), ("1", "2/3")),
+        (("1%2F2", "3"), ("1/2", "3")),
+        (("a%", "b"), ("a", "%b")),
+        (("x/", "y"), ("x", "/y")),
+    ],
+)
+def test_series_ids_of_different_keys_never_collide(a: tuple, b: tuple) -> None:
+    """Keys holding the separator give distinct ids, so two series are never merged."""
+    from salesflow.canonical import canonical_frame
+
+    rows = pd.DataFrame(
+        {"store": [a[0], b[0]], "dept": [a[1], b[1]], "ds": ["2012-01-06"] * 2, "y": [1, 2]}
+    ).assign(is_holiday=False)
+    out = canonical_frame(rows, ["store", "dept"], [], [])
+    assert out["unique_id"].nunique() == 2
+    assert set(zip(out["store"], out["dept"], strict=True)) == {a, b}
+
+
+def test_plain_series_ids_are_unchanged() -> None:
+    """Keys without '/' or '%' keep the ids champions and warehouse rows already name."""
+    frame = pd.DataFrame({"store": [1, 12], "dept": ["7", "A-3"]})
+    assert make_unique_id(frame, ["store", "dept"]).tolist() == ["1/7", "12/A-3"]

@@ -7,15 +7,18 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.run_names import run_name
 from salesflow.report import scoring_summary
 from salesflow.scoring import rows_per_store
 from salesflow.settings import load_settings, settings_overrides
+from salesflow.warehouse import describe_write
 from tasks.ingest import ingest_sales
+from tasks.preflight import check_data, check_run
 from tasks.score import forecast_series, load_champion, write_to_warehouse
 from tasks.validate import validate_data
 
 
-@flow(name="batch-forecast", log_prints=True)
+@flow(name="batch-forecast", flow_run_name=run_name("batch-forecast"), log_prints=True)
 def batch_forecast_flow(
     env: str | None = None,
     source: str | None = None,
@@ -23,22 +26,27 @@ def batch_forecast_flow(
     as_of: str | None = None,
     origin: str | None = None,
     overrides: dict[str, Any] | None = None,
+    replace_origin: bool = False,
 ) -> dict[str, Any]:
     """Forecast every series with the champion and upsert the rows into the warehouse.
 
     ``as_of`` cuts the data (default: all of it); ``origin`` is the first forecast period
-    (default: the period after the last observation).
+    (default: the period after the last observation). Series of that origin already in
+    the warehouse but absent from this run (a partial extract) keep their rows unless
+    ``replace_origin``; the result says what was added, replaced, removed and kept.
     """
     settings = load_settings(env, **settings_overrides(source, path, as_of, overrides))
+    check_run(settings, "forecast")
     model, identity = load_champion(settings)
     data = ingest_sales(settings.data)
-    data = validate_data(data, settings.validation, settings.data.as_of)
+    data = validate_data(data, settings.validation, settings.data.as_of, model.horizon)
+    check_data(settings, data, "forecast", model, identity["version"])
     rows, notes = forecast_series(model, identity, data, origin)
     w = settings.warehouse
     write = write_to_warehouse.with_options(
         retries=w.retries, retry_delay_seconds=w.retry_delay_seconds
     )
-    result = write(rows, settings)
+    result = write(rows, settings, notes, replace_origin)
     per_store = rows_per_store(rows)
     create_table_artifact(
         key="forecast-rows-per-store", table=per_store, description="Rows written per store"
@@ -53,8 +61,14 @@ def batch_forecast_flow(
         "model_version": identity["version"],
         "origin": str(notes.origin.date()),
         "rows_written": result.rows_written,
+        "rows_added": result.rows_inserted,
+        "rows_replaced": result.rows_updated,
+        "rows_removed": result.rows_deleted,
         "series": notes.n_series_forecast,
+        "series_removed": sorted(result.removed),
+        "series_kept": sorted(result.kept),
         "table": result.table,
+        "write_summary": describe_write(result),
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.run_names import run_name
 from salesflow.monitoring import is_degraded
 from salesflow.policy import decide_rollback
 from salesflow.report import monitor_summary
@@ -18,11 +19,12 @@ from tasks.monitor import (
     measure_accuracy,
     roll_back_champion,
 )
+from tasks.preflight import check_data, check_run
 from tasks.score import load_champion
 from tasks.validate import validate_data
 
 
-@flow(name="monitor-forecasts", log_prints=True)
+@flow(name="monitor-forecasts", flow_run_name=run_name("monitor-forecasts"), log_prints=True)
 def monitor_flow(
     env: str | None = None,
     source: str | None = None,
@@ -33,9 +35,13 @@ def monitor_flow(
     """Measure the champion on the actuals that arrived, check drift, emit events, and roll
     the champion back when it does clearly worse than the previous one."""
     settings = load_settings(env, **settings_overrides(source, path, as_of, overrides))
+    check_run(settings, "monitor")
     model, identity = load_champion(settings)
     data = ingest_sales(settings.data)
-    data = validate_data(data, settings.validation, settings.data.as_of)
+    data = validate_data(
+        data, settings.validation, settings.data.as_of, settings.model.horizon
+    )
+    check_data(settings, data, "monitor", model, identity["version"])
     cmp, joined = measure_accuracy(data, identity, settings)
     drift = check_drift(data, model, joined, settings)
     backtest = identity.get("backtest_wmae")

@@ -1,6 +1,7 @@
 """The retraining flow: a challenger is trained and promoted only when it is better.
 
-Triggered monthly and by the monitor's drift / degradation events (deployments/prefect.yaml).
+Scheduled monthly and triggered by the monitor's drift / degradation events
+(deployments/prefect.yaml): the one scheduled path by which a new model becomes champion.
 """
 
 from __future__ import annotations
@@ -9,16 +10,25 @@ from typing import Any
 
 from prefect import flow
 
-from salesflow.settings import load_settings, settings_overrides
+from flows.run_names import run_name
+from salesflow.settings import Settings, load_settings, settings_overrides
 from tasks.features import build_features
 from tasks.ingest import ingest_sales
+from tasks.locks import acquire_model_lock, release_model_lock
+from tasks.preflight import check_data, check_run
 from tasks.register import register_model
-from tasks.retrain import apply_decision, decide_promotion, load_current_champion, make_holdout
+from tasks.retrain import (
+    apply_decision,
+    decide_promotion,
+    load_current_champion,
+    make_holdout,
+    refit_challenger,
+)
 from tasks.train import evaluate_backtest, prepare_model, train_model
 from tasks.validate import validate_data
 
 
-@flow(name="retrain-forecaster", log_prints=True)
+@flow(name="retrain-forecaster", flow_run_name=run_name("retrain-forecaster"), log_prints=True)
 def retrain_flow(
     env: str | None = None,
     source: str | None = None,
@@ -28,30 +38,48 @@ def retrain_flow(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a challenger on data before a recent holdout, compare it with the champion on
-    that holdout, then promote it or tag it rejected. ``reason`` says what triggered it."""
+    that holdout; if the policy promotes it, refit the same configuration on all the data
+    and make that refit the champion, else tag the challenger rejected. One retrain per
+    model at a time (a lock in the warehouse). ``reason`` says what triggered it."""
     settings = load_settings(env, **settings_overrides(source, path, as_of, overrides))
+    check_run(settings, "retrain")
     if reason:
         print(f"Retraining because: {reason}")
+    lease = acquire_model_lock(settings)
+    try:
+        return _retrain(settings)
+    finally:
+        release_model_lock(lease)
+
+
+def _retrain(settings: Settings) -> dict[str, Any]:
     data = ingest_sales(settings.data)
-    data = validate_data(data, settings.validation, settings.data.as_of)
+    data = validate_data(
+        data, settings.validation, settings.data.as_of, settings.model.horizon
+    )
+    check_data(settings, data, "retrain")
     holdout = make_holdout(data, settings)
     champion, champion_version = load_current_champion(settings)
     model = prepare_model(settings)
     rows = build_features(holdout.train, model)
     model = train_model(holdout.train, rows, model)
     bt = evaluate_backtest(holdout.train, model, settings)
-    reg = register_model(model, holdout.train, bt, settings, alias_if_missing=False)
+    reg = register_model(model, holdout.train, bt, settings, step="challenger")
     decision = decide_promotion(
         model, reg.version, champion, champion_version, data, holdout, settings
     )
-    moved = apply_decision(decision, reg, settings)
+    refit = None
+    if decision.promote:
+        final = refit_challenger(data, model, bt)
+        tags = {"salesflow.evaluated_version": reg.version}
+        refit = register_model(final, data, bt, settings, step="refit", extra_tags=tags)
+    done = apply_decision(decision, reg, settings, champion_version, refit)
     return {
         "model_name": reg.name,
         "challenger_version": reg.version,
+        "refit_version": None if refit is None else refit.version,
         "champion_version": champion_version,
-        "action": decision.action,
-        "reason": decision.reason,
-        **moved,
+        **done,
     }
 
 

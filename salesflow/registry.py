@@ -17,7 +17,9 @@ from typing import Any
 import joblib
 import pandas as pd
 
+from salesflow.errors import UserError
 from salesflow.model import GlobalForecaster
+from salesflow.report import version_description
 from salesflow.schema import SalesData
 
 # The model's code travels with it (code_paths), so serving it elsewhere needs only these.
@@ -28,8 +30,12 @@ _CODE_PATHS = [
 ]
 
 
-class ChampionNotFound(LookupError):
+class ChampionNotFound(UserError, LookupError):
     """No model version carries the requested alias yet."""
+
+
+class ChampionIncompatible(UserError):
+    """The champion was trained on data of another shape (keys, frequency, covariates)."""
 
 
 class ChampionUnreadable(RuntimeError):
@@ -179,6 +185,9 @@ def log_and_register(
     c = client(tracking_uri)
     for k, v in tags.items():
         c.set_model_version_tag(model_name, version, k, v)
+    c.update_model_version(
+        model_name, version, description=version_description(params, metrics, tags)
+    )
     given = None
     if set_alias_if_missing and get_alias_version(tracking_uri, model_name, alias) is None:
         c.set_registered_model_alias(model_name, alias, version)
@@ -236,3 +245,35 @@ def load_forecaster(tracking_uri: str, model_name: str, alias: str) -> tuple[Glo
             "a model (salesflow train) or point the alias at another version "
             "(salesflow rollback --to VERSION)"
         ) from exc
+
+
+def champion_mismatch(model: GlobalForecaster, data: SalesData) -> list[str]:
+    """What differs between the data ``model`` was trained on and ``data`` (empty: fits).
+
+    Keys and frequency must be the same; the model's covariates and static columns must
+    be in ``data`` (extra columns in ``data`` are ignored)."""
+    out = []
+    if list(model.keys_) != list(data.keys):
+        out.append(f"series keys: expected {list(model.keys_)}, found {list(data.keys)}")
+    if model.freq_ != data.freq:
+        out.append(f"frequency: expected {model.freq_}, found {data.freq}")
+    for what, wanted, have in (
+        ("covariates", model.covariates_, data.covariates),
+        ("static columns", model.static_cols_, data.static),
+    ):
+        missing = [c for c in wanted if c not in have]
+        if missing:
+            out.append(f"{what}: expected {list(wanted)}, found {list(have)} (missing {missing})")
+    return out
+
+
+def check_champion_fits(model: GlobalForecaster, data: SalesData, version: str) -> None:
+    """Raise :class:`ChampionIncompatible` saying what differs, before any prediction."""
+    problems = champion_mismatch(model, data)
+    if problems:
+        raise ChampionIncompatible(
+            f"the champion (version {version}) does not fit the {data.source} data: "
+            + "; ".join(problems)
+            + ". Use the settings it was trained with (data.freq, data.long.*), or train a "
+            "model on this data (salesflow train) and make it champion"
+        )

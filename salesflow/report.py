@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pandas as pd
 
 from salesflow.schema import SalesData
@@ -76,6 +79,42 @@ def _safe_uri(uri: str) -> str:
         return uri
 
 
+def version_description(
+    params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str]
+) -> str:
+    """The MLflow model-version description from a training run's record: data window,
+    rows and series, backtest WMAE vs seasonal naive, env, trained-until, code version.
+
+    ``params``/``metrics``/``tags`` as logged (:func:`salesflow.training.run_record`):
+    missing entries are left out, never invented."""
+
+    def num(key: str, src: dict[str, Any]) -> str | None:
+        v = src.get(key)
+        try:
+            return f"{float(v):,.0f}" if v is not None else None
+        except (TypeError, ValueError):
+            return str(v)
+
+    parts = [
+        f"Trained until {tags.get('trained_until', '?')} (env {tags.get('env', '?')}) on "
+        f"{tags.get('data_source', params.get('data_source', '?'))} data "
+        f"{params.get('data_start', '?')} .. {params.get('data_end', '?')}: "
+        f"{num('n_rows', params) or '?'} rows, {num('n_series', params) or '?'} series."
+    ]
+    wmae, naive = metrics.get("model_wmae"), metrics.get("seasonal_naive_wmae")
+    if wmae is not None and naive:
+        origins = [o for o in str(params.get("backtest_origins", "")).split(",") if o]
+        parts.append(
+            f"Backtest ({len(origins)} origin(s): {', '.join(origins) or '?'}): WMAE "
+            f"{wmae:,.1f} = {wmae / naive:.3f} x seasonal naive ({naive:,.1f})."
+        )
+    if tags.get("code_version"):
+        parts.append(
+            f"Code {tags['code_version']}; data fingerprint {tags.get('data_fingerprint', '?')}."
+        )
+    return " ".join(parts)
+
+
 def feature_table(rows: pd.DataFrame, names: list[str]) -> list[dict]:
     """Per feature: share of missing values, mean and std over the training rows."""
     out = []
@@ -94,6 +133,7 @@ def feature_table(rows: pd.DataFrame, names: list[str]) -> list[dict]:
 
 def scoring_summary(identity: dict, notes, result, settings, horizon: int) -> str:
     """The batch forecast's summary: model, origin, rows written, fallbacks used."""
+    from salesflow.warehouse import describe_write
     lines = [
         "# salesflow batch forecast",
         f"**Model** `{identity['name']}` version **{identity['version']}** "
@@ -101,9 +141,8 @@ def scoring_summary(identity: dict, notes, result, settings, horizon: int) -> st
         f"in `{_safe_uri(settings.tracking_uri)}`",
         f"**Origin** {notes.origin.date()}, horizon {horizon} periods; "
         f"{notes.n_series_forecast:,} series forecast",
-        f"**Warehouse** table `{result.table}` at `{result.url_redacted}`: "
-        f"{result.rows_written:,} rows written ({result.rows_inserted:,} new, "
-        f"{result.rows_updated:,} replaced) in {result.seconds:.2f} s",
+        f"**Warehouse** at `{result.url_redacted}`: {describe_write(result)} "
+        f"in {result.seconds:.2f} s (run recorded in `{settings.warehouse.runs_table}`)",
         "",
         "| fallback | count | what happened |",
         "| --- | ---: | --- |",
@@ -139,6 +178,15 @@ def decision_markdown(decision, model_name: str, moved: dict) -> str:
             f"\nAlias `champion` moved from version {moved.get('from_version') or '-'} "
             f"to version {moved['to_version']}."
         )
+    return "\n".join(lines)
+
+
+def report_links(paths: dict[str, Path]) -> str:
+    """Markdown links to a run's HTML reports (kind -> path), each also shown as its path."""
+    lines = ["**HTML reports of this run** (Evidently; open in a browser):"]
+    for kind, path in paths.items():
+        p = Path(path).resolve()
+        lines.append(f"- [{kind} drift]({p.as_uri()}): `{p}`")
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +39,7 @@ import sqlalchemy as sa
 
 from salesflow.registry import ChampionNotFound, client, get_alias_version
 from salesflow.settings import PolicySection
+from salesflow.sqlengine import open_engine
 from salesflow.sqlstore import check_identifier, read_frame, write_frame
 
 STATUS = "salesflow.status"
@@ -259,7 +261,7 @@ def record_audit(
     champion it was measured against. ``metrics`` may hold dataclasses (e.g. a Scorecard),
     numpy scalars and NaN (stored as null). With ``tracking_uri``, the affected versions
     (both for promote/rollback, the challenger for reject) get ``salesflow.last_action``,
-    ``salesflow.last_action_at`` and ``salesflow.last_action_reason`` tags, written before
+    ``salesflow.last_action_at`` and ``salesflow.last_action_reason`` tags, written after
     the row. The table is created if missing. Returns the row as written.
     """
     if action not in AUDIT_ACTIONS:
@@ -277,17 +279,39 @@ def record_audit(
         "flow_run_id": flow_run_id,
         "actor": actor,
     }
-    if tracking_uri is not None:
-        c = client(tracking_uri)
-        tags = {
-            LAST_ACTION: action,
-            LAST_ACTION_AT: _iso(at),
-            LAST_ACTION_REASON: reason[:MAX_TAG_TEXT],
-        }
-        for version in _affected(action, row["from_version"], row["to_version"]):
-            _tag(c, model_name, version, tags)
+    # The row first: a warehouse that cannot take it fails the call before any tag moves.
     write_frame(url, pd.DataFrame([row]), audit_table(table_name, schema))
+    if tracking_uri is not None:
+        versions = _affected(action, row["from_version"], row["to_version"])
+        tag_last_action(tracking_uri, model_name, action, versions, row)
     return row
+
+
+def tag_last_action(
+    tracking_uri: str,
+    model_name: str,
+    action: str,
+    versions: Sequence[str | None],
+    row: dict[str, Any],
+) -> None:
+    """Tag ``versions`` (None skipped) with the audit ``row``'s action, time and reason."""
+    c = client(tracking_uri)
+    at = row["at"] if isinstance(row["at"], dt.datetime) else pd.Timestamp(row["at"])
+    tags = {
+        LAST_ACTION: action,
+        LAST_ACTION_AT: _iso(at),
+        LAST_ACTION_REASON: str(row["reason"])[:MAX_TAG_TEXT],
+    }
+    for version in dict.fromkeys(v for v in versions if v is not None):
+        _tag(c, model_name, str(version), tags)
+
+
+def delete_audit(url: str, table_name: str, event_id: str, schema: str | None = None) -> int:
+    """Delete the audit row ``event_id`` (the compensating write of an alias move that
+    failed after its row was written); returns the rows deleted."""
+    table = audit_table(table_name, schema)
+    with open_engine(url, write=True) as engine, engine.begin() as conn:
+        return conn.execute(sa.delete(table).where(table.c.event_id == event_id)).rowcount
 
 
 def read_audit(

@@ -90,18 +90,18 @@ def _invalid(card: Scorecard, role: str) -> str | None:
     return None
 
 
-def _guardrail_failure(ch: Scorecard, policy: PolicySection) -> str | None:
+def _guardrail_failure(
+    ch: Scorecard, policy: PolicySection, who: str = "challenger", where: str = "the same holdout"
+) -> str | None:
     """Why the challenger fails an absolute guardrail, or None when it passes them all."""
     if policy.must_beat_seasonal_naive and not ch.wmae < ch.seasonal_naive_wmae:
         a, b = _pair(ch.wmae, ch.seasonal_naive_wmae)
-        return (
-            f"challenger WMAE {a} does not beat seasonal naive {b} on the same holdout (n={ch.n:,})"
-        )
+        return f"{who} WMAE {a} does not beat seasonal naive {b} on {where} (n={ch.n:,})"
     limit = policy.max_abs_bias_share * ch.mean_abs_actual
     if abs(ch.bias) > limit:
         a, b = _pair(abs(ch.bias), limit)
         return (
-            f"challenger |bias| {a} exceeds {policy.max_abs_bias_share:.1%} of mean |actual| "
+            f"{who} |bias| {a} exceeds {policy.max_abs_bias_share:.1%} of mean |actual| "
             f"{_num(ch.mean_abs_actual)} (limit {b})"
         )
     return None
@@ -170,6 +170,30 @@ def decide(challenger: Scorecard, champion: Scorecard | None, policy: PolicySect
         )
         return Decision("promote", reason, challenger, None, None)
     return _versus_champion(challenger, champion, policy)
+
+
+def decide_first_champion(backtest: Scorecard, policy: PolicySection) -> Decision:
+    """Whether a model becomes the first champion, judged on its own backtest.
+
+    The same guardrails as a challenger's (beat seasonal naive on the same rows when the
+    policy asks, |bias| within ``max_abs_bias_share`` of mean |actual|); an unusable
+    scorecard is rejected. There is no champion to beat.
+    """
+    where = "its own backtest"
+    if problem := _invalid(backtest, "backtest"):
+        return Decision("reject", problem, backtest, None, None)
+    if failure := _guardrail_failure(backtest, policy, "model", where):
+        return Decision("reject", failure, backtest, None, None)
+    a, b = _pair(backtest.wmae, backtest.seasonal_naive_wmae)
+    limit = policy.max_abs_bias_share * backtest.mean_abs_actual
+    reason = (
+        f"first champion: backtest WMAE {a} (seasonal naive {b}, ratio "
+        f"{backtest.wmae / backtest.seasonal_naive_wmae:.3f}), |bias| "
+        f"{_num(abs(backtest.bias))} within the limit {_num(limit)}"
+        if backtest.seasonal_naive_wmae > 0
+        else f"first champion: backtest WMAE {a}, |bias| within the limit {_num(limit)}"
+    )
+    return Decision("promote", reason, backtest, None, None)
 
 
 # --- rollback -----------------------------------------------------------------------------

@@ -115,3 +115,9 @@ def compare_on_holdout(
         scorecard(challenger, challenger_version, holiday_weight, common),
         scorecard(champion, str(champion_version), holiday_weight, common),
     )
+
+
+def backtest_scorecard(frame: pd.DataFrame, version: str, holiday_weight: float) -> Scorecard:
+    """A model's figures on its own backtest rows (``BacktestResult.frame``: y, is_holiday,
+    forecast, seasonal_naive): what the first champion is judged on."""
+    return scorecard(frame, version, holiday_weight)

@@ -279,3 +279,106 @@ def test_audit_on_postgres():
         assert len(lc.read_audit(PG_URL, table, model_name="other")) == 0
     finally:
         drop_table(PG_URL, table)
+
+
+# --- audited promotion: audit first, compare-and-set, retries (salesflow.promotion) ---------
+
+
+@pytest.fixture()
+def promo(tmp_path, monkeypatch):
+    """Test settings with a real MLflow registry and SQLite warehouse in ``tmp_path``, and
+    three registered versions of the model (no aliases)."""
+    from salesflow.settings import load_settings
+
+    monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
+    s = load_settings("test", paths={"local_dir": str(tmp_path / "local")})
+    c = client(s.tracking_uri)
+    c.create_registered_model(s.model.name)
+    for i in range(3):
+        (tmp_path / f"m{i}").mkdir()
+        c.create_model_version(s.model.name, (tmp_path / f"m{i}").as_uri())
+    return s
+
+
+def _audit(s):
+    return lc.read_audit(s.warehouse_url, s.monitor.audit_table, model_name=s.model.name)
+
+
+def _champ(s):
+    return alias(s.tracking_uri, s.model.name, "champion")
+
+
+def test_promotion_with_the_warehouse_down_moves_no_alias(promo, monkeypatch):
+    """An audit row the warehouse cannot take fails the promotion before the alias moves;
+    the retry then promotes once, with one row."""
+    from salesflow import promotion
+    from salesflow.sqlengine import WarehouseUnavailable
+
+    real, calls = lc.write_frame, []
+
+    def down_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise WarehouseUnavailable("cannot reach the warehouse at sqlite:///x: refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lc, "write_frame", down_once)
+    with pytest.raises(WarehouseUnavailable):
+        promotion.promote_audited(promo, "1", None, "first", {}, "run-1", "test")
+    assert _champ(promo) is None and _audit(promo).empty
+    moved = promotion.promote_audited(promo, "1", None, "first", {}, "run-1", "test")
+    assert moved == {"from_version": None, "to_version": "1"} and _champ(promo) == "1"
+    assert _audit(promo)[["action", "from_version", "to_version"]].values.tolist() == [
+        ["promote", None, "1"]
+    ]
+
+
+def test_failed_alias_move_withdraws_its_audit_row(promo, monkeypatch):
+    """If the registry fails the alias move after the row was written, the row is deleted
+    (compensating write): registry and audit trail agree."""
+    from salesflow import promotion
+
+    def broken(*args, **kwargs):
+        raise ConnectionResetError("registry went away")
+
+    monkeypatch.setattr(promotion, "promote", broken)
+    with pytest.raises(ConnectionResetError):
+        promotion.promote_audited(promo, "1", None, "first", {}, "run-1", "test")
+    assert _champ(promo) is None and _audit(promo).empty
+
+
+def test_promotion_compares_and_sets_the_champion(promo):
+    """A promotion compared against version 1 moves nothing once version 2 is champion."""
+    from salesflow import promotion
+
+    promotion.promote_audited(promo, "1", None, "first", {}, "run-1", "test")
+    promotion.promote_audited(promo, "2", "1", "better", {}, "run-2", "test")
+    with pytest.raises(promotion.ChampionChanged, match="it is now version 2"):
+        promotion.promote_audited(promo, "3", "1", "compared with 1", {}, "run-3", "test")
+    assert _champ(promo) == "2"
+    assert _audit(promo)["to_version"].tolist() == ["1", "2"]
+
+
+def test_retried_promotion_writes_one_row(promo):
+    """A retry of the same flow run's promotion (alias already moved) adds no second row
+    and reports the original move, never 'promote 2 -> 2'."""
+    from salesflow import promotion
+
+    promotion.promote_audited(promo, "1", None, "first", {}, "run-1", "test")
+    first = promotion.promote_audited(promo, "2", "1", "better", {}, "run-2", "test")
+    again = promotion.promote_audited(promo, "2", "1", "better", {}, "run-2", "test")
+    assert first == again == {"from_version": "1", "to_version": "2"}
+    assert _audit(promo)[["from_version", "to_version"]].values.tolist() == [
+        [None, "1"],
+        ["1", "2"],
+    ]
+
+
+def test_retried_rejection_writes_one_row(promo):
+    """reject_audited tags the version and writes its row once per flow run."""
+    from salesflow import promotion
+
+    for _ in range(2):
+        promotion.reject_audited(promo, "3", None, "loses to naive", {}, "run-9", "test")
+    assert _audit(promo)["action"].tolist() == ["reject"]
+    assert tags(promo.tracking_uri, promo.model.name, "3")[lc.STATUS] == "rejected"

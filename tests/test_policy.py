@@ -232,3 +232,46 @@ def test_decide_rollback(real, backtest, prev, prev_real, expected, words):
 def test_no_previous_never_rolls_back(real, backtest):
     """Without a previous version decide_rollback() never rolls back, whatever the figures."""
     assert not decide_rollback("2", real, backtest, None, None, POLICY).rollback
+
+
+FIRST_CASES = [
+    # (id, the model's backtest card, policy, action, words in the reason)
+    (
+        "loses to seasonal naive on its own backtest",
+        card(2_082.0, naive=2_000.0),
+        POLICY,
+        "reject",
+        ["model WMAE 2,082.0 does not beat seasonal naive 2,000.0 on its own backtest"],
+    ),
+    (
+        "ties seasonal naive",
+        card(2_000.0, naive=2_000.0),
+        POLICY,
+        "reject",
+        ["does not beat seasonal naive"],
+    ),
+    (
+        "naive guardrail off",
+        card(2_082.0, naive=2_000.0),
+        PolicySection(must_beat_seasonal_naive=False),
+        "promote",
+        ["first champion", "ratio 1.041"],
+    ),
+    ("biased", card(1_500.0, bias=2_000.0), POLICY, "reject", ["|bias| 2,000.0 exceeds 10.0%"]),
+    ("no rows", card(1_500.0, n=0), POLICY, "reject", ["n=0"]),
+    ("nan", card(math.nan), POLICY, "reject", ["wmae is nan"]),
+    ("beats naive", card(1_740.0), POLICY, "promote", ["first champion", "ratio 0.870"]),
+]
+
+
+@pytest.mark.parametrize(
+    "model_card,policy,action,words", [c[1:] for c in FIRST_CASES], ids=[c[0] for c in FIRST_CASES]
+)
+def test_first_champion_is_judged_on_its_own_backtest(model_card, policy, action, words):
+    """A first champion must pass the guardrails on its backtest; the reason has figures."""
+    from salesflow.policy import decide_first_champion
+
+    d = decide_first_champion(model_card, policy)
+    assert d.action == action and d.champion is None
+    for w in words:
+        assert w in d.reason, d.reason

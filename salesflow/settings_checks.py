@@ -144,7 +144,7 @@ def check_unknown_variables(
 
 
 def check_urls(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
-    """A required warehouse URL variable is set; the warehouse URL (and ``data.url``)
+    """A required warehouse URL variable is set; the warehouse URL (and the SQL source's)
     parse and name a backend SQLAlchemy has. No connection is made."""
     environ = os.environ if environ is None else environ
     w = settings.warehouse
@@ -156,8 +156,25 @@ def check_urls(settings: Settings, environ: Mapping[str, str] | None = None) -> 
         )
     origin = f"${w.url_env}" if w.url_env and environ.get(w.url_env) else "warehouse.url"
     _check_url(settings.warehouse_url, origin, warehouse=True)
-    if settings.data.url:
-        _check_url(settings.data.url, "data.url", warehouse=False)
+    _check_data_url(settings, environ)
+
+
+def _check_data_url(settings: Settings, environ: Mapping[str, str]) -> None:
+    """The SQL source's URL: ``$<data.url_env>`` when set, else ``data.url`` (as the source
+    resolves it); required when ``data.source`` is ``sql``."""
+    d = settings.data
+    url: str | None
+    if d.url_env and environ.get(d.url_env):
+        url, origin = environ[d.url_env], f"${d.url_env}"
+    else:
+        url, origin = d.url, "data.url"
+    if url:
+        _check_url(url, origin, warehouse=False)
+    elif d.source == "sql":
+        raise SettingsError(
+            f"data.source is 'sql' but the environment variable {d.url_env} (data.url_env) is "
+            "unset or empty and data.url is not set: export it or set data.url"
+        )
 
 
 def _check_url(url: str, origin: str, *, warehouse: bool) -> None:

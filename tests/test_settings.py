@@ -227,6 +227,19 @@ def test_project_variables_are_not_unknown(tmp_path, monkeypatch):
     assert (s.monitor.drift.threshold, s.data.long.key_columns) == (0.01, ["store"])
 
 
+def test_sql_source_url_checked_at_load(monkeypatch):
+    """The SQL source's URL (its variable, else data.url) is required and must parse."""
+    sql = {"source": "sql", "table": "sales", "url_env": "SALESFLOW_SALES_DB"}
+    with pytest.raises(SettingsError, match="SALESFLOW_SALES_DB .*unset or empty"):
+        load_settings("test", data=sql)
+    monkeypatch.setenv("SALESFLOW_SALES_DB", "postgresql:/u:hunter2@db")
+    with pytest.raises(SettingsError, match=r"\$SALESFLOW_SALES_DB is not a valid") as exc:
+        load_settings("test", data=sql)
+    assert "hunter2" not in str(exc.value)
+    monkeypatch.setenv("SALESFLOW_SALES_DB", "sqlite:///sales.db")
+    assert load_settings("test", data=sql).data.url_env == "SALESFLOW_SALES_DB"
+
+
 def test_settings_error_hides_passwords(tmp_path):
     """A settings error that prints its input (here data.url) hides the password."""
     base = f"data:\n  source: sql\n  url: {PG_WITH_PASSWORD}\n"

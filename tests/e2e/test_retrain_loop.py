@@ -189,6 +189,22 @@ def _read_events(client: Any, name: str, ids: set[uuid.UUID] | None = None) -> l
         time.sleep(1)
 
 
+def _decision_events(client: Any, flow_run_id: uuid.UUID) -> list:
+    """The promoted / rejected events the flow run emitted, waiting up to 30 s."""
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    names = ["salesflow.model.promoted", "salesflow.model.rejected"]
+    related = f"prefect.flow-run.{flow_run_id}"
+    deadline = time.monotonic() + 30
+    while True:
+        flt = EventFilter(event=EventNameFilter(name=names))
+        events = client.read_events(filter=flt, limit=50).events
+        mine = [e for e in events if any(r.id == related for r in e.related)]
+        if mine or time.monotonic() > deadline:
+            return mine
+        time.sleep(1)
+
+
 def _versions(tracking_uri: str, name: str) -> dict[str, dict[str, str]]:
     """Version -> tags of every version of the registered model ``name``."""
     from salesflow.registry import client
@@ -217,7 +233,8 @@ def test_drift_event_triggers_retrain_that_promotes(
     e2e_timings["retrain loop: training flow (in-process)"] = time.perf_counter() - t0
     champion = get_alias_version(sc.tracking_uri, MODEL, "champion")
     assert champion is not None and str(champion.version) == "1"
-    assert (champion.tags["env"], champion.tags["model_name"]) == ("scenario", MODEL)
+    assert champion.tags["env"] == "scenario"  # not this process's SALESFLOW_ENV=dev
+    assert champion.tags["model_name"] == MODEL
     before_versions = {m: _versions(sc.tracking_uri, m) for m in (MODEL, OTHER_MODEL)}
 
     t0 = time.perf_counter()
@@ -271,6 +288,11 @@ def test_drift_event_triggers_retrain_that_promotes(
         print(f"runs of {DEPLOYMENT} after the monitor's events:\n{_describe(client, runs)}")
         assert states.count("Completed") == 1, _describe(client, runs)
         assert len(runs) == len(out["events"]), _describe(client, runs)
+        decided = _decision_events(client, retrain.id)
+        assert decided, "the triggered retrain emitted no promoted/rejected event"
+        assert all(
+            (e.payload["env"], e.payload["model_name"]) == ("scenario", MODEL) for e in decided
+        ), [e.payload for e in decided]
 
     assert retrain.parameters["env"] == "scenario"
     assert retrain.parameters["reason"] in {

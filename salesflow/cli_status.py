@@ -42,14 +42,13 @@ def run_tags(args: argparse.Namespace) -> Iterator[None]:
 
 def prefect_api() -> tuple[str, str]:
     """The Prefect API flow commands will use, and where that came from."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"], "environment variable PREFECT_API_URL"
     from prefect.context import get_settings_context
 
     ctx = get_settings_context()
-    url = ctx.settings.api.url
-    if os.environ.get("PREFECT_API_URL"):
-        return str(url), "environment variable PREFECT_API_URL"
-    if url:
-        return str(url), f"Prefect profile {ctx.profile.name!r}"
+    if ctx.settings.api.url:
+        return str(ctx.settings.api.url), f"Prefect profile {ctx.profile.name!r}"
     return "ephemeral", "PREFECT_API_URL unset: each command starts a temporary local server"
 
 

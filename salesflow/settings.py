@@ -233,6 +233,8 @@ def settings_overrides(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Keyword overrides for :func:`load_settings` from flow parameters / CLI options."""
+    if "env" in (extra or {}):
+        raise SettingsError("env is chosen by --env / the env parameter, not by an override")
     data = {k: v for k, v in {"source": source, "path": path, "as_of": as_of}.items() if v}
     out = dict(extra or {})
     if data:

@@ -121,6 +121,14 @@ def test_override_beats_env_var_in_same_section(monkeypatch):
     assert (s.model.horizon, s.model.name) == (3, "from-env")
 
 
+def test_env_is_not_an_override():
+    """An override named env (e.g. --set '{"env": "prod"}') is refused with the right way."""
+    from salesflow.settings import settings_overrides
+
+    with pytest.raises(SettingsError, match="env is chosen by --env"):
+        load_settings("test", **settings_overrides(extra={"env": "prod"}))
+
+
 @pytest.mark.parametrize("env", ["../../evil", "../configs/dev", "/etc/passwd", "a b", ".."])
 def test_env_must_be_a_name(env, monkeypatch):
     """An env that is a path (argument or $SALESFLOW_ENV) is refused; the known envs listed."""

@@ -48,6 +48,7 @@ of the two references):
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,7 @@ __all__ = [
     "detect_drift",
     "feature_drift",
     "prediction_drift",
+    "run_report_dir",
     "save_report_html",
     "target_drift",
     "window",
@@ -117,6 +119,16 @@ def save_report_html(snapshot: Snapshot, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
     return path
+
+
+def run_report_dir(
+    report_dir: Path, data_date: Any, run_id: Any = None, at: dt.datetime | None = None
+) -> Path:
+    """The folder of one monitor run's HTML reports: ``<report_dir>/<data date>_<UTC time>_<run
+    id>``, so a later run on the same data keeps this run's evidence (nothing is created)."""
+    at = at or dt.datetime.now(dt.UTC)
+    day = pd.Timestamp(data_date).strftime("%Y-%m-%d")
+    return Path(report_dir) / f"{day}_{at.strftime('%Y%m%dT%H%M%SZ')}_{run_id or 'local'}"
 
 
 def _require(frames: dict[str, pd.DataFrame], columns: list[str]) -> None:

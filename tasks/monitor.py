@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,21 +16,30 @@ from salesflow.drift import (
     DriftResult,
     feature_drift,
     prediction_drift,
+    run_report_dir,
     save_report_html,
     target_drift,
 )
+from salesflow.errors import retry_transient
 from salesflow.lifecycle import record_audit, rollback
 from salesflow.loop import RealizedComparison, compare_realized
 from salesflow.model import GlobalForecaster
 from salesflow.monitoring import join_actuals, realized_accuracy, write_accuracy
 from salesflow.policy import RollbackDecision
 from salesflow.registry import get_alias_version
+from salesflow.report import report_links
 from salesflow.schema import SalesData
 from salesflow.settings import Settings
 from salesflow.warehouse import read_forecasts
 
 
-@task(name="measure-accuracy", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="measure-accuracy",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def measure_accuracy(
     data: SalesData, identity: dict[str, Any], settings: Settings
 ) -> tuple[RealizedComparison, pd.DataFrame]:
@@ -81,14 +91,16 @@ def check_drift(
     window) and predictions (backtest forecasts vs the latest forecasts). Saves HTML."""
     cfg, log = settings.monitor.drift, get_run_logger()
     results: dict[str, DriftResult] = {}
-    report_dir = settings.local_dir / settings.monitor.report_dir
-    stamp = data.last_date.strftime("%Y-%m-%d")
+    folder = run_report_dir(
+        settings.local_dir / settings.monitor.report_dir, data.last_date, flow_run.id
+    )
+    paths: dict[str, Path] = {}
     for kind, (res, snap) in {
         "feature": feature_drift(data, model.trained_until_, cfg),
         "target": target_drift(data, model.trained_until_, cfg),
     }.items():
         results[kind] = res
-        path = save_report_html(snap, report_dir / f"{stamp}-{kind}-drift.html")
+        paths[kind] = save_report_html(snap, folder / f"{kind}-drift.html")
         log.info(
             "%s drift: %d of %d columns drifted (%.0f%%) -> %s; report %s",
             kind.capitalize(),
@@ -96,19 +108,18 @@ def check_drift(
             len(res.columns),
             100 * res.share_drifted,
             "DRIFT" if res.detected else "no drift",
-            path,
+            paths[kind],
         )
     ref = getattr(model, "reference_forecasts_", None)
     if ref is not None and not joined.empty:
         cur = joined.rename(columns={"target_date": "ds"})
         res, snap = prediction_drift(ref, cur, cfg)
         results["prediction"] = res
-        save_report_html(snap, report_dir / f"{stamp}-prediction-drift.html")
+        paths["prediction"] = save_report_html(snap, folder / "prediction-drift.html")
     create_markdown_artifact(
         key="drift-summary",
-        markdown="\n\n".join(r.to_markdown() for r in results.values())
-        + f"\n\nHTML reports: `{report_dir}`",
-        description="Evidently drift checks",
+        markdown="\n\n".join([*(r.to_markdown() for r in results.values()), report_links(paths)]),
+        description="Evidently drift checks: what moved, the tests, links to this run's reports",
     )
     return results
 
@@ -155,7 +166,13 @@ def emit_monitor_events(
     return sent
 
 
-@task(name="roll-back-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="roll-back-champion",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def roll_back_champion(decision: RollbackDecision, settings: Settings) -> dict:
     """Point the champion alias back at the previous version; audit; event."""
     name = settings.model.name

@@ -64,7 +64,46 @@ def test_injected_drift_is_detected_and_events_fire(harness, tmp_path, monkeypat
     assert "temperature" in str(got[0]["payload"])
     url = f"sqlite:///{tmp_path}/warehouse.db"
     assert count_rows(url, "forecast_accuracy") == 13
-    assert sorted((tmp_path / "reports").glob("*-feature-drift.html"))
+    assert len(list((tmp_path / "reports").glob("*/feature-drift.html"))) == 1
+
+
+def _drift_summaries() -> list[str]:
+    """The markdown of every drift-summary artifact on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    flt = ArtifactFilter(key=ArtifactFilterKey(any_=["drift-summary"]))
+    with get_client(sync_client=True) as client:
+        return [str(a.data) for a in client.read_artifacts(artifact_filter=flt)]
+
+
+def test_each_monitor_run_keeps_its_reports_and_links_them(harness, tmp_path, monkeypatch):
+    """A second monitor run on the same data leaves a second set of HTML reports (the first
+    stays), each run's drift summary links its own reports by path, and says what moved in
+    business terms before the p-values; runs are named after flow, env, model, as-of."""
+    from flows.monitor import monitor_flow
+
+    _cycle(tmp_path, monkeypatch)
+    monitor_flow(env="scenario")
+    folders = sorted(p for p in (tmp_path / "reports").iterdir() if p.is_dir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert {p.name for p in folder.glob("*.html")} >= {
+            "feature-drift.html",
+            "target-drift.html",
+        }
+        (summary,) = [m for m in _drift_summaries() if str(folder) in m]
+        assert f"`{folder / 'feature-drift.html'}`" in summary
+        assert summary.index("- sales +") < summary.index("| y_scaled |")
+    runs = _runs_named("monitor-forecasts env=scenario model=salesflow-scenario as-of=latest")
+    assert len(runs) >= 2
+
+
+def _runs_named(prefix: str) -> list:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return [r for r in client.read_flow_runs(limit=200) if r.name.startswith(prefix)]
 
 
 def test_stable_data_raises_no_alarm(harness, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from salesflow.errors import UserError
 from salesflow.schema import DATE, HOLIDAY, ID, TARGET, make_unique_id
 
 WALMART_KEYS = ["store", "dept"]
@@ -27,15 +28,25 @@ WALMART_COVARIATES = [
 WALMART_STATIC = ["store_type", "store_size"]
 RESERVED = (ID, DATE, TARGET, HOLIDAY)
 
+
+class SourceError(UserError, ValueError):
+    """The data (file, folder, table, column mapping) cannot be read as configured; the
+    message names the file, column or setting to fix. A user error: never retried."""
+
+
+class SourceNotFound(SourceError, FileNotFoundError):
+    """The configured data file or folder does not exist."""
+
+
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
 
 def require_columns(frame: pd.DataFrame, needed: list[str], what: str) -> None:
-    """ValueError naming the ``needed`` columns absent from ``frame`` and those present."""
+    """SourceError naming the ``needed`` columns absent from ``frame`` and those present."""
     missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
     if missing:
-        raise ValueError(
+        raise SourceError(
             f"{what}: missing column(s) {missing}; columns present: {list(frame.columns)}. "
             "Fix the column mapping (data.long) or the file."
         )
@@ -50,7 +61,10 @@ def to_dates(values: pd.Series, name: str, fmt: str | None = None) -> pd.Series:
             out = pd.to_datetime(values, format=fmt)
     except (ValueError, TypeError) as exc:
         how = f" with format {fmt!r}" if fmt else ""
-        raise ValueError(f"column {name!r}: cannot parse dates{how}: {exc}") from exc
+        raise SourceError(
+            f"column {name!r}: cannot parse dates{how}: {exc}; set data.long.date_format "
+            "(e.g. '%d/%m/%Y') or fix the file"
+        ) from exc
     if getattr(out.dt, "tz", None) is not None:
         out = out.dt.tz_convert(None)
     return out.astype("datetime64[ns]")
@@ -66,18 +80,19 @@ def to_bool(values: pd.Series, name: str) -> pd.Series:
     bad = text.notna() & ~text.isin(_TRUE | _FALSE)
     if bad.any():
         sample = sorted(set(values[bad].astype(str)))[:5]
-        raise ValueError(
-            f"column {name!r}: cannot read {sample} as booleans; use TRUE/FALSE or 1/0"
+        raise SourceError(
+            f"column {name!r}: cannot read {sample} as booleans; use TRUE/FALSE or 1/0 "
+            "(or map another column with data.long.holiday, or null to use the calendar)"
         )
     return text.isin(_TRUE).fillna(False).astype(bool)
 
 
 def to_floats(values: pd.Series, name: str) -> pd.Series:
-    """``float64`` from any numeric column; ValueError naming the column otherwise."""
+    """``float64`` from any numeric column; SourceError naming the column otherwise."""
     try:
         return pd.to_numeric(values, errors="raise").astype("float64")
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"column {name!r} must be numeric: {exc}") from exc
+        raise SourceError(f"column {name!r} must be numeric: {exc}") from exc
 
 
 def canonical_frame(

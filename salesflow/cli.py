@@ -72,11 +72,13 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         as_of=args.as_of,
         origin=args.origin,
         overrides=overrides,
+        replace_origin=args.replace_origin,
     )
     print(
         f"\nWrote {r['rows_written']:,} forecast rows ({r['series']:,} series, origin "
         f"{r['origin']}) to {r['table']} with {r['model_name']} version {r['model_version']}"
     )
+    print(r["write_summary"])
     return 0
 
 
@@ -140,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("forecast", help="forecast every series with the champion (batch flow)")
     _data_options(f)
     f.add_argument("--origin", help="first forecast period (default: after the last data)")
+    f.add_argument(
+        "--replace-origin",
+        action="store_true",
+        help="also delete the origin's forecasts of series this run does not score "
+        "(default: they are kept, e.g. after a partial extract)",
+    )
     f.set_defaults(func=_cmd_forecast)
     m = sub.add_parser("monitor", help="realized accuracy, drift checks, events, rollback")
     _data_options(m)

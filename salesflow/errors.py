@@ -28,6 +28,7 @@ __all__ = [
     "one_line",
     "redact",
     "retry_transient",
+    "single_line",
 ]
 
 EXIT_USER_ERROR = 2
@@ -40,7 +41,7 @@ class UserError(Exception):
     exit_code = EXIT_USER_ERROR
 
     def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
+        super().__init__(single_line(redact(message)))
 
 
 class TransientError(ConnectionError):
@@ -53,6 +54,12 @@ _QUERY_SECRET = re.compile(
     r"(?P<key>[?&;](?:password|passwd|pwd|token|secret|api_key|apikey|access_key)=)[^&\s'\"]+",
     re.IGNORECASE,
 )
+
+
+def single_line(text: str) -> str:
+    """``text`` on one line: its non-empty lines, stripped of list bullets, joined by '; '."""
+    lines = [ln.strip().removeprefix("- ").strip() for ln in str(text).splitlines()]
+    return "; ".join(ln for ln in lines if ln).replace(":;", ":")
 
 
 def redact(text: Any) -> str:
@@ -75,6 +82,7 @@ _TRANSIENT_TEXT = (
     "max retries exceeded",
     "503 service unavailable",
     "502 bad gateway",
+    "database is locked",  # SQLite: another process holds the write lock
 )
 
 
@@ -114,7 +122,7 @@ def exit_code(exc: BaseException) -> int:
 
 def one_line(exc: BaseException) -> str:
     """The error as the one ``salesflow: ...`` line the CLI prints (redacted)."""
-    msg = redact(str(exc)).strip() or type(exc).__name__
+    msg = single_line(redact(str(exc))) or type(exc).__name__
     if not isinstance(exc, UserError):
         msg = f"{type(exc).__name__}: {msg}"
     return f"salesflow: {msg}"

@@ -22,17 +22,20 @@ from salesflow.canonical import (
     WALMART_COVARIATES,
     WALMART_KEYS,
     WALMART_STATIC,
+    SourceError,
+    SourceNotFound,
     canonical_frame,
     require_columns,
+    to_bool,
     to_dates,
 )
+from salesflow.datafiles import read_columns, read_table_file
+from salesflow.errors import is_transient, redact
 from salesflow.identifiers import IDENTIFIER
 from salesflow.schema import DATE, HOLIDAY, TARGET, SalesData
 from salesflow.settings import DataSection, LongFormatSection
 from salesflow.synthetic import generate_sales
 
-_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zip", ".zip")
-_PARQUET_SUFFIXES = (".parquet", ".pq")
 _WALMART_NAMES = {
     "Store": "store",
     "Dept": "dept",
@@ -49,23 +52,13 @@ _WALMART_NAMES = {
 }
 
 
-def read_table_file(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (plain, ``.csv.gz`` or one CSV inside a ``.zip``) or a Parquet file."""
-    p = Path(path)
-    if not p.is_file():
-        what = "is a folder, not a file" if p.is_dir() else "not found"
-        raise FileNotFoundError(f"data file {p} {what}")
-    name = p.name.lower()
-    if name.endswith(_PARQUET_SUFFIXES):
-        return pd.read_parquet(p)
-    if name.endswith(_CSV_SUFFIXES):
-        return pd.read_csv(p)
-    raise ValueError(
-        f"{p.name}: unknown file type; use one of {list(_CSV_SUFFIXES + _PARQUET_SUFFIXES)}"
-    )
-
-
 # --- Walmart Recruiting (Kaggle) ------------------------------------------------------
+
+_WALMART_NEEDED = {
+    "train": [*WALMART_KEYS, DATE, TARGET, HOLIDAY],
+    "features": ["store", DATE, HOLIDAY, *WALMART_COVARIATES],
+    "stores": ["store", *WALMART_STATIC],
+}
 
 
 def _walmart_file(folder: Path, stem: str) -> Path:
@@ -74,7 +67,10 @@ def _walmart_file(folder: Path, stem: str) -> Path:
         if candidate.is_file():
             return candidate
     found = sorted(p.name for p in folder.iterdir())
-    raise FileNotFoundError(f"{folder}: no {stem}.csv or {stem}.csv.zip (found: {found})")
+    raise SourceNotFound(
+        f"{folder}: no {stem}.csv or {stem}.csv.zip (found: {found[:10]}); point --path "
+        "(data.path) at the Walmart Recruiting folder holding train, features and stores"
+    )
 
 
 def _read_walmart(folder: Path, stem: str, needed: list[str]) -> pd.DataFrame:
@@ -89,8 +85,9 @@ def _read_walmart(folder: Path, stem: str, needed: list[str]) -> pd.DataFrame:
 
 def _walmart_features(folder: Path) -> pd.DataFrame:
     """Columns out: store, ds, is_holiday, the covariates; NA markdowns = 0, CPI ffilled."""
-    cols = ["store", DATE, HOLIDAY, *WALMART_COVARIATES]
+    cols = _WALMART_NEEDED["features"]
     feats = _read_walmart(folder, "features", cols)[cols]
+    _no_repeats(feats, ["store", DATE], "walmart features file")
     feats = feats.sort_values(["store", DATE], kind="stable").reset_index(drop=True)
     markdowns = [f"markdown{i}" for i in range(1, 6)]
     feats[markdowns] = feats[markdowns].fillna(0.0)
@@ -109,10 +106,10 @@ def load_walmart(path: str | Path) -> SalesData:
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"walmart data folder {folder} not found")
-    train = _read_walmart(folder, "train", [*WALMART_KEYS, DATE, TARGET, HOLIDAY])
+        raise SourceNotFound(f"walmart data folder {folder} not found: check data.path (--path)")
+    train = _read_walmart(folder, "train", _WALMART_NEEDED["train"])
     feats = _walmart_features(folder)
-    stores = _read_walmart(folder, "stores", ["store", *WALMART_STATIC])
+    stores = _read_walmart(folder, "stores", _WALMART_NEEDED["stores"])
     history = train.merge(
         feats.drop(columns=HOLIDAY), on=["store", DATE], how="left", validate="many_to_one"
     ).merge(stores[["store", *WALMART_STATIC]], on="store", how="left", validate="many_to_one")
@@ -137,7 +134,7 @@ def _check_mapping(mapping: LongFormatSection) -> None:
     names = [*mapping.key_columns, *mapping.covariates, *mapping.static]
     clash = sorted({n for n in names if n in RESERVED or names.count(n) > 1})
     if clash:
-        raise ValueError(
+        raise SourceError(
             f"data.long: keys/covariates/static {clash} repeat a name or use a reserved "
             f"one {list(RESERVED)}; rename them in the source"
         )
@@ -161,6 +158,8 @@ def _rename_long(
         columns={mapping.date: DATE, mapping.target: TARGET, **dict.fromkeys(holiday, HOLIDAY)}
     )
     frame[DATE] = to_dates(frame[DATE], mapping.date, mapping.date_format)
+    if mapping.holiday:
+        frame[HOLIDAY] = to_bool(frame[HOLIDAY], mapping.holiday)
     return frame
 
 
@@ -169,19 +168,26 @@ def _covariate_rows(cov_raw: pd.DataFrame, mapping: LongFormatSection) -> pd.Dat
     ckeys = mapping.covariate_keys or mapping.key_columns
     outside = [k for k in ckeys if k not in [*mapping.key_columns, *mapping.static]]
     if outside:
-        raise ValueError(f"data.long.covariate_keys {outside} are neither keys nor static")
+        raise SourceError(f"data.long.covariate_keys {outside} are neither keys nor static")
     require_columns(cov_raw, [*ckeys, mapping.date, *mapping.covariates], "covariates file")
     holiday = [mapping.holiday] if mapping.holiday in cov_raw.columns else []
     cov = cov_raw[[*ckeys, mapping.date, *holiday, *mapping.covariates]].rename(
         columns={mapping.date: DATE, **dict.fromkeys(holiday, HOLIDAY)}
     )
     cov[DATE] = to_dates(cov[DATE], mapping.date, mapping.date_format)
-    dup = cov.duplicated([*ckeys, DATE])
-    if dup.any():
-        raise ValueError(
-            f"covariates file: {int(dup.sum())} repeated rows for the same {ckeys} and date"
-        )
+    _no_repeats(cov, [*ckeys, DATE], "covariates file")
     return cov
+
+
+def _no_repeats(frame: pd.DataFrame, keys: list[str], what: str) -> None:
+    """SourceError when ``keys`` repeat (a join on them would duplicate or refuse rows)."""
+    dup = frame.duplicated(keys, keep=False)
+    if dup.any():
+        first = frame.loc[dup, keys].iloc[0].astype(str).to_dict()
+        raise SourceError(
+            f"{what}: {int(frame.duplicated(keys).sum())} repeated rows for the same {keys} "
+            f"(e.g. {first}); keep one row per {keys}"
+        )
 
 
 def _join_covariates(
@@ -236,15 +242,16 @@ def sales_from_long(
 
 
 def _covariates_file(mapping: LongFormatSection) -> pd.DataFrame | None:
-    return read_table_file(mapping.covariates_path) if mapping.covariates_path else None
+    if not mapping.covariates_path:
+        return None
+    return read_table_file(mapping.covariates_path, mapping.encoding)
 
 
 def load_long(path: str | Path, mapping: LongFormatSection, freq: str = "W-FRI") -> SalesData:
-    """A long-format file (CSV, .csv.gz, zipped CSV, Parquet) mapped by ``mapping``.
-
-    See :func:`sales_from_long` for the columns in and out.
-    """
-    return sales_from_long(read_table_file(path), mapping, freq, "long", _covariates_file(mapping))
+    """A long-format file (CSV, .csv.gz, zipped CSV, Parquet) mapped by ``mapping``; text
+    is read in ``mapping.encoding``. See :func:`sales_from_long` for the columns."""
+    raw = read_table_file(path, mapping.encoding)
+    return sales_from_long(raw, mapping, freq, "long", _covariates_file(mapping))
 
 
 def _table_select(table: str) -> sa.Select:
@@ -252,7 +259,7 @@ def _table_select(table: str) -> sa.Select:
     schema, _, name = table.rpartition(".")
     for part in [schema, name] if schema else [name]:
         if not IDENTIFIER.fullmatch(part):
-            raise ValueError(
+            raise SourceError(
                 f"table {table!r} is not a valid name: use letters, digits and '_' "
                 "(optionally schema.table), starting with a letter or '_'"
             )
@@ -268,19 +275,88 @@ def load_sql(
 ) -> SalesData:
     """Rows of ``table`` or of ``query`` (exactly one), mapped like :func:`load_long`."""
     if (table is None) == (query is None):
-        raise ValueError("load_sql needs exactly one of table or query")
+        raise SourceError("the sql source needs exactly one of data.table or data.query")
     mapping = mapping or LongFormatSection()
     stmt = _table_select(table) if table is not None else sa.text(str(query))
-    engine = sa.create_engine(url)
+    engine = _sql_engine(url)
     try:
         with engine.connect() as conn:
-            raw = pd.read_sql(stmt, conn)
+            if table is not None:
+                _require_table(conn, table, url)
+            raw = _read_sql(stmt, conn)
     finally:
         engine.dispose()
+    if raw.empty:
+        raise SourceError(f"the sql source returned no rows ({table or 'data.query'})")
     return sales_from_long(raw, mapping, freq, "sql", _covariates_file(mapping))
 
 
+def _sql_engine(url: str) -> sa.Engine:
+    try:
+        return sa.create_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise SourceError(
+            f"the sql source URL {redact(url)!r} is not a valid SQLAlchemy URL: {exc}; "
+            "fix data.url or the variable named by data.url_env"
+        ) from None
+
+
+def _require_table(conn: sa.Connection, table: str, url: str) -> None:
+    schema, _, name = table.rpartition(".")
+    if not sa.inspect(conn).has_table(name, schema=schema or None):
+        raise SourceError(
+            f"table {table!r} (data.table) does not exist in {redact(url)}: check the name "
+            "and schema, or use data.query"
+        )
+
+
+def _read_sql(stmt: sa.Executable, conn: sa.Connection) -> pd.DataFrame:
+    """The rows of ``stmt``; a query the database rejects is a SourceError naming it."""
+    try:
+        return pd.read_sql(stmt, conn)
+    except sa.exc.DBAPIError as exc:
+        if is_transient(exc) or isinstance(exc, sa.exc.InterfaceError):
+            raise
+        first = (str(exc.orig).strip().splitlines() or ["error"])[0]
+        raise SourceError(f"the database rejected the sql source's query: {first}") from None
+
+
 # --- dispatch -------------------------------------------------------------------------
+
+
+def _require_header(
+    path: str | Path, needed: list[str], what: str, encoding: str, names: dict | None = None
+) -> None:
+    cols = [(names or {}).get(c, c) for c in read_columns(path, encoding)]
+    require_columns(pd.DataFrame(columns=cols), needed, what)
+
+
+def check_source_files(data: DataSection) -> None:
+    """Before reading any data: the configured files exist and their headers hold the
+    mapped columns (only headers are read). SourceError naming what to fix otherwise;
+    nothing to check for the synthetic and sql sources."""
+    if data.source == "long":
+        m = data.long
+        _check_mapping(m)
+        own = [] if m.covariates_path else m.covariates
+        holiday = [m.holiday] if m.holiday else []
+        needed = [*m.key_columns, m.date, m.target, *holiday, *own, *m.static]
+        _require_header(data.path or "", needed, f"long-format file {data.path}", m.encoding)
+        if m.covariates_path:
+            ckeys = m.covariate_keys or m.key_columns
+            cov_needed = [*ckeys, m.date, *m.covariates]
+            _require_header(
+                m.covariates_path, cov_needed, f"covariates file {m.covariates_path}", m.encoding
+            )
+    elif data.source == "walmart":
+        folder = Path(_path(data))
+        if not folder.is_dir():
+            raise SourceNotFound(
+                f"walmart data folder {folder} not found: check data.path (--path)"
+            )
+        for stem, needed in _WALMART_NEEDED.items():
+            path = _walmart_file(folder, stem)
+            _require_header(path, needed, f"walmart {path.name}", "utf-8", _WALMART_NAMES)
 
 
 def _sql_url(data: DataSection) -> str:
@@ -289,7 +365,7 @@ def _sql_url(data: DataSection) -> str:
         return os.environ[data.url_env]
     if data.url:
         return data.url
-    raise ValueError(
+    raise SourceError(
         f"data.source is 'sql' but the environment variable {data.url_env!r} "
         "(data.url_env) is unset or empty: export it or set data.url"
     )
@@ -297,7 +373,7 @@ def _sql_url(data: DataSection) -> str:
 
 def _path(data: DataSection) -> str:
     if not data.path:
-        raise ValueError(f"data.path is required when data.source is {data.source!r}")
+        raise SourceError(f"data.path is required when data.source is {data.source!r}")
     return data.path
 
 
@@ -312,5 +388,7 @@ def load_sales(data: DataSection) -> SalesData:
     elif data.source == "sql":
         sales = load_sql(_sql_url(data), data.table, data.query, data.long, data.freq)
     else:  # unreachable through settings validation, kept for callers building sections
-        raise ValueError(f"unknown data.source {data.source!r}")
+        raise SourceError(
+            f"unknown data.source {data.source!r}: use synthetic, walmart, long or sql"
+        )
     return sales.as_of(data.as_of)

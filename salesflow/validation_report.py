@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from salesflow.errors import UserError
+
 
 @dataclass
 class CheckResult:
@@ -89,8 +91,9 @@ class ValidationReport:
         return "\n".join(lines) + "\n"
 
 
-class DataValidationError(ValueError):
-    """Sales data failed the validation gate; ``.report`` holds every check's result."""
+class DataValidationError(UserError, ValueError):
+    """Sales data failed the validation gate; ``.report`` holds every check's result. A
+    user error: its message is one line (the failed checks joined by '; ')."""
 
     def __init__(self, report: ValidationReport) -> None:
         self.report = report

@@ -5,15 +5,23 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from salesflow.errors import retry_transient
 from salesflow.report import data_summary
 from salesflow.schema import SalesData
 from salesflow.settings import DataSection
 from salesflow.sources import load_sales
 
 
-@task(name="ingest-sales", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="ingest-sales",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def ingest_sales(cfg: DataSection) -> SalesData:
-    """Read sales history and known future covariates from ``cfg.source``."""
+    """Read sales history and known future covariates from ``cfg.source``; retried only
+    on transient I/O (a source, mapping or format error is a user error: never retried)."""
     data = load_sales(cfg)
     get_run_logger().info("Ingested %s", data_summary(data).replace("**", ""))
     return data

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -10,9 +11,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
-from salesflow.lifecycle import promote, record_audit, reject
+from salesflow.backtest import BacktestResult
+from salesflow.errors import retry_transient
 from salesflow.model import GlobalForecaster
 from salesflow.policy import Decision, decide
+from salesflow.promotion import ChampionChanged, promote_audited, reject_audited, tag_evaluated
 from salesflow.registry import ChampionNotFound, RegisteredVersion, load_forecaster
 from salesflow.report import decision_markdown
 from salesflow.retraining import (
@@ -39,7 +42,13 @@ def make_holdout(data: SalesData, settings: Settings) -> Holdout:
     return h
 
 
-@task(name="load-current-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="load-current-champion",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def load_current_champion(settings: Settings) -> tuple[GlobalForecaster | None, str | None]:
     """The champion model and version, or (None, None) when there is none yet."""
     try:
@@ -77,32 +86,77 @@ def decide_promotion(
     return decision
 
 
-@task(name="apply-decision", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def apply_decision(decision: Decision, reg: RegisteredVersion, settings: Settings) -> dict:
-    """Move the alias (promote) or tag the version (reject); audit row; Prefect event."""
-    name, uri = settings.model.name, settings.tracking_uri
-    moved: dict[str, str | None] = {"from_version": None, "to_version": None}
+@task(name="refit-on-all-data", cache_policy=NO_CACHE)
+def refit_challenger(
+    data: SalesData, challenger: GlobalForecaster, bt: BacktestResult
+) -> GlobalForecaster:
+    """The promoted configuration fitted on all the data, holdout included; its intervals
+    come from the challenger's backtest (same configuration, data before the holdout)."""
+    model = challenger.clone().fit(data).set_intervals(bt.frame)
+    get_run_logger().info(
+        "Refit on all data up to %s (the challenger stopped at %s) in %.1f s",
+        model.trained_until_.date(),
+        challenger.trained_until_.date(),
+        model.fit_seconds_,
+    )
+    return model
+
+
+def _carry_out(
+    decision: Decision,
+    reg: RegisteredVersion,
+    refit: RegisteredVersion | None,
+    expected: str | None,
+    settings: Settings,
+    figures: dict[str, Any],
+) -> tuple[Decision, dict[str, str | None]]:
+    """Promote (the refit when there is one) if the champion is still ``expected``; a
+    champion that moved meanwhile turns the promotion into a rejection."""
+    fr, actor = flow_run.id, "retrain-flow"
     if decision.action == "promote":
-        moved = promote(uri, name, reg.version, settings.policy, settings.mlflow.champion_alias)
-    else:
-        reject(uri, name, reg.version, decision.reason)
-    figures = {"challenger": asdict(decision.challenger)}
+        target = refit or reg
+        try:
+            moved = promote_audited(
+                settings, target.version, expected, decision.reason, figures, fr, actor
+            )
+        except ChampionChanged as exc:
+            get_run_logger().warning("%s", exc)
+            decision = replace(decision, action="reject", reason=str(exc))
+        else:
+            if refit is not None:
+                note = f"holdout-scored; refit on all data as version {refit.version}"
+                tag_evaluated(settings, reg.version, refit.version, note)
+            return decision, moved
+    reject_audited(settings, reg.version, expected, decision.reason, figures, fr, actor)
+    if refit is not None:
+        reject_audited(settings, refit.version, expected, decision.reason, figures, fr, actor)
+    return decision, {"from_version": None, "to_version": None}
+
+
+@task(
+    name="apply-decision",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
+def apply_decision(
+    decision: Decision,
+    reg: RegisteredVersion,
+    settings: Settings,
+    expected_champion: str | None = None,
+    refit: RegisteredVersion | None = None,
+) -> dict[str, Any]:
+    """Audit row first, then move the alias (promote: the refit becomes champion, if the
+    champion is still ``expected_champion``) or tag the version rejected; Prefect event."""
+    name = settings.model.name
+    figures: dict[str, Any] = {"challenger": asdict(decision.challenger)}
     if decision.champion is not None:
         figures["champion"] = asdict(decision.champion)
-    record_audit(
-        settings.warehouse_url,
-        settings.monitor.audit_table,
-        decision.action,
-        name,
-        moved["from_version"] if decision.action == "promote" else None,
-        reg.version,
-        decision.reason,
-        figures,
-        flow_run_id=flow_run.id,
-        actor="retrain-flow",
-        tracking_uri=uri,
-        schema=settings.warehouse.schema_name,
-    )
+    figures["evaluated"] = {"version": reg.version, "run_id": reg.run_id}
+    if refit is not None:
+        figures["refit"] = {"version": refit.version, "run_id": refit.run_id}
+    decision, moved = _carry_out(decision, reg, refit, expected_champion, settings, figures)
     emit_event(
         event=f"salesflow.model.{'promoted' if decision.action == 'promote' else 'rejected'}",
         resource={"prefect.resource.id": f"salesflow.model.{name}", "prefect.resource.name": name},
@@ -118,4 +172,4 @@ def apply_decision(decision: Decision, reg: RegisteredVersion, settings: Setting
         markdown=decision_markdown(decision, name, moved),
         description="Challenger vs champion on the same holdout",
     )
-    return moved
+    return {"action": decision.action, "reason": decision.reason, **moved}

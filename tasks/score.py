@@ -8,17 +8,29 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from sqlalchemy.exc import OperationalError
 
+from salesflow.errors import UserError, retry_transient
 from salesflow.model import GlobalForecaster
 from salesflow.registry import client, load_forecaster
 from salesflow.schema import SalesData
 from salesflow.scoring import ScoringNotes, score_series, warehouse_rows
 from salesflow.settings import Settings
-from salesflow.warehouse import WarehouseUnavailable, WriteResult, redact_url, write_forecasts
+from salesflow.warehouse import (
+    RunContext,
+    WriteResult,
+    describe_write,
+    redact_url,
+    write_forecasts,
+)
 
 
-@task(name="load-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="load-champion",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def load_champion(settings: Settings) -> tuple[GlobalForecaster, dict[str, Any]]:
     """The model version holding the champion alias, and its identity."""
     model, mv = load_forecaster(
@@ -41,6 +53,13 @@ def load_champion(settings: Settings) -> tuple[GlobalForecaster, dict[str, Any]]
     }
 
 
+def _origin(origin: str | None) -> pd.Timestamp | None:
+    try:
+        return pd.Timestamp(origin) if origin else None
+    except ValueError:
+        raise UserError(f"origin {origin!r} is not a date: use YYYY-MM-DD") from None
+
+
 @task(name="forecast-series", cache_policy=NO_CACHE)
 def forecast_series(
     model: GlobalForecaster,
@@ -49,7 +68,7 @@ def forecast_series(
     origin: str | None = None,
 ) -> tuple[pd.DataFrame, ScoringNotes]:
     """Features at the origin with the training feature code, then the model's forecasts."""
-    pred, notes = score_series(model, data, pd.Timestamp(origin) if origin else None)
+    pred, notes = score_series(model, data, _origin(origin))
     log = get_run_logger()
     log.info(
         "Forecast %d series x %d periods from origin %s",
@@ -73,35 +92,46 @@ def forecast_series(
     return rows, notes
 
 
-def _warehouse_unreachable(task, task_run, state) -> bool:
-    """Retry only when the database could not be reached; bad data fails at once."""
-    try:
-        state.result()
-    except (WarehouseUnavailable, OperationalError):
-        return True
-    except Exception:
-        return False
-    return False
-
-
 @task(
     name="write-forecasts",
     retries=3,
     retry_delay_seconds=10,
-    retry_condition_fn=_warehouse_unreachable,
+    retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
 )
-def write_to_warehouse(rows: pd.DataFrame, settings: Settings) -> WriteResult:
-    """Upsert the rows in one transaction (re-running an origin replaces its rows)."""
+def write_to_warehouse(
+    rows: pd.DataFrame,
+    settings: Settings,
+    notes: ScoringNotes | None = None,
+    replace_origin: bool = False,
+) -> WriteResult:
+    """Upsert the rows in one transaction with their forecast_runs record; the origin's
+    series absent from ``rows`` are kept unless ``replace_origin`` (then removed)."""
     w = settings.warehouse
-    res = write_forecasts(settings.warehouse_url, rows, table=w.table, schema=w.schema_name)
-    get_run_logger().info(
-        "Wrote %s rows to %s in %s in %.2f s (%s new, %s replaced)",
-        f"{res.rows_written:,}",
-        res.table,
-        redact_url(settings.warehouse_url),
-        res.seconds,
-        res.rows_inserted,
-        res.rows_updated,
+    context = RunContext(
+        flow_run_id=flow_run.id,
+        env=settings.env,
+        as_of=settings.data.as_of,
+        data_fingerprint=notes.data_fingerprint if notes else None,
+        started_at=notes.started_at if notes else None,
     )
+    res = write_forecasts(
+        settings.warehouse_url,
+        rows,
+        table=w.table,
+        schema=w.schema_name,
+        replace_origin=replace_origin,
+        runs_table=w.runs_table,
+        context=context,
+    )
+    log = get_run_logger()
+    url = redact_url(settings.warehouse_url)
+    log.info("%s at %s in %.2f s", describe_write(res), url, res.seconds)
+    if res.kept:
+        log.warning(
+            "%d series of origin %s were not in this run and keep their earlier forecasts "
+            "(rerun with replace_origin / --replace-origin to remove them)",
+            len(res.kept),
+            rows["forecast_origin"].min(),
+        )
     return res

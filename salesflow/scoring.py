@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, replace
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from features.build import period_step
 from salesflow.model import GlobalForecaster
+from salesflow.registry import data_fingerprint
 from salesflow.schema import DATE, ID, SalesData
 
 
@@ -23,6 +25,8 @@ class ScoringNotes:
     unseen_series: list[str]
     covariate_rows_filled: int
     covariate_columns_filled: list[str]
+    data_fingerprint: str | None = None  # of the history scored (see registry.data_fingerprint)
+    started_at: dt.datetime | None = None  # when scoring began (UTC)
 
 
 def fill_future_covariates(
@@ -69,6 +73,7 @@ def score_series(
 ) -> tuple[pd.DataFrame, ScoringNotes]:
     """Forecast every series with history before ``origin`` (default: the period after the
     last observation). Columns out: those of :meth:`GlobalForecaster.predict`."""
+    started = dt.datetime.now(dt.UTC)
     origin = pd.Timestamp(origin) if origin is not None else model.next_origin(data)
     known = data.as_of(origin - period_step(data.freq))
     known, n_filled, cols = fill_future_covariates(known, origin, model.horizon)
@@ -83,6 +88,8 @@ def score_series(
         unseen_series=sorted(forecast_ids - trained) if trained else [],
         covariate_rows_filled=n_filled,
         covariate_columns_filled=cols,
+        data_fingerprint=data_fingerprint(data),
+        started_at=started,
     )
     return pred, notes
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from prefect.testing.utilities import prefect_test_harness
@@ -44,6 +46,54 @@ def test_batch_forecast_writes_every_series_once(trained, tmp_path, small_data):
     again = _rows(tmp_path)
     assert len(again) == len(rows)
     assert again["flow_run_id"].iloc[0] != rows["flow_run_id"].iloc[0]
+    runs = _runs(tmp_path)  # rows carry the latest writer; forecast_runs keeps both runs
+    assert runs["flow_run_id"].tolist() == [
+        rows["flow_run_id"].iloc[0],
+        again["flow_run_id"].iloc[0],
+    ]
+    assert runs["rows_added"].tolist() == [len(rows), 0]
+    assert runs["rows_replaced"].tolist() == [0, len(rows)]
+    assert (runs["model_version"] == trained["version"]).all() and (runs["env"] == "test").all()
+    assert runs["data_fingerprint"].nunique() == 1 and runs["data_fingerprint"].notna().all()
+
+
+def _runs(tmp_path) -> pd.DataFrame:
+    from salesflow.warehouse import read_forecast_runs
+
+    return read_forecast_runs(f"sqlite:///{tmp_path}/warehouse.db")
+
+
+def test_partial_extract_keeps_other_series_unless_replace_origin(trained, tmp_path, capsys):
+    """A forecast from a partial extract (store 1 only) for an origin already written keeps
+    the other stores' rows and says so; replace_origin removes them and names them."""
+    from flows.batch_forecast import batch_forecast_flow
+    from salesflow.cli import main
+
+    store_1 = {"data": {"synthetic": {"n_stores": 1}}}
+    full = batch_forecast_flow(env="test")
+    before = _rows(tmp_path)
+    partial = batch_forecast_flow(env="test", overrides=store_1)
+    assert partial["origin"] == full["origin"]
+    after = _rows(tmp_path)
+    assert len(after) == len(before)
+    others = before["store"] != "1"
+    kept_ids = sorted(before.loc[others, "unique_id"].unique())
+    assert partial["series_kept"] == kept_ids and partial["rows_removed"] == 0
+    assert (
+        f"{len(kept_ids)} series of this origin not in this run left as they were"
+        in (partial["write_summary"])
+    )
+    keep = after[after["store"] != "1"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(keep, before[others].reset_index(drop=True))
+    code = main(["forecast", "--env", "test", "--set", json.dumps(store_1), "--replace-origin"])
+    assert code == 0
+    line = f"{len(kept_ids)} series not in this run removed ({int(others.sum())} rows: "
+    assert line in capsys.readouterr().out
+    assert set(_rows(tmp_path)["store"]) == {"1"}
+    runs = _runs(tmp_path)
+    assert runs["series_kept"].tolist() == [0, len(kept_ids), 0]
+    assert runs["series_removed"].tolist() == [0, 0, len(kept_ids)]
+    assert json.loads(runs["removed_series"].iloc[2]) == kept_ids[:20]
 
 
 def test_no_champion_is_a_clear_failure(harness, tmp_path, monkeypatch):
@@ -117,4 +167,19 @@ def test_unreadable_champion_artifact_fails_before_any_write(trained, tmp_path):
     shutil.rmtree(tmp_path / "mlartifacts")
     with pytest.raises(ChampionUnreadable, match="version 1 of 'salesflow-forecaster'.*could not"):
         batch_forecast_flow(env="test")
+    assert _rows(tmp_path).empty
+
+
+def test_a_row_dated_after_today_stops_the_forecast(trained, tmp_path, small_data):
+    """One stray row dated 2099 fails the gate (no forecast for 2099); nothing is written."""
+    from flows.batch_forecast import batch_forecast_flow
+    from salesflow.validation import DataValidationError
+
+    h = small_data.history[["store", "dept", "ds", "y", "is_holiday"]]
+    stray = h.iloc[[-1]].assign(ds=pd.Timestamp("2099-01-02"))
+    path = tmp_path / "sales.csv"
+    pd.concat([h, stray]).rename(columns={"ds": "date", "y": "sales"}).to_csv(path, index=False)
+    mapping = {"data": {"long": {"holiday": "is_holiday"}}}
+    with pytest.raises(DataValidationError, match=r"no dates after today \S+: ds: 1 rows"):
+        batch_forecast_flow(env="test", source="long", path=str(path), overrides=mapping)
     assert _rows(tmp_path).empty

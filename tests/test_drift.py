@@ -328,3 +328,15 @@ def test_where_compresses_store_runs(moved, n, expected):
     """Moved stores are listed as ranges; all or one of them said so."""
     shift = drift.ColumnShift("x", 1.0, 1.0, None, "store", moved, n)
     assert shift.where() == expected
+
+
+def test_run_report_dir_is_one_per_run_and_creates_nothing(tmp_path):
+    """Two runs on the same data date get two folders (run id and UTC time in the name);
+    naming one creates nothing."""
+    import datetime as dt
+
+    at = dt.datetime(2026, 12, 3, 14, 5, 9, tzinfo=dt.UTC)
+    a = drift.run_report_dir(tmp_path, pd.Timestamp("2012-10-26"), "run-a", at)
+    b = drift.run_report_dir(tmp_path, pd.Timestamp("2012-10-26"), "run-b", at)
+    assert a != b and a.name == "2012-10-26_20261203T140509Z_run-a"
+    assert not any(tmp_path.iterdir())

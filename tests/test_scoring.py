@@ -41,3 +41,18 @@ def test_warehouse_rows_carry_the_model_version(model_without_one_series, small_
         "store": int(first["store"]),
         "dept": int(first["dept"]),
     }
+
+
+def test_scoring_notes_carry_the_fingerprint_of_the_data_scored(
+    model_without_one_series, small_data
+):
+    """The notes name the data scored (for forecast_runs): same data, same fingerprint."""
+    from salesflow.registry import data_fingerprint
+
+    model, unseen = model_without_one_series
+    _, notes = score_series(model, small_data)
+    assert notes.data_fingerprint == data_fingerprint(small_data)
+    assert notes.started_at is not None and notes.started_at.tzinfo is not None
+    hist = small_data.history
+    fewer = replace(small_data, history=hist[hist["unique_id"] != unseen])
+    assert score_series(model, fewer)[1].data_fingerprint != notes.data_fingerprint

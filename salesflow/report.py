@@ -134,6 +134,7 @@ def feature_table(rows: pd.DataFrame, names: list[str]) -> list[dict]:
 def scoring_summary(identity: dict, notes, result, settings, horizon: int) -> str:
     """The batch forecast's summary: model, origin, rows written, fallbacks used."""
     from salesflow.warehouse import describe_write
+
     lines = [
         "# salesflow batch forecast",
         f"**Model** `{identity['name']}` version **{identity['version']}** "
@@ -205,8 +206,15 @@ def monitor_summary(identity, cmp, drift, degraded, events, decision) -> str:
         f"| performance degraded | {'yes' if degraded else 'no'} |",
     ]
     for kind, r in drift.items():
-        cols = ", ".join(c.column for c in r.columns if c.drifted) or "-"
-        lines.append(f"| {kind} drift | {'DRIFT' if r.detected else 'no'} ({cols}) |")
+        # What moved, in business terms where the check measured it, else the column names.
+        moved = [
+            r.shifts[c.column].describe() if c.column in r.shifts else c.column
+            for c in r.columns
+            if c.drifted
+        ]
+        lines.append(
+            f"| {kind} drift | {'DRIFT' if r.detected else 'no'} ({'; '.join(moved) or '-'}) |"
+        )
     lines += [
         "",
         f"**Events emitted**: {', '.join(events) or 'none'}",

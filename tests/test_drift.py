@@ -340,3 +340,24 @@ def test_run_report_dir_is_one_per_run_and_creates_nothing(tmp_path):
     b = drift.run_report_dir(tmp_path, pd.Timestamp("2012-10-26"), "run-b", at)
     assert a != b and a.name == "2012-10-26_20261203T140509Z_run-a"
     assert not any(tmp_path.iterdir())
+
+
+def test_monitor_summary_says_what_moved(scenario_checks):
+    """The monitor summary's drift rows give each drifted column's change and stores, not
+    just its name (sales for the target)."""
+    from salesflow.loop import RealizedComparison
+    from salesflow.policy import RollbackDecision
+    from salesflow.report import monitor_summary
+
+    _, feature, target = scenario_checks
+    cmp = RealizedComparison("1", 2.0, None, None, 10, "2012-08-03", "2012-10-26")
+    text = monitor_summary(
+        {"name": "m", "version": "1", "backtest_wmae": 1.0},
+        cmp,
+        {"feature": feature, "target": target},
+        True,
+        [],
+        RollbackDecision(False, "no previous version", "1", None),
+    )
+    assert feature.shifts["temperature"].describe() in text
+    assert "| target drift | DRIFT (sales +" in text

@@ -120,8 +120,10 @@ class _NoUserTracebacks(logging.Formatter):
 def quiet_user_tracebacks() -> None:
     """Prefect's console handlers stop printing UserError tracebacks (the Prefect API log
     handler, i.e. the run's logs in the UI, keeps them). Idempotent."""
+    from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    ensure_logging_setup()  # Prefect configures logging lazily; later calls keep handlers
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for lg in loggers:
         for h in getattr(lg, "handlers", []):

@@ -34,9 +34,12 @@ __all__ = [
 
 ENV_PREFIX = "SALESFLOW_"
 # Variables of the project that are not settings: the env name, the checkout the flow runs
-# change to (deployments/prefect.yaml), the default warehouse URL variable. SALESFLOW_TEST_*
-# are the test suite's (PostgreSQL URL of the tests, SQL source fixtures).
-PROJECT_VARIABLES = frozenset({"SALESFLOW_ENV", "SALESFLOW_HOME", "SALESFLOW_WAREHOUSE_URL"})
+# change to (deployments/prefect.yaml), the default warehouse URL variable, the CLI's
+# tracebacks switch (salesflow/cli_errors.py). SALESFLOW_TEST_* are the test suite's
+# (PostgreSQL URL of the tests, SQL source fixtures).
+PROJECT_VARIABLES = frozenset(
+    {"SALESFLOW_ENV", "SALESFLOW_HOME", "SALESFLOW_WAREHOUSE_URL", "SALESFLOW_DEBUG"}
+)
 _TEST_PREFIX = "SALESFLOW_TEST_"
 _ENV_NAME = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -224,6 +224,7 @@ def test_project_variables_are_not_unknown(tmp_path, monkeypatch):
     for var, value in {
         "SALESFLOW_ENV": "dev",
         "SALESFLOW_HOME": str(tmp_path),
+        "SALESFLOW_DEBUG": "1",
         "SALESFLOW_TEST_PG_URL": PG_WITH_PASSWORD,
         "SALESFLOW_WAREHOUSE_URL": PG_WITH_PASSWORD,
         "SALESFLOW_SALES_DB": PG_WITH_PASSWORD,

@@ -1,19 +1,25 @@
-"""Flow run names that say what ran: ``<flow> env=<env> model=<model> as-of=<date>``.
+"""Flow run names that say what ran:
+``<flow> env=<env> model=<model> [champion=v<N>] as-of=<date> [origin=<date>]``.
 
 Prefect calls the ``flow_run_name`` callable as the run starts (parameters validated); it
-reads the run's parameters and loads the settings they select (YAML and environment only,
-no registry or warehouse call), so the name shows the env and model actually used. A
-settings error leaves the name built from the raw parameters: the flow itself reports it.
+reads the run's parameters and loads the settings they select, so the name shows the env
+and model actually used. The flows that use the champion (forecast, monitor, retrain) also
+name its version at the start, read only from a local SQLite registry that exists (cheap; a
+remote registry is never called just for a name). A settings error leaves the name built
+from the raw parameters: the flow itself reports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect.runtime import flow_run
 
-from salesflow.settings import load_settings, settings_overrides
+from salesflow.settings import Settings, load_settings, settings_overrides
+
+CHAMPION_FLOWS = frozenset({"batch-forecast", "monitor-forecasts", "retrain-forecaster"})
 
 
 def describe_run(flow: str, params: dict[str, Any]) -> str:
@@ -28,15 +34,29 @@ def describe_run(flow: str, params: dict[str, Any]) -> str:
             ),
         )
         env, model, as_of = s.env, s.model.name, s.data.as_of
+        champion = _local_champion(s) if flow in CHAMPION_FLOWS else None
     except Exception:  # noqa: BLE001 - a name must never fail the run; the flow reports it
-        pass
+        champion = None
     parts = [flow, f"env={env or 'default'}"]
     if model:
         parts.append(f"model={model}")
+    if champion:
+        parts.append(f"champion=v{champion}")
     parts.append(f"as-of={as_of or 'latest'}")
     if params.get("origin"):
         parts.append(f"origin={params['origin']}")
     return " ".join(parts)
+
+
+def _local_champion(s: Settings) -> str | None:
+    """The champion's version from a local SQLite registry file that exists, else None."""
+    uri = s.tracking_uri
+    if not uri.startswith("sqlite:///") or not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    from salesflow.registry import get_alias_version
+
+    mv = get_alias_version(uri, s.model.name, s.mlflow.champion_alias)
+    return None if mv is None else str(mv.version)
 
 
 def run_name(flow: str) -> Callable[[], str]:

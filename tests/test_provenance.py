@@ -37,17 +37,20 @@ def _runs(prefix: str) -> list:
 @pytest.mark.parametrize(
     "flow", ["train-forecaster", "batch-forecast", "monitor-forecasts", "retrain-forecaster"]
 )
-def test_run_name_says_flow_env_model_and_as_of(flow, monkeypatch):
-    """The name carries the flow, the env, the env's model and the as-of date."""
+def test_run_name_says_flow_env_model_and_as_of(flow, monkeypatch, tmp_path):
+    """The name carries the flow, the env, the env's model and the as-of date (no champion
+    in an empty registry)."""
     monkeypatch.delenv("SALESFLOW_ENV", raising=False)
+    monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     name = describe_run(flow, {"env": "scenario", "as_of": "2012-07-27"})
     assert name == f"{flow} env=scenario model=salesflow-scenario as-of=2012-07-27"
 
 
-def test_run_name_uses_the_env_variable_and_the_origin(monkeypatch):
+def test_run_name_uses_the_env_variable_and_the_origin(monkeypatch, tmp_path):
     """Without an env parameter the name shows $SALESFLOW_ENV's env and model; no as-of is
     'latest'; a forecast origin is shown."""
     monkeypatch.setenv("SALESFLOW_ENV", "scenario")
+    monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     name = describe_run("batch-forecast", {"env": None, "origin": "2012-08-03"})
     assert name == (
         "batch-forecast env=scenario model=salesflow-scenario as-of=latest origin=2012-08-03"
@@ -107,7 +110,8 @@ def test_retrain_automation_is_named_and_described():
 def test_registered_version_described_from_training_summary(harness, tmp_path, monkeypatch):
     """Each registered version's description gives its data window, rows and series, the
     backtest WMAE vs seasonal naive, the env and trained-until (as logged on its run); the
-    training run is named after flow, env and model."""
+    training run is named after flow, env and model; a forecast run's name also gives the
+    champion's version from the local registry."""
     from flows.training import training_flow
     from salesflow.registry import client
 
@@ -123,3 +127,8 @@ def test_registered_version_described_from_training_summary(harness, tmp_path, m
     assert f"{int(run.params['n_rows']):,} rows, {int(run.params['n_series']):,} series" in text
     assert f"WMAE {wmae:,.1f} = {wmae / naive:.3f} x seasonal naive ({naive:,.1f})" in text
     assert _runs("train-forecaster env=test model=salesflow-forecaster as-of=latest")
+
+    c.set_registered_model_alias("salesflow-forecaster", "champion", result["version"])
+    name = describe_run("batch-forecast", {"env": "test"})
+    assert f"model=salesflow-forecaster champion=v{result['version']} as-of=latest" in name
+    assert "champion=" not in describe_run("train-forecaster", {"env": "test"})

@@ -1,17 +1,64 @@
-"""``salesflow rollback``: point the champion back at the previous (or a named) version.
+"""``salesflow rollback``, and the first-champion gate of ``salesflow train``.
 
 salesflow rollback [--to VERSION] [--env ENV] [--reason TEXT]
+salesflow train ... [--force-champion [--reason TEXT]] [--actor NAME]
 
-Wired into :mod:`salesflow.cli` with ``add_rollback_command(sub)``.
+Wired into :mod:`salesflow.cli` with ``add_rollback_command(sub)`` and
+``add_train_gate_options(train_parser)``. ``salesflow train`` exits with
+:data:`EXIT_REJECTED` (3) when the policy rejected the model as first champion.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from typing import Any
 
 DEFAULT_REASON = "manual rollback from the command line"
+EXIT_REJECTED = 3  # the model was registered, but the policy kept it from becoming champion
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def add_train_gate_options(p: argparse.ArgumentParser) -> None:
+    """``--force-champion``, ``--reason`` and ``--actor`` for ``salesflow train``."""
+    p.add_argument(
+        "--force-champion",
+        action="store_true",
+        help="make this model the champion even if it fails the policy's guardrails on its "
+        "own backtest or another version is champion (audited with --actor and --reason)",
+    )
+    p.add_argument("--reason", help="why the champion is forced (kept in the audit trail)")
+    p.add_argument("--actor", help="who forces it, for the audit trail (default: the OS user)")
+
+
+def train_gate_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The training flow's force_champion / actor / force_reason parameters."""
+    return {
+        "force_champion": bool(args.force_champion),
+        "actor": args.actor or f"cli:{_os_user()}",
+        "force_reason": args.reason,
+    }
+
+
+def train_exit_code(result: dict[str, Any]) -> int:
+    """0, or :data:`EXIT_REJECTED` (with a ``salesflow:`` line) when the first champion
+    was rejected by the policy."""
+    if result.get("action") != "reject":
+        return 0
+    print(
+        f"salesflow: version {result['version']} of {result['model_name']} was registered "
+        f"but NOT made champion (tagged rejected): {result['reason']}. Improve the model or "
+        "data, or override with: salesflow train --force-champion --reason TEXT",
+        file=sys.stderr,
+    )
+    return EXIT_REJECTED
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:

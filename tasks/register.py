@@ -1,6 +1,10 @@
-"""Registration step: log the run to MLflow and register the model version."""
+"""Registration steps: log the run to MLflow, register the version (once per flow run and
+step, even when the task is retried), and judge whether it becomes the first champion."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -8,26 +12,50 @@ from prefect.runtime import flow_run
 
 from salesflow import plots
 from salesflow.backtest import BacktestResult
-from salesflow.lifecycle import record_audit
+from salesflow.errors import retry_transient
 from salesflow.model import GlobalForecaster
+from salesflow.policy import decide_first_champion
+from salesflow.promotion import (
+    current_champion,
+    promote_audited,
+    registered_by_run,
+    reject_audited,
+    run_tags,
+)
 from salesflow.registry import RegisteredVersion, log_and_register
+from salesflow.retraining import backtest_scorecard
 from salesflow.schema import SalesData
 from salesflow.settings import Settings
 from salesflow.training import example_input, run_record
 
 
-@task(name="register-model", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="register-model",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def register_model(
     model: GlobalForecaster,
     data: SalesData,
     bt: BacktestResult,
     settings: Settings,
-    alias_if_missing: bool = True,
+    step: str = "train",
+    extra_tags: dict[str, str] | None = None,
 ) -> RegisteredVersion:
-    """Log params, metrics, plots and the model; register it; alias it if no champion
-    (unless ``alias_if_missing`` is False: the retraining flow decides by policy)."""
+    """Log params, metrics, plots and the model; register it (no alias: the flow decides).
+
+    The run is tagged with the flow run id and ``step``; a retry of this task (or of the
+    same flow run) reuses the version already registered instead of adding a duplicate.
+    """
+    log = get_run_logger()
+    if (done := registered_by_run(settings, flow_run.id, step)) is not None:
+        log.info("Version %s was registered by this flow run's %r step: reused", done.version, step)
+        return done
     settings.local_dir.mkdir(parents=True, exist_ok=True)
     rec = run_record(model, data, bt, settings)
+    rec.tags.update({**run_tags(flow_run.id, step), **(extra_tags or {})})
     try:
         reg = log_and_register(
             model,
@@ -42,31 +70,66 @@ def register_model(
             figures=rec.figures,
             tables=rec.tables,
             input_example=example_input(data),
-            set_alias_if_missing=alias_if_missing,
+            set_alias_if_missing=False,
         )
     finally:
         for fig in rec.figures.values():
             plots.close(fig)
-    if reg.alias:
-        record_audit(
-            settings.warehouse_url,
-            settings.monitor.audit_table,
-            "promote",
-            reg.name,
-            None,
-            reg.version,
-            "first registered version: no champion existed",
-            rec.metrics,
-            flow_run_id=flow_run.id,
-            actor="training-flow",
-            tracking_uri=settings.tracking_uri,
-            schema=settings.warehouse.schema_name,
-        )
-    get_run_logger().info(
-        "Registered %s version %s (run %s)%s",
-        reg.name,
-        reg.version,
-        reg.run_id,
-        f"; it is now '{reg.alias}'" if reg.alias else "; the champion alias is unchanged",
-    )
+    log.info("Registered %s version %s (run %s)", reg.name, reg.version, reg.run_id)
     return reg
+
+
+@task(
+    name="gate-first-champion",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
+def gate_first_champion(
+    reg: RegisteredVersion,
+    bt: BacktestResult,
+    settings: Settings,
+    force_champion: bool = False,
+    actor: str = "training-flow",
+    force_reason: str | None = None,
+) -> dict[str, Any]:
+    """Make ``reg`` the first champion only if its own backtest passes the policy's
+    guardrails; else tag it rejected. ``force_champion`` promotes it anyway (audited with
+    ``actor`` and ``force_reason``), also over an existing champion. Audit row first."""
+    log, fr = get_run_logger(), flow_run.id
+    card = backtest_scorecard(bt.frame, reg.version, settings.backtest.holiday_weight)
+    decision = decide_first_champion(card, settings.policy)
+    metrics = {"backtest": asdict(card), "run_id": reg.run_id, "env": settings.env}
+    current = current_champion(settings)
+    if force_champion:
+        why = force_reason or "no reason given"
+        reason = f"forced by {actor}: {why} (policy: {decision.action}: {decision.reason})"
+        moved = promote_audited(
+            settings, reg.version, current, reason, {**metrics, "forced": True}, fr, actor
+        )
+        log.warning("Version %s is champion by force: %s", reg.version, reason)
+        return {"action": "promote", "forced": True, "reason": reason, **moved}
+    if current is not None and current != reg.version:
+        reason = f"version {current} is the champion: compare with it by salesflow retrain"
+        log.info("Champion alias unchanged: %s", reason)
+        return {
+            "action": "none",
+            "forced": False,
+            "reason": reason,
+            "from_version": current,
+            "to_version": current,
+        }
+    if decision.promote:
+        moved = promote_audited(settings, reg.version, None, decision.reason, metrics, fr, actor)
+        log.info("Version %s is the first champion: %s", reg.version, decision.reason)
+        return {"action": "promote", "forced": False, "reason": decision.reason, **moved}
+    reject_audited(settings, reg.version, None, decision.reason, metrics, fr, actor)
+    log.warning("Version %s rejected, no champion: %s", reg.version, decision.reason)
+    return {
+        "action": "reject",
+        "forced": False,
+        "reason": decision.reason,
+        "from_version": None,
+        "to_version": None,
+    }

@@ -95,8 +95,8 @@ def test_each_monitor_run_keeps_its_reports_and_links_them(harness, tmp_path, mo
         (summary,) = [m for m in _drift_summaries() if str(folder) in m]
         assert f"`{folder / 'feature-drift.html'}`" in summary
         assert summary.index("- sales +") < summary.index("| y_scaled |")
-    runs = _runs_named("monitor-forecasts env=scenario model=salesflow-scenario as-of=latest")
-    assert len(runs) >= 2
+    runs = _runs_named("monitor-forecasts env=scenario model=salesflow-scenario champion=v")
+    assert len(runs) >= 2 and all(r.name.endswith(" as-of=latest") for r in runs)
 
 
 def _runs_named(prefix: str) -> list:

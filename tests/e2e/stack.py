@@ -29,7 +29,7 @@ README_COMMANDS = {
     "pool": "prefect work-pool create salesflow-pool --type process",
     "deploy": "prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml",
     "worker": "prefect worker start --pool salesflow-pool",
-    "train": "prefect deployment run 'train-forecaster/monthly' --watch",
+    "train": "prefect deployment run 'train-forecaster/manual' --watch",
     "forecast": "prefect deployment run 'batch-forecast/weekly' --watch",
     "summary": (
         'psql postgresql://postgres@127.0.0.1:5432/postgres -c "SELECT forecast_origin, '

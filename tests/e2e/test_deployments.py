@@ -146,7 +146,8 @@ def test_ui_is_served(stack: Stack):
 
 
 def test_cron_schedules_create_scheduled_runs(stack: Stack, e2e_timings: dict[str, float]):
-    """The server's scheduler creates runs from both cron schedules soon after deploy."""
+    """The server's scheduler creates runs from every cron schedule soon after deploy; the
+    training deployment has none (scheduled retraining goes through the policy)."""
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,
@@ -158,11 +159,14 @@ def test_cron_schedules_create_scheduled_runs(stack: Stack, e2e_timings: dict[st
 
     expected = {  # deployment -> (cron fields that every scheduled start must match)
         "batch-forecast/weekly": {"weekday": 0, "day": None, "hour": 6},
-        "train-forecaster/monthly": {"weekday": None, "day": 1, "hour": 3},
+        "monitor-forecasts/after-actuals": {"weekday": 0, "day": None, "hour": 5},
+        "retrain-forecaster/on-drift": {"weekday": None, "day": 1, "hour": 4},
     }
     scheduled: dict[str, list[Any]] = {}
     deadline = stack.deployed_at + SCHEDULED_RUNS_TIMEOUT_S
     with client_for(stack) as client:
+        manual = client.read_deployment_by_name("train-forecaster/manual")
+        assert not manual.schedules, f"train-forecaster/manual is scheduled: {manual.schedules}"
         ids = {name: client.read_deployment_by_name(name).id for name in expected}
         while True:
             for name, dep_id in ids.items():
@@ -198,7 +202,7 @@ def test_cron_schedules_create_scheduled_runs(stack: Stack, e2e_timings: dict[st
 
 
 def test_training_deployment_registers_a_champion(champion):
-    """`prefect deployment run 'train-forecaster/monthly'` completes and sets the champion."""
+    """`prefect deployment run 'train-forecaster/manual'` completes and sets the champion."""
     run, version = champion
     assert run.state == "Completed"
     assert version is not None, "no model version holds the 'champion' alias after training"

@@ -75,6 +75,12 @@ def _print_status(st: Any, api: tuple[str, str]) -> None:
             f"  origin {f['origin']}: {f['rows']:,} rows, {f['series']:,} series, model "
             f"version {', '.join(f['model_versions'])}, written {f['written_at']} UTC"
         )
+        if run := f.get("last_run"):
+            print(
+                f"  last write: origin {run['forecast_origin']}, {run['rows_written']} rows, "
+                f"flow run {run['flow_run_id'] or '-'}, env {run['env'] or '-'}, "
+                f"finished {run['finished_at']} UTC"
+            )
     print("\nlast audit rows, newest first")
     if not st.audit:
         print(f"  {st.audit_note}")

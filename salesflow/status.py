@@ -230,7 +230,25 @@ def _last_forecast(url: str, s: Settings) -> tuple[dict[str, Any] | None, str]:
         "rows": sum(int(r["n_rows"]) for r in rows),
         "series": max(int(r["n_series"]) for r in rows),
         "written_at": str(max(str(r["written_at"]) for r in rows))[:19],
+        "last_run": _last_run(url, s),
     }, ""
+
+
+def _last_run(url: str, s: Settings) -> dict[str, Any] | None:
+    """The model's latest row of the forecast-runs table (who wrote, from which env), if any."""
+    try:
+        table = _table(url, s.warehouse.runs_table, s.warehouse.schema_name)
+        if table is None:
+            return None
+        rows = _query(
+            url,
+            "SELECT forecast_origin, flow_run_id, env, rows_written, finished_at "  # noqa: S608
+            f"FROM {table} WHERE model_name = :m ORDER BY finished_at DESC LIMIT 1",
+            m=s.model.name,
+        )
+    except Exception:  # noqa: BLE001 - an older or foreign table: the forecasts say enough
+        return None
+    return {k: None if v is None else str(v)[:19] for k, v in rows[0].items()} if rows else None
 
 
 def _audit(url: str, s: Settings) -> tuple[list[dict[str, Any]], str]:

@@ -35,6 +35,7 @@ def _registry(uri: str, n: int = 3) -> None:
 
 
 def _forecasts(url: str, origin: str, version: str, n_series: int = 3, horizon: int = 2) -> None:
+    from salesflow.forecast_runs import RunContext
     from salesflow.warehouse import write_forecasts
 
     o = pd.Timestamp(origin)
@@ -53,7 +54,7 @@ def _forecasts(url: str, origin: str, version: str, n_series: int = 3, horizon: 
         for s in range(1, n_series + 1)
         for h in range(horizon)
     ]
-    write_forecasts(url, pd.DataFrame(rows))
+    write_forecasts(url, pd.DataFrame(rows), context=RunContext(flow_run_id=f"fr-{version}"))
 
 
 def _audit(url: str, to_version: str, reason: str = "better") -> None:
@@ -175,3 +176,4 @@ def test_cli_prints_champion_and_last_forecast(local, capsys):
     out = capsys.readouterr().out
     assert "v2" in out and "champion" in out
     assert "origin 2012-01-13: 6 rows, 3 series, model version 2" in out
+    assert "last write: origin 2012-01-13, 6 rows, flow run fr-2" in out

@@ -53,10 +53,10 @@ def prefect_api() -> tuple[str, str]:
 
 
 def _print_status(st: Any, api: tuple[str, str]) -> None:
-    print(f"env        {st.env.value}  ({st.env.origin})")
-    print(f"registry   {st.registry.value}  ({st.registry.origin})")
-    print(f"warehouse  {st.warehouse.value}  ({st.warehouse.origin})")
-    print(f"prefect    {api[0]}  ({api[1]})")
+    print(f"env        {st.env.value}  [{st.env.origin}]")
+    print(f"registry   {st.registry.value}  [{st.registry.origin}]")
+    print(f"warehouse  {st.warehouse.value}  [{st.warehouse.origin}]")
+    print(f"prefect    {api[0]}  [{api[1]}]")
     print(f"\nmodel {st.model_name}: versions, newest first")
     if not st.versions:
         print(f"  {st.versions_note}")

@@ -112,7 +112,7 @@ def _registry_source(s: Settings, layers: list[tuple[str, dict[str, Any]]]) -> S
         return Source(uri, "environment variable SALESFLOW_MLFLOW__TRACKING_URI")
     if s.mlflow.tracking_uri and (name := _yaml_origin(layers, "mlflow", "tracking_uri")):
         return Source(uri, name)
-    return Source(uri, "default (SQLite file under paths.local_dir)")
+    return Source(uri, "default: SQLite file under paths.local_dir")
 
 
 def _warehouse_source(s: Settings, layers: list[tuple[str, dict[str, Any]]]) -> Source:
@@ -125,7 +125,7 @@ def _warehouse_source(s: Settings, layers: list[tuple[str, dict[str, Any]]]) -> 
     if s.warehouse.url and (name := _yaml_origin(layers, "warehouse", "url")):
         return Source(url, name)
     unset = f"; {var} is unset" if var else ""
-    return Source(url, f"default (SQLite file under paths.local_dir{unset})")
+    return Source(url, f"default: SQLite file under paths.local_dir{unset}")
 
 
 def redact_uri(uri: str) -> str:

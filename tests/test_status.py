@@ -155,7 +155,7 @@ def test_cli_hides_passwords_and_reports_unreachable_stores(local, monkeypatch, 
     assert "s3cret" not in out and "t0ken" not in out
     assert "postgresql+psycopg://u:***@127.0.0.1:9/db" in out
     assert "warehouse not readable" in out and "registry not readable" in out
-    assert "(environment variable SALESFLOW_MLFLOW__TRACKING_URI)" in out
+    assert "[environment variable SALESFLOW_MLFLOW__TRACKING_URI]" in out
     assert "prefect    ephemeral" in out
 
 
@@ -164,7 +164,7 @@ def test_cli_names_the_prefect_api_from_the_environment(local, monkeypatch, caps
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4299/api")
     assert main(["status", "--env", "test"]) == 0
     out = capsys.readouterr().out
-    assert "prefect    http://127.0.0.1:4299/api  (environment variable PREFECT_API_URL)" in out
+    assert "prefect    http://127.0.0.1:4299/api  [environment variable PREFECT_API_URL]" in out
 
 
 def test_cli_prints_champion_and_last_forecast(local, capsys):

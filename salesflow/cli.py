@@ -101,6 +101,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     r = retrain_flow(**_flow_args(args), reason="salesflow retrain (CLI)")
     print(f"\n{r['action'].upper()} challenger version {r['challenger_version']}: {r['reason']}")
+    if r["action"] == "promote" and r.get("refit_version"):
+        print(f"Champion: version {r['to_version']}, its refit on all the data")
     return 0
 
 

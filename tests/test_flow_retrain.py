@@ -43,23 +43,46 @@ def _champion(tmp_path) -> str:
     return str(mv.version) if mv else None
 
 
-def test_better_challenger_is_promoted_and_previous_kept(local):
-    """A weak champion is replaced; the old one keeps the 'previous' alias; audited."""
+def test_better_challenger_is_refit_on_all_data_and_promoted(local):
+    """A weak champion is replaced by a refit of the better challenger on ALL the data
+    (trained until the last data date, not the holdout's start); the old champion keeps
+    'previous'; the audit row has the holdout scores, the evaluated version and the
+    refit's MLflow run."""
+    import json
+
     from flows.retrain import retrain_flow
     from flows.training import training_flow
     from salesflow.lifecycle import read_audit
-    from salesflow.registry import get_alias_version
+    from salesflow.registry import client, get_alias_version, load_forecaster
+    from salesflow.settings import load_settings
+    from salesflow.sources import load_sales
 
-    training_flow(env="test", overrides=BAD)
+    uri = f"sqlite:///{local}/mlflow.db"
+    training_flow(env="test", overrides=BAD, force_champion=True, force_reason="weak start")
     assert _champion(local) == "1"
     out = retrain_flow(env="test", overrides=GOOD, reason="test")
     assert out["action"] == "promote", out["reason"]
-    assert _champion(local) == out["challenger_version"] == "2"
-    prev = get_alias_version(f"sqlite:///{local}/mlflow.db", "salesflow-forecaster", "previous")
+    assert (out["challenger_version"], out["refit_version"]) == ("2", "3")
+    assert _champion(local) == out["to_version"] == "3"
+    prev = get_alias_version(uri, "salesflow-forecaster", "previous")
     assert str(prev.version) == "1"
+
+    last = load_sales(load_settings("test", **GOOD).data).last_date
+    champ, _ = load_forecaster(uri, "salesflow-forecaster", "champion")
+    challenger = client(uri).get_model_version("salesflow-forecaster", "2")
+    assert champ.trained_until_ == last
+    assert challenger.tags["trained_until"] < str(last.date())
+    assert challenger.tags["salesflow.refit_version"] == "3"
+    assert champ.residual_quantiles_ is not None  # intervals kept from the backtest
+
     audit = read_audit(f"sqlite:///{local}/warehouse.db", "model_audit")
     assert audit["action"].tolist() == ["promote", "promote"]
-    assert audit["to_version"].tolist() == ["1", "2"]
+    assert audit["to_version"].tolist() == ["1", "3"]
+    figures = json.loads(audit["metrics"].iloc[-1])
+    refit_run = client(uri).get_model_version("salesflow-forecaster", "3").run_id
+    assert figures["refit"] == {"version": "3", "run_id": refit_run}
+    assert figures["evaluated"]["version"] == "2"
+    assert figures["challenger"]["wmae"] < figures["champion"]["wmae"]
 
 
 def test_worse_challenger_is_never_promoted(local):
@@ -83,8 +106,58 @@ def test_cli_rollback_restores_exactly_the_previous_version(local):
     from flows.training import training_flow
     from salesflow.cli import main
 
-    training_flow(env="test", overrides=BAD)
+    training_flow(env="test", overrides=BAD, force_champion=True)
     retrain_flow(env="test", overrides=GOOD)
-    assert _champion(local) == "2"
+    assert _champion(local) == "3"
     assert main(["rollback", "--env", "test", "--reason", "bad week"]) == 0
     assert _champion(local) == "1"
+
+
+def test_warehouse_down_at_promotion_moves_no_alias_until_the_audit_row_lands(local, monkeypatch):
+    """The audit write failing once (warehouse unreachable) fails the attempt before the
+    alias moves; the retried step promotes once: one row 'promote 1 -> 3', no duplicate."""
+    from flows.retrain import retrain_flow
+    from flows.training import training_flow
+    from salesflow import lifecycle
+    from salesflow.lifecycle import read_audit
+    from salesflow.registry import client
+    from salesflow.sqlengine import WarehouseUnavailable
+
+    training_flow(env="test", overrides=BAD, force_champion=True)
+    real, seen = lifecycle.write_frame, []
+
+    def down_once(url, frame, table, *args, **kwargs):
+        seen.append(_champion(local))  # where the alias is when the audit row is written
+        if len(seen) == 1:
+            raise WarehouseUnavailable("cannot reach the warehouse at sqlite:///x: refused")
+        return real(url, frame, table, *args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "write_frame", down_once)
+    out = retrain_flow(env="test", overrides=GOOD)
+    assert out["action"] == "promote", out["reason"]
+    assert seen == ["1", "1"]  # the alias had not moved at either write
+    assert _champion(local) == "3"
+    audit = read_audit(f"sqlite:///{local}/warehouse.db", "model_audit")
+    assert audit[["from_version", "to_version"]].values.tolist() == [[None, "1"], ["1", "3"]]
+    versions = client(f"sqlite:///{local}/mlflow.db").search_model_versions(
+        "name = 'salesflow-forecaster'"
+    )
+    assert sorted(str(v.version) for v in versions) == ["1", "2", "3"]
+
+
+def test_retrain_fails_fast_while_another_holds_the_lock(local):
+    """A retrain (flow or `salesflow retrain`) while another run holds the model's lock
+    fails at once with one line naming the holder; nothing is trained or registered."""
+    from flows.retrain import retrain_flow
+    from salesflow.locks import LockHeld, model_lock
+    from salesflow.registry import client
+
+    url = f"sqlite:///{local}/warehouse.db"
+    holder = "flow run 42, ann@box pid 7"
+    with (
+        model_lock(url, "salesflow-forecaster", holder, 600),
+        pytest.raises(LockHeld, match="another retrain .* running: flow run 42, ann@box"),
+    ):
+        retrain_flow(env="test", overrides=GOOD)
+    mlflow_uri = f"sqlite:///{local}/mlflow.db"
+    assert client(mlflow_uri).search_model_versions("name = 'salesflow-forecaster'") == []

@@ -361,3 +361,19 @@ def test_monitor_summary_says_what_moved(scenario_checks):
     )
     assert feature.shifts["temperature"].describe() in text
     assert "| target drift | DRIFT (sales +" in text
+
+
+def test_negative_shift_names_only_the_stores_that_fell():
+    """A fall in stores 1 and 2 reads as a negative change in units and sigma there; the
+    stores that stayed are not listed."""
+    from salesflow.drift_shift import covariate_shift
+
+    rng = np.random.default_rng(1)
+    stores = np.repeat([1, 2, 3, 4], 26)
+    base = pd.Series(rng.normal(50, 2, stores.size))
+    obs = pd.DataFrame({"store": stores, "x": base})
+    cur = base[::2] - np.where(stores[::2] <= 2, 6.0, 0.0)
+    shift = covariate_shift(obs, "x", "store", base[1::2], cur, base)
+    assert shift.moved == ["1", "2"]
+    assert shift.change == pytest.approx(-6.0, abs=1.5) and shift.sigma < -1
+    assert shift.describe().startswith("x -") and shift.describe().endswith("in stores 1, 2 (of 4)")

@@ -57,9 +57,9 @@ def _retrain(settings: Settings) -> dict[str, Any]:
     data = validate_data(
         data, settings.validation, settings.data.as_of, settings.model.horizon
     )
-    check_data(settings, data, "retrain")
-    holdout = make_holdout(data, settings)
     champion, champion_version = load_current_champion(settings)
+    check_data(settings, data, "retrain", champion, champion_version)
+    holdout = make_holdout(data, settings)
     model = prepare_model(settings)
     rows = build_features(holdout.train, model)
     model = train_model(holdout.train, rows, model)

@@ -376,6 +376,16 @@ IN_FLOW = [
         r"champion \(version 1\) does not fit the long data: covariates: expected \[.*'cpi'",
     ),
     Case(
+        "retrain-champion-does-not-fit",
+        ["retrain", "--env", "test", "--source", "long", "--path", "{files}/good.csv"],
+        r"champion \(version 1\) does not fit the long data: covariates",
+    ),
+    Case(
+        "monitor-champion-does-not-fit",
+        ["monitor", "--env", "test", "--source", "long", "--path", "{files}/good.csv"],
+        r"champion \(version 1\) does not fit the long data: covariates",
+    ),
+    Case(
         "warehouse-unreachable",
         _forecast(),
         rf"cannot reach the warehouse at postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:{CLOSED}",
@@ -446,19 +456,26 @@ def test_found_inside_the_flow(world, case, monkeypatch, capsys):
     written, promoted or deleted."""
     code, err, before = _run(world, case, monkeypatch, capsys)
     _check(world, case, code, err, before)
-    if case.code == 2:  # the flow run's state message says the same
+    if case.code == 2:  # the flow run's state message says the same; nothing was retried
         line = next(ln for ln in err.splitlines() if ln.startswith("salesflow:"))
-        assert line.removeprefix("salesflow: ") in _last_flow_run_message()
+        message, run_counts = _last_flow_run()
+        assert line.removeprefix("salesflow: ") in message
+        assert set(run_counts.values()) == {1}, run_counts
 
 
-def _last_flow_run_message() -> str:
+def _last_flow_run() -> tuple[str, dict[str, int]]:
+    """The state message of the latest flow run, and how often each of its tasks ran."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
         (run,) = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
     assert run.state is not None and run.state.is_failed()
-    return run.state.message or ""
+    return run.state.message or "", {t.name: t.run_count for t in tasks}
 
 
 def test_corpus_is_big_enough():

@@ -54,9 +54,7 @@ def retrain_flow(
 
 def _retrain(settings: Settings) -> dict[str, Any]:
     data = ingest_sales(settings.data)
-    data = validate_data(
-        data, settings.validation, settings.data.as_of, settings.model.horizon
-    )
+    data = validate_data(data, settings.validation, settings.data.as_of, settings.model.horizon)
     champion, champion_version = load_current_champion(settings)
     check_data(settings, data, "retrain", champion, champion_version)
     holdout = make_holdout(data, settings)

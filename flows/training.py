@@ -53,9 +53,7 @@ def training_flow(
 
 def _train(settings: Settings, force: bool, actor: str, force_reason: str | None) -> dict[str, Any]:
     data = ingest_sales(settings.data)
-    data = validate_data(
-        data, settings.validation, settings.data.as_of, settings.model.horizon
-    )
+    data = validate_data(data, settings.validation, settings.data.as_of, settings.model.horizon)
     check_data(settings, data, "train")
     model = prepare_model(settings)
     rows = build_features(data, model)

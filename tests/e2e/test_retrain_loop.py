@@ -310,7 +310,9 @@ def test_drift_event_triggers_retrain_that_promotes(
     assert set(_versions(sc.tracking_uri, OTHER_MODEL)) == set(before_versions[OTHER_MODEL])
     champion = get_alias_version(sc.tracking_uri, MODEL, "champion")
     previous = get_alias_version(sc.tracking_uri, MODEL, "previous")
-    assert champion is not None and str(champion.version) == "2"
+    # A promotion registers the holdout-scored challenger (2) and its refit on all the
+    # data (3); the refit becomes champion.
+    assert champion is not None and str(champion.version) == "3"
     assert previous is not None and str(previous.version) == "1"
 
     audit = read_audit(sc.stack.pg_url, AUDIT_TABLE, model_name=MODEL)
@@ -320,7 +322,7 @@ def test_drift_event_triggers_retrain_that_promotes(
     assert (row["action"], row["from_version"], row["to_version"], row["actor"]) == (
         "promote",
         "1",
-        "2",
+        "3",
         "retrain-flow",
     )
 

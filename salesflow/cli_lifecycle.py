@@ -62,11 +62,13 @@ def train_exit_code(result: dict[str, Any]) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from salesflow.lifecycle import record_audit, rollback
+    from salesflow.lifecycle import check_audit_writable, record_audit, rollback
     from salesflow.settings import load_settings
 
     s = load_settings(args.env)
     name = s.model.name
+    # No alias move the audit trail cannot record: the warehouse must answer first.
+    check_audit_writable(s.warehouse_url, s.monitor.audit_table, s.warehouse.schema_name)
     try:
         moved = rollback(
             s.tracking_uri,

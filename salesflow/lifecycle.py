@@ -314,6 +314,19 @@ def delete_audit(url: str, table_name: str, event_id: str, schema: str | None = 
         return conn.execute(sa.delete(table).where(table.c.event_id == event_id)).rowcount
 
 
+def check_audit_writable(url: str, table_name: str, schema: str | None = None) -> None:
+    """Fail before any alias moves when the warehouse cannot take an audit row: it must
+    answer and hold (or accept) the audit table. Raises
+    :class:`~salesflow.sqlengine.WarehouseUnavailable` or the database's error."""
+    from salesflow.sqlengine import connect
+    from salesflow.sqlstore import ensure_table
+
+    with open_engine(url, write=True) as engine:
+        with connect(engine, url):
+            pass
+        ensure_table(engine, audit_table(table_name, schema))
+
+
 def read_audit(
     url: str,
     table_name: str = "model_audit",

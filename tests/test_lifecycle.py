@@ -251,6 +251,24 @@ def test_cli_rollback(tracking_uri, model, tmp_path, monkeypatch, capsys):
     assert len(lc.read_audit(url, "model_audit")) == 2
 
 
+def test_cli_rollback_with_the_warehouse_down_moves_nothing(tracking_uri, model, monkeypatch):
+    """`salesflow rollback` fails before moving the alias when the warehouse that must
+    record it cannot be reached."""
+    from salesflow.sqlengine import WarehouseUnavailable
+
+    monkeypatch.setenv("SALESFLOW_MLFLOW__TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("SALESFLOW_MODEL__NAME", model)
+    monkeypatch.setenv("SALESFLOW_WAREHOUSE_URL", "postgresql+psycopg://postgres@127.0.0.1:9/x")
+    lc.promote(tracking_uri, model, "1", POLICY)
+    lc.promote(tracking_uri, model, "2", POLICY)
+    parser = argparse.ArgumentParser(prog="salesflow")
+    add_rollback_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["rollback", "--env", "test"])
+    with pytest.raises(WarehouseUnavailable):
+        args.func(args)
+    assert alias(tracking_uri, model, "champion") == "2"
+
+
 @pytest.mark.postgres
 def test_audit_on_postgres():
     """Audit rows round-trip on PostgreSQL (table created on first write, ordered by time)."""

@@ -32,7 +32,7 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are user errors (one line, exit code 2)."""
 
     def error(self, message: str) -> Any:  # argparse calls it and expects no return
-        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def parse_overrides(text: str | None) -> dict[str, Any] | None:

@@ -57,7 +57,7 @@ def raise_problems(problems: list[str]) -> None:
 
 def check_before_run(settings: Settings, command: str) -> None:
     """Settings and environment checks; :class:`PreflightError` listing every problem."""
-    problems = settings_problems(settings, command) + environment_problems(settings, command)
+    problems = settings_problems(settings) + environment_problems(settings, command)
     raise_problems(problems)
 
 
@@ -69,7 +69,7 @@ def check_data_fits(settings: Settings, data: SalesData, command: str) -> None:
 # --- settings alone -------------------------------------------------------------------
 
 
-def settings_problems(settings: Settings, command: str) -> list[str]:
+def settings_problems(settings: Settings) -> list[str]:
     """Problems of the settings alone (no I/O)."""
     out = []
     m, f = settings.model, settings.features

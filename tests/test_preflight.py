@@ -93,7 +93,7 @@ def test_retrain_counts_the_holdout(tmp_path, small_data):
 def test_horizon_longer_than_season_is_a_settings_problem(tmp_path):
     """model.horizon beyond features.season_length is reported naming both."""
     s = _settings(tmp_path, model={"horizon": 60})
-    (problem,) = settings_problems(s, "train")
+    (problem,) = settings_problems(s)
     assert "model.horizon (60)" in problem and "features.season_length (52)" in problem
 
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from _accuracy import HOLIDAY_WEIGHT, prepare_data, read_data
-from _common import HERE, QUIET_ENV
+from _common import QUIET_ENV
 from _study import write_study
 
 ORIGINS = ["2011-11-04", "2012-02-03"]
@@ -99,9 +100,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from salesflow.settings import load_settings
 
     settings = load_settings("dev")
-    path = HERE / "out" / "study_refit_data.pkl"
-    meta = prepare_data(args.walmart, path)
-    data = read_data(path)
+    with tempfile.TemporaryDirectory() as tmp:  # no copy of the Walmart data stays behind
+        path = Path(tmp) / "data.pkl"
+        meta = prepare_data(args.walmart, path)
+        data = read_data(path)
     results = []
     for origin in args.origins:
         r = study_origin(data, pd.Timestamp(origin), settings)

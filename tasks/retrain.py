@@ -163,6 +163,7 @@ def apply_decision(
         payload={
             **settings.provenance,
             "version": reg.version,
+            "champion_version": moved["to_version"],  # the refit, when promoted
             "reason": decision.reason,
             **figures,
         },

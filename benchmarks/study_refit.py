@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"| {r['rows']} rows, {r['weeks']} weeks",
             flush=True,
         )
+    (Path(__file__).resolve().parent / "out").mkdir(exist_ok=True)
     return write_study("study_refit", meta, argv, holdout_weeks=HOLDOUT_WEEKS, results=results)
 
 

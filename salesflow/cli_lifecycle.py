@@ -99,6 +99,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
         actor="cli",
         tracking_uri=s.tracking_uri,
         schema=s.warehouse.schema_name,
+        env=s.env,
     )
     return 0
 

@@ -211,6 +211,7 @@ def audit_table(name: str = "model_audit", schema: str | None = None) -> sa.Tabl
         col("metrics"),
         col("flow_run_id", null=True),
         col("actor"),
+        col("env", null=True),
         sa.PrimaryKeyConstraint("event_id"),
         sa.Index(f"ix_{name}_model_at"[:63], "model_name", "at"),
         schema=schema,
@@ -253,6 +254,7 @@ def record_audit(
     actor: str = "cli",
     tracking_uri: str | None = None,
     schema: str | None = None,
+    env: str | None = None,
 ) -> dict[str, Any]:
     """Write one audit row to the warehouse at ``url`` and tag the affected MLflow versions.
 
@@ -262,7 +264,8 @@ def record_audit(
     numpy scalars and NaN (stored as null). With ``tracking_uri``, the affected versions
     (both for promote/rollback, the challenger for reject) get ``salesflow.last_action``,
     ``salesflow.last_action_at`` and ``salesflow.last_action_reason`` tags, written after
-    the row. The table is created if missing. Returns the row as written.
+    the row. ``env`` is the config env the acting run loaded. The table is created if
+    missing (and gains the ``env`` column if it predates it). Returns the row as written.
     """
     if action not in AUDIT_ACTIONS:
         raise ValueError(f"action must be one of {AUDIT_ACTIONS}, got {action!r}")
@@ -278,6 +281,7 @@ def record_audit(
         "metrics": json.dumps(_plain(metrics), sort_keys=True, allow_nan=False),
         "flow_run_id": flow_run_id,
         "actor": actor,
+        "env": env,
     }
     # The row first: a warehouse that cannot take it fails the call before any tag moves.
     write_frame(url, pd.DataFrame([row]), audit_table(table_name, schema))

@@ -145,6 +145,7 @@ def promote_audited(
         metrics=metrics,
         flow_run_id=flow_run_id,
         actor=actor,
+        env=settings.env,
         **_audit_args(settings),
     )
     try:
@@ -179,6 +180,7 @@ def reject_audited(
             metrics=metrics,
             flow_run_id=flow_run_id,
             actor=actor,
+            env=settings.env,
             **_audit_args(settings),
         )
     reject(uri, name, version, reason)

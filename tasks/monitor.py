@@ -21,7 +21,7 @@ from salesflow.drift import (
     target_drift,
 )
 from salesflow.errors import retry_transient
-from salesflow.lifecycle import record_audit, rollback
+from salesflow.lifecycle import check_audit_writable, record_audit, rollback
 from salesflow.loop import RealizedComparison, compare_realized
 from salesflow.model import GlobalForecaster
 from salesflow.monitoring import join_actuals, realized_accuracy, write_accuracy
@@ -174,8 +174,12 @@ def emit_monitor_events(
     cache_policy=NO_CACHE,
 )
 def roll_back_champion(decision: RollbackDecision, settings: Settings) -> dict:
-    """Point the champion alias back at the previous version; audit; event."""
+    """Point the champion alias back at the previous version; audit; event.
+
+    The warehouse must be able to take the audit row before the alias moves."""
     name = settings.model.name
+    w = settings.warehouse
+    check_audit_writable(settings.warehouse_url, settings.monitor.audit_table, w.schema_name)
     moved = rollback(
         settings.tracking_uri,
         name,
@@ -195,12 +199,13 @@ def roll_back_champion(decision: RollbackDecision, settings: Settings) -> dict:
         flow_run_id=flow_run.id,
         actor="monitor-flow",
         tracking_uri=settings.tracking_uri,
-        schema=settings.warehouse.schema_name,
+        schema=w.schema_name,
+        env=settings.env,
     )
     emit_event(
         event="salesflow.model.rolled_back",
         resource={"prefect.resource.id": f"salesflow.model.{name}", "prefect.resource.name": name},
-        payload={**moved, "reason": decision.reason},
+        payload={**moved, "reason": decision.reason, **settings.provenance},
     )
     get_run_logger().warning(
         "Rolled back %s from version %s to %s: %s",

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from salesflow import lifecycle as lc
 from salesflow.cli_lifecycle import add_rollback_command
@@ -400,3 +401,23 @@ def test_retried_rejection_writes_one_row(promo):
         promotion.reject_audited(promo, "3", None, "loses to naive", {}, "run-9", "test")
     assert _audit(promo)["action"].tolist() == ["reject"]
     assert tags(promo.tracking_uri, promo.model.name, "3")[lc.STATUS] == "rejected"
+
+
+def test_audit_rows_carry_the_env_and_old_tables_gain_the_column(tracking_uri, model, tmp_path):
+    """An audit row records the config env of the acting run; a table written before the
+    env column existed is migrated (the column added, older rows null)."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    with sa.create_engine(url).begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE model_audit (event_id TEXT PRIMARY KEY, at TIMESTAMP, action TEXT,"
+            " model_name TEXT, from_version TEXT, to_version TEXT, reason TEXT, metrics TEXT,"
+            " flow_run_id TEXT, actor TEXT)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO model_audit VALUES ('old', '2026-01-01 00:00:00', 'promote', ?, NULL,"
+            " '1', 'first', '{}', NULL, 'cli')",
+            (model,),
+        )
+    lc.record_audit(url, "model_audit", "promote", model, "1", "2", "better", {}, env="scenario")
+    rows = lc.read_audit(url, "model_audit", model_name=model)
+    assert list(rows["env"].fillna("-")) == ["-", "scenario"]

@@ -160,6 +160,12 @@ def check_urls(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     origin = f"${w.url_env}" if w.url_env and environ.get(w.url_env) else "warehouse.url"
     _check_url(settings.warehouse_url, origin, warehouse=True)
     _check_data_url(settings, environ)
+    if settings.mlflow.require_tracking_uri and not settings.mlflow.tracking_uri:
+        raise SettingsError(
+            f"env {settings.env!r} needs a shared MLflow registry (mlflow.require_tracking_uri "
+            "is true) and mlflow.tracking_uri is not set: export "
+            "SALESFLOW_MLFLOW__TRACKING_URI=http://mlflow-host:5000"
+        )
 
 
 def _check_data_url(settings: Settings, environ: Mapping[str, str]) -> None:

@@ -187,6 +187,10 @@ class MlflowSection(_Section):
     tracking_uri: str | None = Field(None, description="None: sqlite file under paths.local_dir")
     experiment: str = "salesflow"
     champion_alias: str = "champion"
+    require_tracking_uri: bool = Field(
+        False,
+        description="tracking_uri must be set (SALESFLOW_MLFLOW__TRACKING_URI): no local fallback",
+    )
 
 
 class WarehouseSection(_Section):

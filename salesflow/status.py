@@ -71,14 +71,20 @@ def gather_status(env: str | None = None, config_dir: Path | None = None) -> Sta
 
 
 def _load(env: str | None, config_dir: Path | None, warnings: list[str]) -> Settings:
-    """The settings; an env that requires a warehouse variable that is unset still loads
-    (without the requirement), with a warning: status shows what is missing."""
-    try:
-        return load_settings(env, config_dir)
-    except SettingsError as exc:
-        relaxed = load_settings(env, config_dir, warehouse={"require_url": False})
-        warnings.append(f"{redact(exc)} (every command of this env fails until it is set)")
-        return relaxed
+    """The settings; an env that requires a warehouse variable or a shared MLflow registry
+    that is unset still loads (without the requirement), with a warning per requirement:
+    status shows what is missing."""
+    relax: dict[str, dict[str, bool]] = {}
+    for step in (
+        {"warehouse": {"require_url": False}},
+        {"mlflow": {"require_tracking_uri": False}},
+    ):
+        try:
+            return load_settings(env, config_dir, **relax)
+        except SettingsError as exc:
+            warnings.append(f"{redact(exc)} (every command of this env fails until it is set)")
+            relax.update(step)
+    return load_settings(env, config_dir, **relax)
 
 
 def _env_source(env: str | None) -> Source:

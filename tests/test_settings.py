@@ -25,6 +25,7 @@ def _no_salesflow_variables(monkeypatch):
 def test_every_config_file_loads(path: Path, monkeypatch):
     """Every YAML in configs/ validates against the Settings model."""
     monkeypatch.setenv("SALESFLOW_WAREHOUSE_URL", PG_WITH_PASSWORD)  # prod requires it
+    monkeypatch.setenv("SALESFLOW_MLFLOW__TRACKING_URI", "http://mlflow:5000")  # and this
     env = "dev" if path.stem == "base" else path.stem
     assert load_settings(env).env == env
 
@@ -261,7 +262,17 @@ def test_settings_error_hides_passwords(tmp_path):
 def test_warehouse_url_from_env(monkeypatch):
     """The warehouse URL (a secret in production) comes from SALESFLOW_WAREHOUSE_URL."""
     monkeypatch.setenv("SALESFLOW_WAREHOUSE_URL", "postgresql+psycopg://u:pw@db/x")
+    monkeypatch.setenv("SALESFLOW_MLFLOW__TRACKING_URI", "http://mlflow:5000")
     assert load_settings("prod").warehouse_url == "postgresql+psycopg://u:pw@db/x"
+
+
+def test_prod_requires_a_shared_registry(monkeypatch):
+    """--env prod with the warehouse set but no MLflow tracking URI fails at load instead of
+    registering models in a local SQLite file no worker or API shares."""
+    monkeypatch.setenv("SALESFLOW_WAREHOUSE_URL", "postgresql+psycopg://u:pw@db/x")
+    monkeypatch.delenv("SALESFLOW_MLFLOW__TRACKING_URI", raising=False)
+    with pytest.raises(SettingsError, match="SALESFLOW_MLFLOW__TRACKING_URI"):
+        load_settings("prod")
 
 
 def test_loading_writes_nothing(tmp_path):

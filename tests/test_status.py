@@ -126,6 +126,7 @@ def test_env_requiring_warehouse_url_warns_instead_of_failing(local):
     st = gather_status("prod")
     assert st.env.value == "prod"
     assert any("SALESFLOW_WAREHOUSE_URL" in w and "not set" in w for w in st.warnings)
+    assert any("SALESFLOW_MLFLOW__TRACKING_URI" in w for w in st.warnings)
 
 
 @pytest.mark.parametrize(

@@ -141,12 +141,13 @@ def check_before_flow(
     as_of: str | None,
     overrides: dict[str, Any] | None,
 ) -> None:
-    """Settings, environment and data-file checks in this process, before a flow (and a
-    temporary Prefect server) starts; raises the first user error found."""
+    """Settings, environment and data-file checks (headers, and the backtest against the
+    file's dates) in this process, before a flow (and a temporary Prefect server) starts;
+    raises the first user error found."""
     from salesflow.preflight import check_before_run, set_mlflow_http_limits
     from salesflow.settings import load_settings, settings_overrides
 
     parse_date(as_of, "--as-of")
     set_mlflow_http_limits()
     settings = load_settings(env, **settings_overrides(source, path, as_of, overrides))
-    check_before_run(settings, command)
+    check_before_run(settings, command, data_span=True)

@@ -58,6 +58,17 @@ def read_columns(path: str | Path, encoding: str = "utf-8") -> list[str]:
         raise _unreadable(p, encoding, exc) from exc
 
 
+def read_column(path: str | Path, column: str, encoding: str = "utf-8") -> pd.Series:
+    """One column of a data file (its other columns are not parsed)."""
+    p = _existing_file(path)
+    try:
+        if p.name.lower().endswith(_PARQUET_SUFFIXES):
+            return pd.read_parquet(p, columns=[column])[column]
+        return pd.read_csv(p, encoding=encoding, usecols=[column])[column]
+    except Exception as exc:  # noqa: BLE001 - every reader failure becomes one clear line
+        raise _unreadable(p, encoding, exc) from exc
+
+
 def read_table_file(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a CSV (plain, ``.csv.gz`` or one CSV inside a ``.zip``) or a Parquet file.
 

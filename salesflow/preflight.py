@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from features.calendar import period_step
 from salesflow.errors import UserError, redact
 from salesflow.schema import DATE, ID, SalesData
-from salesflow.settings import Settings
+from salesflow.settings import DataSection, Settings
 
 TRAINING = ("train", "retrain")
 WRITES_SERIES = ("forecast", "monitor")
@@ -55,9 +55,13 @@ def raise_problems(problems: list[str]) -> None:
         raise PreflightError("; ".join(problems))
 
 
-def check_before_run(settings: Settings, command: str) -> None:
-    """Settings and environment checks; :class:`PreflightError` listing every problem."""
+def check_before_run(settings: Settings, command: str, data_span: bool = False) -> None:
+    """Settings and environment checks; :class:`PreflightError` listing every problem.
+    ``data_span``: also the backtest check on the data file's dates (the CLI, before any
+    flow; the flows check it on the validated data)."""
     problems = settings_problems(settings) + environment_problems(settings, command)
+    if data_span and not problems and command in TRAINING:
+        problems = _file_span_problems(settings, command)
     raise_problems(problems)
 
 
@@ -146,6 +150,48 @@ def _source_problems(settings: Settings) -> list[str]:
     except UserError as exc:
         return [str(exc)]
     return []
+
+
+def _file_span_problems(settings: Settings, command: str) -> list[str]:
+    """The backtest check on the data file's dates alone (one column read), before any
+    flow: validation only drops rows, so a span too short now stays too short."""
+    try:
+        periods = file_periods(settings.data)
+    except UserError as exc:
+        return [str(exc)]
+    if periods is None:
+        return []
+    held = settings.policy.holdout_periods if command == "retrain" else 0
+    return backtest_problems(settings, periods - held, held)
+
+
+def file_periods(data: DataSection) -> int | None:
+    """Periods from the first to the last date (up to ``data.as_of``) of a long or Walmart
+    file, reading its date column only; None for the other sources."""
+    from salesflow.canonical import SourceError, to_dates
+    from salesflow.datafiles import read_column
+    from salesflow.sources import walmart_file
+
+    if data.source == "long" and data.path:
+        m, path = data.long, Path(data.path)
+        dates = to_dates(read_column(path, m.date, m.encoding), m.date, m.date_format)
+        freq = data.freq
+    elif data.source == "walmart" and data.path:
+        path = walmart_file(Path(data.path), "train")
+        dates, freq = to_dates(read_column(path, "Date"), "Date", "%Y-%m-%d"), "W-FRI"
+    else:
+        return None
+    if dates.dropna().empty:
+        raise SourceError(f"data file {path} has no rows with a date")
+    if data.as_of is not None:
+        kept = dates[dates <= pd.Timestamp(data.as_of)]
+        if kept.empty:
+            raise SourceError(
+                f"no data on or before as_of {data.as_of} (--as-of) in {path}: it starts on "
+                f"{dates.min():%Y-%m-%d}"
+            )
+        dates = kept
+    return int((dates.max() - dates.min()) / period_step(freq)) + 1
 
 
 def set_mlflow_http_limits() -> None:

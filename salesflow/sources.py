@@ -61,7 +61,8 @@ _WALMART_NEEDED = {
 }
 
 
-def _walmart_file(folder: Path, stem: str) -> Path:
+def walmart_file(folder: Path, stem: str) -> Path:
+    """``<stem>.csv`` (or zipped / gzipped) in a Walmart folder; SourceNotFound naming it."""
     for suffix in (".csv", ".csv.zip", ".csv.gz", ".zip"):
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
@@ -75,7 +76,7 @@ def _walmart_file(folder: Path, stem: str) -> Path:
 
 def _read_walmart(folder: Path, stem: str, needed: list[str]) -> pd.DataFrame:
     """One Walmart file with canonical snake_case names; ``needed`` are checked."""
-    path = _walmart_file(folder, stem)
+    path = walmart_file(folder, stem)
     frame = read_table_file(path).rename(columns=_WALMART_NAMES)
     require_columns(frame, needed, f"walmart {path.name}")
     if DATE in frame.columns:
@@ -355,7 +356,7 @@ def check_source_files(data: DataSection) -> None:
                 f"walmart data folder {folder} not found: check data.path (--path)"
             )
         for stem, needed in _WALMART_NEEDED.items():
-            path = _walmart_file(folder, stem)
+            path = walmart_file(folder, stem)
             _require_header(path, needed, f"walmart {path.name}", "utf-8", _WALMART_NAMES)
 
 

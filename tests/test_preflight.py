@@ -335,3 +335,41 @@ def test_disk_full_is_one_line_exit_1(capsys):
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
     assert err.startswith("salesflow: no space left on device writing /data/w.db")
+
+
+# --- the backtest against a file's dates, before any flow -------------------------------
+
+
+def test_file_periods_match_the_loaded_data(tmp_path, small_data):
+    """The date column alone gives the periods of the loaded history (long and Walmart)."""
+    from salesflow.preflight import file_periods
+    from salesflow.sources import load_sales
+
+    h = small_data.history
+    p = tmp_path / "l.csv"
+    pd.DataFrame({"store": h["store"], "dept": h["dept"], "date": h["ds"], "sales": h["y"]}).to_csv(
+        p, index=False
+    )
+    for data in (
+        _settings(tmp_path, data={"source": "long", "path": str(p)}).data,
+        _settings(tmp_path, data={"source": "walmart", "path": str(WALMART_MINI)}).data,
+        _settings(tmp_path, data={"source": "long", "path": str(p), "as_of": "2011-06-03"}).data,
+    ):
+        assert file_periods(data) == n_periods(load_sales(data))
+    assert file_periods(_settings(tmp_path).data) is None  # synthetic: nothing to read
+
+
+def test_cli_check_finds_a_short_file_before_the_flow(tmp_path, small_data):
+    """With data_span (the CLI) a file too short for the backtest fails at once; the flows'
+    own check waits for the validated data."""
+    from salesflow.preflight import check_before_run
+
+    h = small_data.history
+    p = tmp_path / "short.csv"
+    frame = pd.DataFrame({"store": h["store"], "dept": h["dept"], "date": h["ds"], "sales": h["y"]})
+    frame[frame["date"] < "2011-01-01"].to_csv(p, index=False)
+    s = _settings(tmp_path, data={"source": "long", "path": str(p)})
+    check_before_run(s, "train")
+    check_before_run(s, "forecast", data_span=True)
+    with pytest.raises(PreflightError, match="data too short for the backtest: 48 periods"):
+        check_before_run(s, "train", data_span=True)

@@ -60,9 +60,9 @@ def _make_files(d: Path) -> None:
     good.to_csv(d / "good.csv", index=False)
     good.rename(columns={"sales": "revenue"}).to_csv(d / "wrong_column.csv", index=False)
     (d / "empty.csv").write_bytes(b"")
-    (d / "latin1.csv").write_bytes(
-        "store,dept,date,sales\n1,Caf\xe9,2012-01-06,1\n".encode("latin-1")
-    )
+    cafe = good.astype({"dept": str})
+    cafe.loc[3, "dept"] = "Caf\xe9"
+    cafe.to_csv(d / "latin1.csv", index=False, encoding="latin-1")
     _zip(d / "binary.zip", {"model.bin": bytes(range(256)) * 4})
     _zip(d / "two.zip", {"a.csv": b"store\n1\n", "b.csv": b"store\n2\n"})
     (d / "not_a_zip.zip").write_text("store,dept,date,sales\n")
@@ -221,7 +221,6 @@ BEFORE_FLOW = [
         r"missing column\(s\) \['week'\]",
     ),
     Case("empty-file", _long("empty.csv"), r"empty\.csv is empty"),
-    Case("not-utf8", _long("latin1.csv"), r"not utf-8 text.*set data\.long\.encoding"),
     Case("zip-holds-binary", _long("binary.zip"), r"holds 'model\.bin', not a CSV"),
     Case("zip-holds-two-files", _long("two.zip"), r"holds 2 files"),
     Case("zip-that-is-not", _long("not_a_zip.zip"), r"not a zip archive"),
@@ -253,6 +252,22 @@ BEFORE_FLOW = [
         "wrong-walmart-folder",
         _train("--source", "walmart", "--path", "{files}/not_walmart"),
         r"no train\.csv .*point --path",
+    ),
+    Case("parquet-without-rows", _long("no_rows.parquet"), r"no_rows\.parquet has no rows"),
+    Case(
+        "unparsable-dates",
+        _long("good.csv", "--set", '{"data": {"long": {"date_format": "%d/%m/%Y"}}}'),
+        r"column 'date': cannot parse dates with format '%d/%m/%Y'",
+    ),
+    Case(
+        "as-of-leaves-too-little-history",
+        _long("good.csv", "--as-of", "2011-02-04"),
+        r"data too short for the backtest: 53 periods, need 69",
+    ),
+    Case(
+        "as-of-before-the-data",
+        _long("good.csv", "--as-of", "2001-01-05"),
+        r"no data on or before as_of 2001-01-05 \(--as-of\) in .*good\.csv: it starts on 2010",
     ),
     Case("set-not-json", _train("--set", "{model: 3}"), r"--set is not valid JSON"),
     Case("set-not-object", _train("--set", "[1, 2]"), r"--set must be a JSON object"),
@@ -318,21 +333,16 @@ BEFORE_FLOW = [
 # Found inside the flow run: at ingestion, by the validation gate, by the data checks
 # before any fit, at the champion, or at the write (faults injected).
 IN_FLOW = [
-    Case("parquet-without-rows", _long("no_rows.parquet"), r"no_rows\.parquet has no rows"),
     Case(
         "walmart-duplicate-features",
-        _train("--source", "walmart", "--path", "{files}/walmart_dup"),
+        _forecast("--source", "walmart", "--path", "{files}/walmart_dup"),
         r"walmart features file: 1 repeated rows .*'store'",
     ),
+    Case("not-utf8", _long("latin1.csv"), r"not utf-8 text.*set data\.long\.encoding"),
     Case(
         "letter-coded-holiday",
         _long("holiday_letters.csv", "--set", '{"data": {"long": {"holiday": "holiday"}}}'),
         r"column 'holiday': cannot read \['-', 'H'\] as booleans",
-    ),
-    Case(
-        "unparsable-dates",
-        _long("good.csv", "--set", '{"data": {"long": {"date_format": "%d/%m/%Y"}}}'),
-        r"column 'date': cannot parse dates with format '%d/%m/%Y'",
     ),
     Case("duplicate-rows", _long("duplicate_rows.csv"), r"unique \(series, date\)"),
     Case("target-out-of-range", _long("negative.csv"), r"in range.*y"),

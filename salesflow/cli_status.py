@@ -77,7 +77,8 @@ def _print_status(st: Any, api: tuple[str, str]) -> None:
         )
         if run := f.get("last_run"):
             print(
-                f"  last write: origin {run['forecast_origin']}, {run['rows_written']} rows, "
+                f"  last write: origin {run['forecast_origin']}, "
+                f"{int(run['rows_written'] or 0):,} rows, "
                 f"flow run {run['flow_run_id'] or '-'}, env {run['env'] or '-'}, "
                 f"finished {run['finished_at']} UTC"
             )

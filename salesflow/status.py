@@ -254,7 +254,13 @@ def _last_run(url: str, s: Settings) -> dict[str, Any] | None:
         )
     except Exception:  # noqa: BLE001 - an older or foreign table: the forecasts say enough
         return None
-    return {k: None if v is None else str(v)[:19] for k, v in rows[0].items()} if rows else None
+    if not rows:
+        return None
+    # Times to the second; ids and counts whole (a cut flow run id cannot be looked up).
+    return {
+        k: None if v is None else str(v)[:19] if k.endswith("_at") else v
+        for k, v in rows[0].items()
+    }
 
 
 def _audit(url: str, s: Settings) -> tuple[list[dict[str, Any]], str]:

@@ -82,13 +82,17 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f}"
+
+
 def _cmd_monitor(args: argparse.Namespace) -> int:
     from flows.monitor import monitor_flow
 
     r = monitor_flow(**_flow_args(args))
     print(
-        f"\nVersion {r['model_version']}: realized WMAE {r['realized_wmae']}, backtest "
-        f"WMAE {r['backtest_wmae']}, degraded: {r['degraded']}"
+        f"\nVersion {r['model_version']}: realized WMAE {_num(r['realized_wmae'])}, backtest "
+        f"WMAE {_num(r['backtest_wmae'])}, degraded: {r['degraded']}"
     )
     for kind, cols in r["drifted_columns"].items():
         print(f"{kind} drift: {'DRIFT' if r['drift'][kind] else 'no'} {', '.join(cols)}")

@@ -61,8 +61,10 @@ def to_dates(values: pd.Series, name: str, fmt: str | None = None) -> pd.Series:
             out = pd.to_datetime(values, format=fmt)
     except (ValueError, TypeError) as exc:
         how = f" with format {fmt!r}" if fmt else ""
+        # pandas appends a paragraph of advice about its own arguments: keep the first sentence.
+        why = str(exc).split(". You might want to try")[0]
         raise SourceError(
-            f"column {name!r}: cannot parse dates{how}: {exc}; set data.long.date_format "
+            f"column {name!r}: cannot parse dates{how}: {why}; set data.long.date_format "
             "(e.g. '%d/%m/%Y') or fix the file"
         ) from exc
     if getattr(out.dt, "tz", None) is not None:

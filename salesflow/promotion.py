@@ -21,6 +21,7 @@ from typing import Any
 
 from salesflow.lifecycle import (
     STATUS,
+    Action,
     _tag,
     delete_audit,
     promote,
@@ -87,6 +88,31 @@ def _audit_args(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _record(
+    settings: Settings,
+    action: Action,
+    from_version: str | None,
+    to_version: str,
+    reason: str,
+    metrics: dict[str, Any],
+    flow_run_id: str | None,
+    actor: str,
+) -> dict[str, Any]:
+    """One audit row of ``settings.model.name`` in the settings' warehouse, with their env."""
+    return record_audit(
+        action=action,
+        model_name=settings.model.name,
+        from_version=from_version,
+        to_version=to_version,
+        reason=reason,
+        metrics=metrics,
+        flow_run_id=flow_run_id,
+        actor=actor,
+        env=settings.env,
+        **_audit_args(settings),
+    )
+
+
 def find_audit(
     settings: Settings, flow_run_id: str | None, action: str, version: str
 ) -> dict[str, Any] | None:
@@ -136,18 +162,7 @@ def promote_audited(
         return {"from_version": done["from_version"], "to_version": version}
     if current != expected:
         raise ChampionChanged(_changed(settings, expected, current, version))
-    row = record_audit(
-        action="promote",
-        model_name=name,
-        from_version=current,
-        to_version=version,
-        reason=reason,
-        metrics=metrics,
-        flow_run_id=flow_run_id,
-        actor=actor,
-        env=settings.env,
-        **_audit_args(settings),
-    )
+    row = _record(settings, "promote", current, version, reason, metrics, flow_run_id, actor)
     try:
         moved = promote(uri, name, version, settings.policy, settings.mlflow.champion_alias)
     except Exception:
@@ -171,17 +186,8 @@ def reject_audited(
     version, uri, name = str(version), settings.tracking_uri, settings.model.name
     row = find_audit(settings, flow_run_id, "reject", version)
     if row is None:
-        row = record_audit(
-            action="reject",
-            model_name=name,
-            from_version=champion_version,
-            to_version=version,
-            reason=reason,
-            metrics=metrics,
-            flow_run_id=flow_run_id,
-            actor=actor,
-            env=settings.env,
-            **_audit_args(settings),
+        row = _record(
+            settings, "reject", champion_version, version, reason, metrics, flow_run_id, actor
         )
     reject(uri, name, version, reason)
     tag_last_action(uri, name, "reject", [version], row)

@@ -5,18 +5,16 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from salesflow.errors import retry_transient
 from salesflow.report import data_summary
 from salesflow.schema import SalesData
 from salesflow.settings import DataSection
 from salesflow.sources import load_sales
+from tasks import TRANSIENT_IO_RETRIES
 
 
 @task(
     name="ingest-sales",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def ingest_sales(cfg: DataSection) -> SalesData:

@@ -6,16 +6,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from salesflow.errors import retry_transient
 from salesflow.locks import Lease, acquire_lock, describe_holder, release_lock
 from salesflow.settings import Settings
+from tasks import TRANSIENT_IO_RETRIES
 
 
 @task(
     name="acquire-model-lock",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def acquire_model_lock(settings: Settings) -> Lease:
@@ -36,9 +34,7 @@ def acquire_model_lock(settings: Settings) -> Lease:
 
 @task(
     name="release-model-lock",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def release_model_lock(lease: Lease) -> None:

@@ -20,7 +20,6 @@ from salesflow.drift import (
     save_report_html,
     target_drift,
 )
-from salesflow.errors import retry_transient
 from salesflow.lifecycle import check_audit_writable, record_audit, rollback
 from salesflow.loop import RealizedComparison, compare_realized
 from salesflow.model import GlobalForecaster
@@ -31,13 +30,12 @@ from salesflow.report import report_links
 from salesflow.schema import SalesData
 from salesflow.settings import Settings
 from salesflow.warehouse import read_forecasts
+from tasks import TRANSIENT_IO_RETRIES
 
 
 @task(
     name="measure-accuracy",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def measure_accuracy(
@@ -168,9 +166,7 @@ def emit_monitor_events(
 
 @task(
     name="roll-back-champion",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def roll_back_champion(decision: RollbackDecision, settings: Settings) -> dict:

@@ -12,7 +12,6 @@ from prefect.runtime import flow_run
 
 from salesflow import plots
 from salesflow.backtest import BacktestResult
-from salesflow.errors import retry_transient
 from salesflow.model import GlobalForecaster
 from salesflow.policy import decide_first_champion
 from salesflow.promotion import (
@@ -27,13 +26,12 @@ from salesflow.retraining import backtest_scorecard
 from salesflow.schema import SalesData
 from salesflow.settings import Settings
 from salesflow.training import example_input, run_record
+from tasks import TRANSIENT_IO_RETRIES
 
 
 @task(
     name="register-model",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def register_model(
@@ -81,9 +79,7 @@ def register_model(
 
 @task(
     name="gate-first-champion",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def gate_first_champion(

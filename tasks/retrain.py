@@ -12,7 +12,6 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from salesflow.backtest import BacktestResult
-from salesflow.errors import retry_transient
 from salesflow.model import GlobalForecaster
 from salesflow.policy import Decision, decide
 from salesflow.promotion import ChampionChanged, promote_audited, reject_audited, tag_evaluated
@@ -27,6 +26,7 @@ from salesflow.retraining import (
 )
 from salesflow.schema import SalesData
 from salesflow.settings import Settings
+from tasks import TRANSIENT_IO_RETRIES
 
 
 @task(name="split-holdout", cache_policy=NO_CACHE)
@@ -44,9 +44,7 @@ def make_holdout(data: SalesData, settings: Settings) -> Holdout:
 
 @task(
     name="load-current-champion",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def load_current_champion(settings: Settings) -> tuple[GlobalForecaster | None, str | None]:
@@ -135,9 +133,7 @@ def _carry_out(
 
 @task(
     name="apply-decision",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def apply_decision(

@@ -22,13 +22,12 @@ from salesflow.warehouse import (
     redact_url,
     write_forecasts,
 )
+from tasks import TRANSIENT_IO_RETRIES
 
 
 @task(
     name="load-champion",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_transient,
+    **TRANSIENT_IO_RETRIES,
     cache_policy=NO_CACHE,
 )
 def load_champion(settings: Settings) -> tuple[GlobalForecaster, dict[str, Any]]:

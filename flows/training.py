@@ -65,12 +65,21 @@ def _train(settings: Settings, force: bool, actor: str, force_reason: str | None
     reg = replace(reg, alias=settings.mlflow.champion_alias if promoted else None)
     overall = bt.overall()
     origins = bt.origins
+    by_origin = bt.origin_rows()
     create_markdown_artifact(
         key="training-summary",
         markdown=training_summary(
-            data, overall, origins, reg.name, reg.version, reg.alias, reg.run_id, reg.tracking_uri
+            data,
+            overall,
+            origins,
+            reg.name,
+            reg.version,
+            reg.alias,
+            reg.run_id,
+            reg.tracking_uri,
+            by_origin,
         ),
-        description="Data, backtest metrics vs baselines, registered version",
+        description="Data, backtest metrics vs baselines (pooled and per origin), version",
     )
     if reg.tracking_uri.startswith("http"):
         create_link_artifact(
@@ -88,6 +97,7 @@ def _train(settings: Settings, force: bool, actor: str, force_reason: str | None
         "reason": gate["reason"],
         "origins": origins,
         "metrics": {m: overall.loc[m].to_dict() for m in overall.index},
+        "by_origin": by_origin,
     }
 
 

@@ -6,8 +6,11 @@ actuals of ``T .. T + horizon - 1``; the baselines are computed from the same hi
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,14 +21,39 @@ from salesflow.model import GlobalForecaster
 from salesflow.schema import DATE, ID, SalesData
 
 PREDICTIONS = ("forecast", "seasonal_naive", "naive")
+"""The prediction columns every backtest frame has; daily data adds ``seasonal_naive_<k>``
+(see :func:`prediction_columns`)."""
+
+_WEEKLY_NAIVE = re.compile(r"seasonal_naive_\d+")
 
 
-def baseline_forecasts(grid: Grid, t: int, horizon: int, season: int) -> pd.DataFrame:
+def prediction_columns(frame: pd.DataFrame) -> list[str]:
+    """The prediction columns present in ``frame``: forecast, seasonal_naive, any
+    ``seasonal_naive_<k>`` (same weekday one week back), naive, in that order."""
+    extra = sorted(c for c in frame.columns if _WEEKLY_NAIVE.fullmatch(str(c)))
+    order = ["forecast", "seasonal_naive", *extra, "naive"]
+    return [c for c in order if c in frame.columns]
+
+
+def _seasonal(y: np.ndarray, t: int, src: np.ndarray, naive: np.ndarray) -> np.ndarray:
+    """Values at grid positions ``src`` (one per horizon) where known, else ``naive``."""
+    out = np.full((len(y), len(src)), np.nan)
+    ok = (src >= 0) & (src < t)
+    out[:, ok] = y[:, src[ok]]
+    return np.where(np.isnan(out), naive[:, None], out)
+
+
+def baseline_forecasts(
+    grid: Grid, t: int, horizon: int, season: int, weekly_season: int = 0
+) -> pd.DataFrame:
     """Baselines from data before index ``t``.
 
     Columns out: unique_id, ds, horizon, naive (last observed value), seasonal_naive (same
     period one season earlier, the naive value where that is unknown). Series without any
-    observation before ``t`` are left out.
+    observation before ``t`` are left out. With ``weekly_season`` > 0 (daily data: 7) also
+    ``seasonal_naive_<weekly_season>``: the value at the latest position ``j - k *
+    weekly_season`` before ``t`` (same weekday of the last week before the origin), naive
+    where unknown. A closed day in a source position gives its recorded value (0).
     """
     y = grid.y[:, :t]
     seen = ~np.isnan(y)
@@ -33,29 +61,46 @@ def baseline_forecasts(grid: Grid, t: int, horizon: int, season: int) -> pd.Data
     last_pos = np.where(has, t - 1 - np.argmax(seen[:, ::-1], axis=1), 0)
     naive = np.where(has, y[np.arange(len(y)), last_pos], np.nan)
     hs = np.arange(1, horizon + 1)
-    src = t + hs - 1 - season
-    seas = np.full((len(y), horizon), np.nan)
-    ok = (src >= 0) & (src < t)
-    seas[:, ok] = y[:, src[ok]]
-    seas = np.where(np.isnan(seas), naive[:, None], seas)
     step = period_step(grid.freq)
     dates = pd.DatetimeIndex([grid.dates[0] + step * (t + h - 1) for h in hs])
     keep = np.flatnonzero(has)
-    return pd.DataFrame(
-        {
-            ID: np.repeat(grid.ids[keep], horizon),
-            DATE: np.tile(dates.to_numpy(), len(keep)),
-            "horizon": np.tile(hs, len(keep)),
-            "naive": np.repeat(naive[keep], horizon),
-            "seasonal_naive": seas[keep].ravel(),
-        }
-    )
+    out = {
+        ID: np.repeat(grid.ids[keep], horizon),
+        DATE: np.tile(dates.to_numpy(), len(keep)),
+        "horizon": np.tile(hs, len(keep)),
+        "naive": np.repeat(naive[keep], horizon),
+        "seasonal_naive": _seasonal(y, t, t + hs - 1 - season, naive)[keep].ravel(),
+    }
+    if weekly_season > 0:
+        # Target j = t + h - 1; k = ceil(h / weekly_season) weeks back is the latest j - k*w < t.
+        back = weekly_season * np.ceil(hs / weekly_season).astype(int)
+        weekly = _seasonal(y, t, t + hs - 1 - back, naive)
+        out[f"seasonal_naive_{weekly_season}"] = weekly[keep].ravel()
+    return pd.DataFrame(out)
+
+
+def _closed(col: pd.Series) -> np.ndarray:
+    """A ``closed`` column as plain booleans; a missing value counts as open."""
+    return col.astype("boolean").fillna(False).to_numpy(dtype=bool)
+
+
+def _json_num(v: Any) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) else v
 
 
 @dataclass
 class BacktestResult:
     """``frame``: one row per (origin, series, target date) with an actual: unique_id,
-    origin, ds, horizon, y, is_holiday, scale, forecast, seasonal_naive, naive."""
+    origin, ds, horizon, y, is_holiday, scale, forecast, seasonal_naive, naive; daily data
+    also ``seasonal_naive_7`` (see :func:`baseline_forecasts`).
+
+    Closed days: when the model's predictions carry a boolean ``closed`` column (data with
+    an open column; the forecast there is exactly 0), the frame keeps it and every metric
+    (:meth:`overall`, :meth:`by`, :meth:`metrics`, :meth:`origin_rows`) scores only the rows
+    of :attr:`scored`, where ``closed`` is False. Without the column (weekly data) every row
+    is scored, exactly as before.
+    """
 
     frame: pd.DataFrame
     holiday_weight: float
@@ -65,23 +110,55 @@ class BacktestResult:
         """The backtest origins as ISO dates, oldest first."""
         return [str(pd.Timestamp(o).date()) for o in sorted(self.frame["origin"].unique())]
 
+    @property
+    def predictions(self) -> list[str]:
+        """The prediction columns scored (see :func:`prediction_columns`)."""
+        return prediction_columns(self.frame)
+
+    @property
+    def scored(self) -> pd.DataFrame:
+        """The rows the metrics score: ``frame`` without closed days."""
+        if "closed" not in self.frame:
+            return self.frame
+        return self.frame[~_closed(self.frame["closed"])]
+
     def overall(self) -> pd.DataFrame:
-        """One row per model: wmae, mae, rmse, bias, n, and wmae ratio to seasonal naive."""
-        f = self.frame.assign(_all="all")
-        out = score_by(f, "_all", list(PREDICTIONS), self.holiday_weight).drop(columns="_all")
+        """One row per model: wmae, mae, rmse, bias, rmspe, n, and wmae ratio to seasonal
+        naive."""
+        f = self.scored.assign(_all="all")
+        out = score_by(f, "_all", self.predictions, self.holiday_weight).drop(columns="_all")
         base = float(out.loc[out.model == "seasonal_naive", "wmae"].iloc[0])
         out["wmae_vs_seasonal_naive"] = out["wmae"] / base if base > 0 else np.nan
         return out.set_index("model")
 
     def by(self, key: str | list[str]) -> pd.DataFrame:
         """Metrics per group (e.g. ``"horizon"``, ``"origin"``, ``"unique_id"``)."""
-        return score_by(self.frame, key, list(PREDICTIONS), self.holiday_weight)
+        return score_by(self.scored, key, self.predictions, self.holiday_weight)
 
     def metrics(self) -> dict[str, float]:
         """Flat dict for MLflow: ``<model>_<metric>`` plus the ratio to seasonal naive."""
         ov = self.overall()
         out = {f"{m}_{k}": float(ov.loc[m, k]) for m in ov.index for k in ov.columns}
         return {k.replace("forecast_", "model_"): v for k, v in out.items()}
+
+    def origin_rows(self) -> list[dict[str, Any]]:
+        """One plain (JSON-able) dict per origin, oldest first: origin (ISO date), n,
+        ``<model>_wmae`` and ``<model>_rmspe`` per prediction column, and
+        wmae_vs_seasonal_naive. A metric that cannot be computed is None."""
+        per = self.by("origin").set_index(["origin", "model"])
+        rows = []
+        for origin in sorted(per.index.get_level_values("origin").unique()):
+            o = per.loc[origin]
+            row: dict[str, Any] = {"origin": str(pd.Timestamp(origin).date())}
+            row["n"] = int(o.loc["forecast", "n"])
+            for m in o.index:
+                row[f"{m}_wmae"] = _json_num(o.loc[m, "wmae"])
+                row[f"{m}_rmspe"] = _json_num(o.loc[m, "rmspe"])
+            base = float(o.loc["seasonal_naive", "wmae"])
+            ratio = float(o.loc["forecast", "wmae"]) / base if base > 0 else math.nan
+            row["wmae_vs_seasonal_naive"] = _json_num(ratio)
+            rows.append(row)
+        return rows
 
 
 def rolling_origins(grid: Grid, horizon: int, n_origins: int, step: int, min_history: int):
@@ -109,6 +186,7 @@ def run_backtest(
     with_baseline: bool = False,
 ) -> BacktestResult:
     """Fit a fresh model per origin on data before it; score model and baselines after it.
+    The predictions' columns (``closed`` among them, when the model emits it) are kept.
     ``with_baseline``: the frame also carries the model's own ``baseline`` (see
     :meth:`GlobalForecaster.predict`)."""
     proto = make_model()
@@ -123,7 +201,8 @@ def run_backtest(
         origin = grid.dates[t]
         model = make_model().fit(data.as_of(origin - period_step(data.freq)))
         pred = model.predict(data, origin=origin, with_baseline=with_baseline)
-        base = baseline_forecasts(grid, t, model.horizon, model.spec.season_length)
+        weekly = getattr(model.spec, "weekly_season", 0)
+        base = baseline_forecasts(grid, t, model.horizon, model.spec.season_length, weekly)
         rows = pred.merge(base, on=[ID, DATE, "horizon"], how="inner")
         parts.append(rows)
         if on_origin:
@@ -132,4 +211,6 @@ def run_backtest(
     actual = data.history[[ID, DATE, "y", "is_holiday"]]
     frame = frame.merge(actual, on=[ID, DATE], how="inner")
     frame["is_holiday"] = frame["is_holiday"].astype(bool)
+    if "closed" in frame:
+        frame["closed"] = _closed(frame["closed"])
     return BacktestResult(frame, holiday_weight)

@@ -27,21 +27,45 @@ from salesflow.cli_lifecycle import (
 from salesflow.cli_status import FLOW_COMMANDS, add_status_command, run_tags
 
 
+def _label(model: str) -> str:
+    if model.startswith("seasonal_naive_"):
+        return f"s.naive {model.removeprefix('seasonal_naive_')}"
+    return {"forecast": "salesflow", "seasonal_naive": "seasonal naive"}.get(model, model)
+
+
+def _ratio(value: float | None) -> str:
+    """A ratio (RMSPE, WMAE ratio) to 3 decimals; n/a when it could not be computed."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
 def _print_training(result: dict[str, Any]) -> None:
     m = result["metrics"]
     alias = result["alias"] or "(champion alias unchanged)"
     print(f"\nRegistered {result['model_name']} version {result['version']} {alias}")
     print(f"Backtest origins: {', '.join(result['origins'])}")
-    print(f"{'model':<16}{'WMAE':>12}{'MAE':>12}{'RMSE':>12}{'bias':>10}{'vs s.naive':>12}")
-    for name, label in (
-        ("forecast", "salesflow"),
-        ("seasonal_naive", "seasonal naive"),
-        ("naive", "naive"),
-    ):
-        r = m[name]
+    print(
+        f"{'model':<16}{'WMAE':>12}{'MAE':>12}{'RMSE':>12}{'bias':>10}{'vs s.naive':>12}"
+        f"{'RMSPE':>10}"
+    )
+    for name, r in m.items():
         print(
-            f"{label:<16}{r['wmae']:>12,.1f}{r['mae']:>12,.1f}{r['rmse']:>12,.1f}"
-            f"{r['bias']:>10,.1f}{r['wmae_vs_seasonal_naive']:>12.3f}"
+            f"{_label(name):<16}{r['wmae']:>12,.1f}{r['mae']:>12,.1f}{r['rmse']:>12,.1f}"
+            f"{r['bias']:>10,.1f}{r['wmae_vs_seasonal_naive']:>12.3f}{_ratio(r.get('rmspe')):>10}"
+        )
+    rows = result.get("by_origin") or []
+    if rows:
+        print("\nPer origin: WMAE of salesflow and seasonal naive, their ratio, RMSPE of each")
+        print(
+            f"{'origin':<16}{'salesflow':>12}{'s.naive':>12}{'vs s.naive':>12}"
+            f"{'RMSPE sf':>10}{'RMSPE sn':>10}"
+        )
+    for r in rows:
+        print(
+            f"{r['origin']:<16}{_num(r['forecast_wmae']):>12}{_num(r['seasonal_naive_wmae']):>12}"
+            f"{_ratio(r['wmae_vs_seasonal_naive']):>12}{_ratio(r['forecast_rmspe']):>10}"
+            f"{_ratio(r['seasonal_naive_rmspe']):>10}"
         )
 
 

@@ -25,19 +25,60 @@ def data_summary(data: SalesData) -> str:
     )
 
 
-def metrics_table(overall: pd.DataFrame) -> str:
-    """Markdown table of the backtest metrics per model (index: model)."""
-    names = {"forecast": "salesflow", "seasonal_naive": "seasonal naive", "naive": "naive"}
+_MODEL_NAMES = {"forecast": "salesflow", "seasonal_naive": "seasonal naive", "naive": "naive"}
+
+
+def model_label(model: str) -> str:
+    """Display name of a backtest prediction column (``seasonal_naive_7``: "seasonal naive
+    (7)")."""
+    if model.startswith("seasonal_naive_"):
+        return f"seasonal naive ({model.removeprefix('seasonal_naive_')})"
+    return _MODEL_NAMES.get(model, model)
+
+
+def _ratio(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.3f}"
+
+
+def metrics_table(overall: pd.DataFrame, by_origin: list[dict[str, Any]] | None = None) -> str:
+    """Markdown table of the backtest metrics per model (index: model), RMSPE included;
+    with ``by_origin`` (:meth:`BacktestResult.origin_rows`) a second table, one row per
+    origin: salesflow and seasonal naive WMAE, their ratio, and both RMSPEs."""
     lines = [
-        "| model | WMAE | MAE | RMSE | bias | WMAE / seasonal naive |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| model | WMAE | MAE | RMSE | bias | RMSPE | WMAE / seasonal naive |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for model, r in overall.iterrows():
         lines.append(
-            f"| {names.get(str(model), model)} | {_fmt(r.wmae)} | {_fmt(r.mae)} | "
-            f"{_fmt(r.rmse)} | {_fmt(r.bias)} | {r.wmae_vs_seasonal_naive:.3f} |"
+            f"| {model_label(str(model))} | {_fmt(r.wmae)} | {_fmt(r.mae)} | "
+            f"{_fmt(r.rmse)} | {_fmt(r.bias)} | {_ratio(r.get('rmspe'))} | "
+            f"{r.wmae_vs_seasonal_naive:.3f} |"
+        )
+    if by_origin:
+        lines += ["", origin_table(by_origin)]
+    return "\n".join(lines)
+
+
+def origin_table(by_origin: list[dict[str, Any]]) -> str:
+    """Markdown table, one row per backtest origin (rows of
+    :meth:`BacktestResult.origin_rows`)."""
+    lines = [
+        "| origin | salesflow WMAE | seasonal naive WMAE | WMAE / seasonal naive | "
+        "salesflow RMSPE | seasonal naive RMSPE | rows |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in by_origin:
+        lines.append(
+            f"| {r['origin']} | {_fmt_opt(r['forecast_wmae'])} | "
+            f"{_fmt_opt(r['seasonal_naive_wmae'])} | {_ratio(r['wmae_vs_seasonal_naive'])} | "
+            f"{_ratio(r['forecast_rmspe'])} | {_ratio(r['seasonal_naive_rmspe'])} | "
+            f"{r['n']:,} |"
         )
     return "\n".join(lines)
+
+
+def _fmt_opt(v: float | None) -> str:
+    return "n/a" if v is None else _fmt(v)
 
 
 def training_summary(
@@ -49,8 +90,10 @@ def training_summary(
     alias: str | None,
     run_id: str,
     tracking_uri: str,
+    by_origin: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The training run's summary: data, backtest metrics vs baselines, registered version."""
+    """The training run's summary: data, backtest metrics vs baselines (pooled, and per
+    origin when ``by_origin`` is given), registered version."""
     alias_line = (
         f"alias **`{alias}`** given to this version"
         if alias
@@ -61,8 +104,9 @@ def training_summary(
             "# salesflow training run",
             data_summary(data),
             f"**Backtest**: {len(origins)} origin(s) {', '.join(origins)}; holiday weeks weigh "
-            "5 in WMAE; accuracy measured only after each origin.",
-            metrics_table(overall),
+            "5 in WMAE; closed days are not scored; RMSPE over rows with sales > 0; accuracy "
+            "measured only after each origin.",
+            metrics_table(overall, by_origin),
             f"**Registered**: `{model_name}` version **{version}** ({alias_line}); "
             f"MLflow run `{run_id}` in `{_safe_uri(tracking_uri)}`.",
         ]

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from salesflow.metrics import bias, mae, rmse, score, score_by, wmae
+from salesflow.metrics import METRICS, bias, mae, rmse, rmspe, score, score_by, wmae
 
 Y = [10.0, 20.0, 30.0, 40.0]
 YHAT = [12.0, 18.0, 30.0, 50.0]
@@ -54,3 +54,27 @@ def test_score_by_matches_scalar_functions():
     assert out.loc["a", "wmae"] == pytest.approx(wmae(Y[:2], YHAT[:2], HOL[:2]))
     assert out.loc["b", "rmse"] == pytest.approx(rmse(Y[2:], YHAT[2:]))
     assert score(f, "p")["bias"] == pytest.approx(bias(Y, YHAT))
+
+
+def test_rmspe_hand_example():
+    """RMSPE skips y <= 0: errors 0.2, -0.1, 0.25 relative -> sqrt((0.04+0.01+0.0625)/3)."""
+    y, yhat = [10.0, 20.0, 0.0, 40.0, -5.0], [12.0, 18.0, 7.0, 50.0, 3.0]
+    assert rmspe(y, yhat) == pytest.approx(math.sqrt(0.1125 / 3))
+
+
+def test_rmspe_without_positive_actuals_is_nan():
+    """With no y > 0 there is no relative error to average: NaN, not an error or 0."""
+    assert math.isnan(rmspe([0.0, -1.0], [1.0, 2.0]))
+
+
+def test_score_and_score_by_carry_rmspe():
+    """score and score_by give RMSPE beside the other metrics, per group; a group without
+    y > 0 gets NaN."""
+    assert "rmspe" in METRICS
+    y, yhat = [10.0, 20.0, 0.0, 0.0], [12.0, 18.0, 3.0, 0.0]
+    f = pd.DataFrame({"g": ["a", "a", "b", "b"], "y": y, "p": yhat, "is_holiday": False})
+    out = score_by(f, "g", ["p"]).set_index("g")
+    assert out.loc["a", "rmspe"] == pytest.approx(rmspe(y[:2], yhat[:2]))
+    assert math.isnan(out.loc["b", "rmspe"])
+    assert score(f, "p")["rmspe"] == pytest.approx(rmspe(y, yhat))
+    assert list(out.columns) == ["model", *METRICS, "n"]

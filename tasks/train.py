@@ -40,7 +40,7 @@ def evaluate_backtest(
     data: SalesData, model: GlobalForecaster, settings: Settings
 ) -> BacktestResult:
     """Rolling-origin backtest vs seasonal naive and naive; sets the model's intervals.
-    Logs the pooled figures and one line per origin; the artifact has both tables."""
+    Logs the pooled figures and the per-origin table; the artifact has both tables."""
     bt = evaluate(data, settings)
     model.set_intervals(bt.frame)
     ov, by_origin = bt.overall(), bt.origin_rows()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import _peers
+import _rossmann_report
 
 METHOD_NOTES = {
     "salesflow": "salesflow's champion pipeline (dev settings, as `salesflow train` ships it)",
@@ -342,12 +343,20 @@ def _peer_config() -> list[str]:
 
 
 def render(r: dict[str, Any]) -> str:
-    parts = _header(r) + _protocol(r)
+    parts = _header(r)
+    walmart = "protocol" in r  # absent when only --rossmann has run so far
+    if walmart:
+        parts += _protocol(r)
     if "single_origin" in r["accuracy"]:
         parts += _single(r)
     if "rolling" in r["accuracy"]:
         parts += _rolling(r)
-    parts += _behind(r) + _peer_config() + _speed(r) + _scale(r)
+    if walmart:
+        parts += _behind(r) + _peer_config()
+    if "rossmann" in r["accuracy"]:
+        parts += _rossmann_report.section(r)
+    if walmart:
+        parts += _speed(r) + _scale(r)
     if r.get("notes"):
         parts += ["## Notes", "", *[f"- {n}" for n in r["notes"]], ""]
     return "\n".join(parts).rstrip() + "\n"

@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/run_all.py --walmart ../shared/data/walmart_recruiting \\
         [--pg-url URL] [--quick]
+    python benchmarks/run_all.py --rossmann ../shared/data/rossmann [--only salesflow]
 
 Writes ``benchmarks/RESULTS.md`` (tables, machine, versions, date, the command) and
 ``benchmarks/results.json``; ``--quick`` runs the same code on a handful of Walmart series
@@ -13,6 +14,13 @@ so it never overwrites the real results. Intermediate frames, per-step JSON and 
 its own with a time limit (:func:`_common.run_measured`); one that runs out of time or
 fails is recorded as skipped with the reason. Needs the ``bench`` extra (mlforecast,
 lightgbm, statsforecast, utilsforecast).
+
+``--rossmann PATH`` runs the daily Rossmann benchmark (``_rossmann.py``) after the Walmart
+ones, or alone when ``--walmart`` is not given: then only ``accuracy.rossmann`` (and
+``accuracy.rossmann_meta``, ``speed.rossmann``) of the existing results.json change and
+RESULTS.md is re-rendered with the Walmart sections as they were. Each method x origin
+forecast is cached in ``benchmarks/out/rossmann/``; ``--only salesflow`` refits salesflow
+alone and scores it with the other methods' cached forecasts.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any
 
 import _accuracy as acc
 import _report
+import _rossmann_run
 import _scoring
 from _common import HERE, QUIET_ENV, describe_machine, run_measured, snapshot_code, write_json
 
@@ -300,7 +309,16 @@ def summarize_size(entry: dict[str, Any], n: int, weeks: int) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--walmart", type=Path, required=True, help="Walmart Recruiting folder")
+    parser.add_argument("--walmart", type=Path, help="Walmart Recruiting folder")
+    parser.add_argument("--rossmann", type=Path, help="Rossmann folder (the daily benchmark)")
+    parser.add_argument(
+        "--only",
+        default=",".join(_rossmann_run.STEPS),
+        help=f"Rossmann: comma-separated subset of {','.join(_rossmann_run.STEPS)}",
+    )
+    parser.add_argument(
+        "--salesflow-env", default="rossmann", help="Rossmann: salesflow's config (configs/)"
+    )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="PostgreSQL for the writes")
     parser.add_argument("--quick", action="store_true", help="smoke run into benchmarks/out/quick")
     parser.add_argument(
@@ -308,7 +326,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="rewrite RESULTS.md from the existing results.json (no measurement)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (args.walmart or args.rossmann or args.render_only):
+        parser.error("give --walmart and/or --rossmann (or --render-only)")
+    unknown = set(args.only.split(",")) - set(_rossmann_run.STEPS)
+    if unknown:
+        parser.error(f"--only: unknown {sorted(unknown)}; choose from {_rossmann_run.STEPS}")
+    return args
 
 
 def render_only(plan: Plan) -> dict[str, Any]:
@@ -325,6 +349,29 @@ def render_only(plan: Plan) -> dict[str, Any]:
     return r
 
 
+def _previous(plan: Plan, command: str, code: dict[str, Any]) -> dict[str, Any]:
+    """results.json as it is (a --rossmann run without --walmart changes only its Rossmann
+    parts), or a skeleton when there is none yet."""
+    import json
+
+    path = plan.out / "results.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"command": command, "quick": plan.quick, "machine": describe_machine(PACKAGES),
+            "code": code, "accuracy": {}, "speed": {}, "scale": {}}  # fmt: skip
+
+
+def _use_snapshot(dest: Path) -> dict[str, Any]:
+    """Snapshot the code to ``dest`` and put it first on this process's and every worker's
+    path (see :func:`_common.snapshot_code`)."""
+    code = snapshot_code(HERE.parent, dest)
+    sys.path.insert(0, code["snapshot"])
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (code["snapshot"], os.environ.get("PYTHONPATH")) if p
+    )
+    return code
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.update(QUIET_ENV)  # before anything loads xgboost / lightgbm, here or below
     args = parse_args(argv)
@@ -333,19 +380,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return render_only(plan)
     plan.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    code = snapshot_code(HERE.parent, plan.work / "code")
-    sys.path.insert(0, code["snapshot"])  # this process and (PYTHONPATH) every worker
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (code["snapshot"], os.environ.get("PYTHONPATH")) if p
-    )
+    snap = plan.work if args.walmart else _rossmann_run.WORK
+    code = _use_snapshot(snap / "code")
+    command = " ".join(["python", "benchmarks/run_all.py", *map(shlex.quote, sys.argv[1:])])
+    command = command if argv is None else f"run_all.main({argv})"
+    results, md = plan.out / "results.json", plan.out / "RESULTS.md"
+    if args.walmart:
+        r = run_walmart(plan, args, code, command, start)
+    else:
+        r = _previous(plan, command, code)
+    if args.rossmann:
+        meta = {"command": command, "machine": describe_machine(PACKAGES), "code": code}
+        only = args.only.split(",")
+        _rossmann_run.run(args.rossmann.resolve(), only, args.salesflow_env, r, meta)
+        write_json(results, r)
+        md.write_text(_report.render(r))
+    print(f"[run_all] done in {time.perf_counter() - start:.0f} s: {md} and {results}", flush=True)
+    return r
+
+
+def run_walmart(
+    plan: Plan, args: argparse.Namespace, code: dict[str, Any], command: str, start: float
+) -> dict[str, Any]:
+    """Every Walmart benchmark: accuracy, speed, scale; results.json and RESULTS.md are
+    rewritten after each part."""
     walmart = args.walmart.resolve()
     if plan.quick:
         walmart = walmart_subset(
             walmart, plan.work / "walmart_subset", ["1", "2"], ["1", "2", "3", "4"]
         )
-    command = " ".join(["python", "benchmarks/run_all.py", *map(shlex.quote, sys.argv[1:])])
     r: dict[str, Any] = {
-        "command": command if argv is None else f"run_all.main({argv})",
+        "command": command,
         "quick": plan.quick,
         "machine": describe_machine(PACKAGES),
         "code": code,
@@ -377,7 +442,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pg = None if "skipped" in r["speed"].get("batch_cycle", {}) else args.pg_url
     run_scale(plan, pg, r)
     save()
-    print(f"[run_all] done in {r['total_s']:.0f} s: {md} and {results}", flush=True)
     return r
 
 

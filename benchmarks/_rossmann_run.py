@@ -1,0 +1,157 @@
+"""Running the Rossmann benchmark: each method x origin in a process of its own, then the
+scores into ``results["accuracy"]["rossmann"]`` (called by ``run_all.py --rossmann``).
+
+``python benchmarks/_rossmann_run.py TASK ARGS OUT`` is the worker (like ``_worker.py``):
+it runs ``TASKS[TASK](**json.loads(ARGS))`` and writes the result with its peak RSS to OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the sibling _modules, when run as the worker
+
+import _rossmann as ros  # noqa: E402
+
+WORK = HERE / "out" / "rossmann"
+STEPS = ["baselines", "mlforecast_lgbm", "statsforecast_mstl", "salesflow"]
+LIMIT_S = {"baselines": 300, "mlforecast_lgbm": 900, "statsforecast_mstl": 1200, "salesflow": 2700}
+
+
+# --- tasks (one process each) ---------------------------------------------------------------
+
+
+def task_baselines(work: str, origin: str) -> dict[str, Any]:
+    """The three baselines from ``origin``; one cached frame each."""
+    panel = pd.read_parquet(Path(work) / "panel.parquet")
+    hist, target = ros.history(panel, origin), ros.window(panel, origin)
+    timing = {}
+    for name, func in ros.BASELINE_FUNCS.items():
+        t0 = time.perf_counter()
+        fc = ros.closed_to_zero(target, func(hist, target).to_numpy(dtype=float))
+        timing[name] = round(time.perf_counter() - t0, 2)
+        out = target[["Store", "Date"]].assign(forecast=fc)
+        out.to_parquet(ros.frame_path(work, name, origin))
+    return {"fit_s": timing}
+
+
+def task_method(work: str, method: str, origin: str, **kwargs: Any) -> dict[str, Any]:
+    """One peer or salesflow from ``origin`` (``_rossmann_peers.FORECASTERS[method]``);
+    closed days set to 0 and everything clipped at 0 here, for every method alike."""
+    import _rossmann_peers
+
+    panel = pd.read_parquet(Path(work) / "panel.parquet")
+    stores = pd.read_parquet(Path(work) / "stores.parquet")
+    target = ros.window(panel, origin)
+    pred, info = _rossmann_peers.FORECASTERS[method](panel, stores, origin, **kwargs)
+    out = target[["Store", "Date", "Open"]].merge(pred, on=["Store", "Date"], how="left")
+    info["missing_forecasts"] = int(out.loc[out["Open"] == 1, "forecast"].isna().sum())
+    for col in [c for c in out.columns if c == "forecast" or c[:3] in ("lo_", "hi_")]:
+        out[col] = ros.closed_to_zero(out, out[col].to_numpy(dtype=float))
+    out.drop(columns="Open").to_parquet(ros.frame_path(work, method, origin))
+    return info
+
+
+TASKS = {"baselines": task_baselines, "method": task_method}
+
+
+def measure(task: str, args: dict[str, Any], work: Path, limit: float, label: str) -> dict:
+    """``_common.run_measured`` for this module's tasks: ``TASKS[task](**args)`` in a fresh
+    process of its own session, killed with its group after ``limit`` s; the result has
+    ``wall_s`` and the process's peak RSS, or ``skipped`` with the reason."""
+    from _common import QUIET_ENV
+
+    work.mkdir(parents=True, exist_ok=True)
+    out, log = work / f"{label}.json", work / f"{label}.log"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(HERE / "_rossmann_run.py"), task, json.dumps(args), str(out)]
+    print(f"[rossmann] {label}: started (limit {limit:.0f} s)", flush=True)
+    start = time.perf_counter()
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **QUIET_ENV}, stdout=sink, stderr=subprocess.STDOUT,
+            cwd=HERE.parent, start_new_session=True,
+        )  # fmt: skip
+        try:
+            code = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            print(f"[rossmann] {label}: timed out", flush=True)
+            return {"skipped": f"timed out: over the {limit:.0f} s limit", "wall_s": limit}
+    wall = round(time.perf_counter() - start, 1)
+    if code != 0 or not out.exists():
+        tail = [ln for ln in log.read_text().splitlines() if ln.strip()][-3:]
+        print(f"[rossmann] {label}: failed (exit {code}): {tail}", flush=True)
+        return {"skipped": f"failed (exit {code}): {' | '.join(tail)}", "wall_s": wall}
+    result = json.loads(out.read_text())
+    print(f"[rossmann] {label}: {wall} s, peak {result.get('peak_mb')} MB", flush=True)
+    return {**result, "wall_s": wall}
+
+
+# --- orchestration --------------------------------------------------------------------------
+
+
+def _step_args(step: str, origin: str, folder: Path, env: str) -> tuple[str, dict[str, Any]]:
+    base = {"work": str(WORK), "origin": origin}
+    if step == "baselines":
+        return "baselines", base
+    if step == "salesflow":
+        return "method", {**base, "method": step, "data_path": str(folder), "env": env}
+    return "method", {**base, "method": step}
+
+
+def run(folder: Path, only: list[str], env: str, r: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Prepare the panel, run the ``only`` steps per origin (caching their forecasts), then
+    score every method's cached forecasts; updates ``r["accuracy"]["rossmann"]``,
+    ``r["accuracy"]["rossmann_meta"]`` (``meta`` plus the data and protocol) and
+    ``r["speed"]["rossmann"]`` (per step and origin; steps not rerun keep their entry)."""
+    start = time.perf_counter()
+    meta["data"] = ros.prepare(folder, WORK)
+    speed = r.setdefault("speed", {}).setdefault("rossmann", {})
+    code_by_step = r.get("accuracy", {}).get("rossmann_meta", {}).get("code_by_step", {})
+    for step in [s for s in STEPS if s in only]:
+        speed[step] = {}
+        code_by_step[step] = meta["code"]
+        for origin in ros.ORIGINS:
+            task, args = _step_args(step, origin, folder, env)
+            speed[step][origin] = measure(task, args, WORK, LIMIT_S[step], f"{step}-{origin}")
+    scores = ros.score_all(WORK, ros.ORIGINS)
+    a = r.setdefault("accuracy", {})
+    a["rossmann"] = scores.pop("methods")
+    a["rossmann_meta"] = {
+        **meta,
+        **scores,
+        "path": str(folder),
+        "origins": ros.ORIGINS,
+        "horizon": ros.HORIZON,
+        "holiday_weight": ros.HOLIDAY_WEIGHT,
+        "tuning_origin": ros.TUNING_ORIGIN,
+        "salesflow_env": env,
+        "steps_run": [s for s in STEPS if s in only],
+        "code_by_step": code_by_step,
+        "total_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def main(argv: list[str]) -> None:
+    """The worker: ``TASK ARGS OUT`` (see :func:`measure`)."""
+    from _common import peak_rss_mb, write_json
+
+    name, args, out = argv[0], json.loads(argv[1]), Path(argv[2])
+    write_json(out, {**TASKS[name](**args), **peak_rss_mb()})
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    main(sys.argv[1:])

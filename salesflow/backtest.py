@@ -190,7 +190,9 @@ def run_backtest(
     ``with_baseline``: the frame also carries the model's own ``baseline`` (see
     :meth:`GlobalForecaster.predict`)."""
     proto = make_model()
-    grid = make_grid(data.history, None, data.covariates, data.freq)
+    # Only the target: the baselines need no covariates (categorical ones may be text here),
+    # and closed days keep their recorded value (0): see baseline_forecasts.
+    grid = make_grid(data.history, None, [], data.freq)
     idx = (
         [grid.index_of(o) for o in origins]
         if origins

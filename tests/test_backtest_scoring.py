@@ -219,3 +219,13 @@ def test_markdown_tables_show_rmspe_and_origins(daily_data):
     for r in bt.origin_rows():
         assert f"| {r['origin']} | {r['forecast_wmae']:,.2f} |" in md
     assert "| origin |" not in metrics_table(bt.overall())
+
+
+def test_text_covariates_do_not_reach_the_baselines(daily_data):
+    """A categorical covariate kept as text (StateHoliday's letters) does not break the
+    backtest: the baselines read only the target."""
+    from dataclasses import replace
+
+    h = daily_data.history.assign(state_holiday="a")
+    data = replace(daily_data, history=h, covariates=[*daily_data.covariates, "state_holiday"])
+    assert len(_backtest(data, closes_sundays=True).overall()) == 4

@@ -89,6 +89,46 @@ def to_bool(values: pd.Series, name: str) -> pd.Series:
     return text.isin(_TRUE).fillna(False).astype(bool)
 
 
+def to_text(values: pd.Series) -> pd.Series:
+    """Category labels: stripped strings (object dtype), missing and empty values as NaN.
+
+    Whole numbers lose their ``.0`` so 0, 0.0 and "0" are one label (CSV readers mix them).
+    """
+    # Labels are few: convert each distinct value once, then index (1 M rows in ~0.1 s).
+    codes, uniques = pd.factorize(values)
+    distinct = pd.Series(uniques)
+    if ptypes.is_numeric_dtype(distinct) and not ptypes.is_bool_dtype(distinct):
+        num = distinct.astype("float64")
+        whole = bool((num == num.round()).all())
+        text = (num.astype("Int64") if whole else num).astype("string")
+    else:
+        text = distinct.astype("string").str.strip()
+    labels = text.mask(text == "").to_numpy(dtype=object, na_value=np.nan)
+    table = np.append(labels, np.nan).astype(object)  # code -1 (missing) -> the last: NaN
+    return pd.Series(table[codes], index=values.index, name=values.name)
+
+
+def holiday_flag(values: pd.Series, name: str, none_codes: list[str] | None) -> pd.Series:
+    """``is_holiday`` from a flag column (``none_codes`` None: see :func:`to_bool`) or a code
+    column: True where the code (as stripped text) is not one of ``none_codes``; missing
+    values count as False."""
+    if none_codes is None:
+        return to_bool(values, name)
+    text = to_text(values)
+    return (text.notna() & ~text.isin([str(c).strip() for c in none_codes])).astype(bool)
+
+
+def no_repeats(frame: pd.DataFrame, keys: list[str], what: str) -> None:
+    """SourceError when ``keys`` repeat (a join on them would duplicate or refuse rows)."""
+    dup = frame.duplicated(keys, keep=False)
+    if dup.any():
+        first = frame.loc[dup, keys].iloc[0].astype(str).to_dict()
+        raise SourceError(
+            f"{what}: {int(frame.duplicated(keys).sum())} repeated rows for the same {keys} "
+            f"(e.g. {first}); keep one row per {keys}"
+        )
+
+
 def to_floats(values: pd.Series, name: str) -> pd.Series:
     """``float64`` from any numeric column; SourceError naming the column otherwise."""
     try:
@@ -104,24 +144,41 @@ def canonical_frame(
     static: list[str],
     *,
     target: bool = True,
+    categorical: list[str] | None = None,
 ) -> pd.DataFrame:
     """The canonical history (``target=True``) or future frame, sorted by unique_id, ds.
 
     Columns in: ``keys``, ``ds``, ``y`` (if ``target``), ``is_holiday``, ``covariates``,
-    ``static``. Columns out, in this order: ``unique_id``, keys, ``ds`` (datetime64[ns]),
-    ``y`` (float64), ``is_holiday`` (bool), covariates (float64), static (as read).
+    ``categorical``, ``static``. Columns out, in this order: ``unique_id``, keys, ``ds``
+    (datetime64[ns]), ``y`` (float64), ``is_holiday`` (bool), covariates (float64),
+    categorical (text, see :func:`to_text`), static (as read).
     """
-    cols = [*keys, DATE, *([TARGET] if target else []), HOLIDAY, *covariates, *static]
+    categorical = list(categorical or [])
+    cols = [
+        *keys,
+        DATE,
+        *([TARGET] if target else []),
+        HOLIDAY,
+        *covariates,
+        *categorical,
+        *static,
+    ]
     require_columns(frame, cols, "canonical frame")
-    out = frame.loc[:, cols].copy()
-    out[DATE] = to_dates(out[DATE], DATE)
+    columns = {c: frame[c] for c in cols}
+    columns[DATE] = to_dates(frame[DATE], DATE)
     if target:
-        out[TARGET] = to_floats(out[TARGET], TARGET)
-    out[HOLIDAY] = to_bool(out[HOLIDAY], HOLIDAY)
+        columns[TARGET] = to_floats(frame[TARGET], TARGET)
+    columns[HOLIDAY] = to_bool(frame[HOLIDAY], HOLIDAY)
     for col in covariates:
-        out[col] = to_floats(out[col], col)
-    out.insert(0, ID, make_unique_id(out, keys))
+        columns[col] = to_floats(frame[col], col)
+    for col in categorical:
+        columns[col] = to_text(frame[col])
+    ids = make_unique_id(frame, keys)
     # Sorting integer codes is ~10x faster than sorting the id strings themselves.
-    codes, _ = pd.factorize(out[ID], sort=True)
-    order = np.lexsort((out[DATE].to_numpy(), codes))
-    return out.iloc[order].reset_index(drop=True)
+    codes, _ = pd.factorize(ids, sort=True)
+    order = np.lexsort((columns[DATE].to_numpy(), codes))
+    # One frame built from the sorted columns: setting them one by one on a copy makes
+    # pandas re-consolidate its blocks (seconds on a million rows with text columns).
+    return pd.DataFrame(
+        {c: s.take(order).reset_index(drop=True) for c, s in {ID: ids, **columns}.items()}
+    )

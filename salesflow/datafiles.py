@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from salesflow.canonical import SourceError, SourceNotFound
+from salesflow.canonical import SourceError, SourceNotFound, require_columns
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zip", ".zip")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -58,6 +58,15 @@ def read_columns(path: str | Path, encoding: str = "utf-8") -> list[str]:
         raise _unreadable(p, encoding, exc) from exc
 
 
+def require_header(
+    path: str | Path, needed: list[str], what: str, encoding: str, names: dict | None = None
+) -> None:
+    """SourceError naming the ``needed`` columns missing from the file's header (read
+    alone); ``names`` renames header columns first (a source's own names)."""
+    cols = [(names or {}).get(c, c) for c in read_columns(path, encoding)]
+    require_columns(pd.DataFrame(columns=cols), needed, what)
+
+
 def read_column(path: str | Path, column: str, encoding: str = "utf-8") -> pd.Series:
     """One column of a data file (its other columns are not parsed)."""
     p = _existing_file(path)
@@ -69,18 +78,26 @@ def read_column(path: str | Path, column: str, encoding: str = "utf-8") -> pd.Se
         raise _unreadable(p, encoding, exc) from exc
 
 
-def read_table_file(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
+def read_table_file(
+    path: str | Path,
+    encoding: str = "utf-8",
+    text_columns: list[str] | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
     """Read a CSV (plain, ``.csv.gz`` or one CSV inside a ``.zip``) or a Parquet file.
 
+    ``text_columns`` of a CSV are read as strings (codes such as ``0``/``a`` would else be a
+    mix of numbers and text); ``columns``: only these (all present: check the header first).
     Every way the file can be unreadable (missing, empty, not a zip, not text in
     ``encoding``, not Parquet, no rows) is a :class:`SourceError` naming the file.
     """
     p = _existing_file(path)
     try:
         if p.name.lower().endswith(_PARQUET_SUFFIXES):
-            frame = pd.read_parquet(p)
+            frame = pd.read_parquet(p, columns=columns)
         else:
-            frame = pd.read_csv(p, encoding=encoding)
+            dtype = dict.fromkeys(text_columns or [], str)
+            frame = pd.read_csv(p, encoding=encoding, dtype=dtype, usecols=columns)
     except Exception as exc:  # noqa: BLE001 - every reader failure becomes one clear line
         raise _unreadable(p, encoding, exc) from exc
     if frame.empty:

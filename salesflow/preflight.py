@@ -170,10 +170,11 @@ def file_periods(data: DataSection) -> int | None:
     file, reading its date column only; None for the other sources."""
     from salesflow.canonical import SourceError, to_dates
     from salesflow.datafiles import read_column
-    from salesflow.sources import walmart_file
+    from salesflow.sources import long_files, walmart_file
 
     if data.source == "long" and data.path:
-        m, path = data.long, Path(data.path)
+        m = data.long
+        path = long_files(data.path, m).history or Path(data.path)
         dates = to_dates(read_column(path, m.date, m.encoding), m.date, m.date_format)
         freq = data.freq
     elif data.source == "walmart" and data.path:

@@ -6,11 +6,16 @@ Every source returns a :class:`SalesData`:
     ``unique_id`` (str, the series keys joined by "/", with "%" and "/" inside a key
     escaped as "%25" and "%2F": see :func:`make_unique_id`), the key columns (e.g. ``store``,
     ``dept``), ``ds`` (datetime64[ns], the period's date), ``y`` (float, the target),
-    ``is_holiday`` (bool), one float column per covariate, one column per static attribute
-    (constant within a series).
+    ``is_holiday`` (bool), one float column per covariate, one text column per categorical
+    covariate (stripped strings, missing = NaN), one column per static attribute (constant
+    within a series), in that order.
 
 ``future`` — the covariates known for dates after the last observation (same columns as
     ``history`` without ``y``); may be empty when the source knows no future covariates.
+
+``known_ahead`` names the covariates and categorical columns that must be known for every
+target date (from the data or a future file; never carried forward); ``open`` names the
+numeric covariate that is 1 when the store is open and 0 when it is closed.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class SalesData:
     static: list[str] = field(default_factory=list)
     freq: str = "W-FRI"
     source: str = "unknown"
+    categorical: list[str] = field(default_factory=list)
+    known_ahead: list[str] = field(default_factory=list)
+    open: str | None = None
 
     @property
     def n_series(self) -> int:
@@ -43,7 +51,8 @@ class SalesData:
     def as_of(self, date: pd.Timestamp | str | None) -> SalesData:
         """Cut the data at ``date``: observations after it become unknown.
 
-        Their covariates move to ``future`` (covariates are known ahead, the target is not).
+        Their covariates and categorical columns move to ``future`` (they are known ahead,
+        the target is not).
         """
         if date is None:
             return self
@@ -78,7 +87,15 @@ def make_unique_id(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
 
 
 def _key_text(values: pd.Series) -> pd.Series:
-    text = values.astype(str)
+    if values.isna().any():  # None and NaN keep their own spellings ("None", "nan")
+        return _escaped(values.astype(str))
+    # Keys repeat on every row of their series: convert each distinct value once.
+    codes, uniques = pd.factorize(values)
+    text = _escaped(pd.Series(uniques).astype(str))
+    return pd.Series(text.to_numpy(dtype=object)[codes], index=values.index, name=values.name)
+
+
+def _escaped(text: pd.Series) -> pd.Series:
     if text.str.contains("[%/]", regex=True).any():
         text = text.str.replace("%", "%25", regex=False).str.replace("/", "%2F", regex=False)
     return text

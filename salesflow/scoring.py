@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import period_step
+from salesflow.canonical import SourceError
 from salesflow.model import GlobalForecaster
 from salesflow.registry import data_fingerprint
 from salesflow.schema import DATE, ID, SalesData
@@ -29,30 +30,33 @@ class ScoringNotes:
     started_at: dt.datetime | None = None  # when scoring began (UTC)
 
 
+class KnownAheadMissing(SourceError):
+    """A known-ahead covariate has no value for some target dates: it is never guessed."""
+
+
 def fill_future_covariates(
     data: SalesData, origin: pd.Timestamp, horizon: int
 ) -> tuple[SalesData, int, list[str]]:
     """Make sure every series has covariates for all target dates.
 
-    A missing covariate value of a target date is filled with the series' last known value
-    before the origin (documented fallback). Returns the data, the number of target rows
-    that needed a fill, and the columns that were filled.
+    Columns of ``data.known_ahead`` must be in ``data.future`` for every series and target
+    date (origin .. origin + horizon - 1): :class:`KnownAheadMissing` otherwise. Any other
+    missing covariate or categorical value of a target date is filled with the series'
+    last known value before the origin (documented fallback). Returns the data, the number
+    of target rows that needed a fill, and the columns that were filled.
     """
-    if not data.covariates:
+    varying = [*data.covariates, *data.categorical]
+    if not varying:
         return data, 0, []
     step = period_step(data.freq)
     dates = pd.DatetimeIndex([origin + step * h for h in range(horizon)])
     ids = data.history[ID].unique()
     grid = pd.MultiIndex.from_product([ids, dates], names=[ID, DATE]).to_frame(index=False)
     fut = grid.merge(data.future, on=[ID, DATE], how="left")
-    last = (
-        data.history[data.history[DATE] < origin]
-        .sort_values(DATE)
-        .groupby(ID)[data.covariates]
-        .last()
-    )
-    missing = fut[data.covariates].isna()
-    filled_cols = [c for c in data.covariates if missing[c].any()]
+    missing = fut[varying].isna()
+    check_known_ahead(fut, missing, data.known_ahead)
+    last = data.history[data.history[DATE] < origin].sort_values(DATE).groupby(ID)[varying].last()
+    filled_cols = [c for c in varying if missing[c].any()]
     for c in filled_cols:
         fut[c] = fut[c].fillna(fut[ID].map(last[c]))
     static = data.static_frame()
@@ -66,6 +70,28 @@ def fill_future_covariates(
     columns = [c for c in data.history.columns if c != "y"]
     future = fut[columns].reset_index(drop=True)
     return replace(data, future=future), int(missing.any(axis=1).sum()), filled_cols
+
+
+def check_known_ahead(fut: pd.DataFrame, missing: pd.DataFrame, known_ahead: list[str]) -> None:
+    """:class:`KnownAheadMissing` naming the known-ahead columns without a value on some
+    rows of ``fut`` (``unique_id``, ``ds``), how many series and dates, and the dates."""
+    cols = [c for c in known_ahead if c in missing and missing[c].any()]
+    if not cols:
+        return
+    rows = missing[cols].any(axis=1)
+    n_series, days = fut.loc[rows, ID].nunique(), pd.DatetimeIndex(fut.loc[rows, DATE].unique())
+    days = days.sort_values()
+    shown = ", ".join(f"{d:%Y-%m-%d}" for d in days[:3])
+    if len(days) > 3:
+        shown += f" .. {days[-1]:%Y-%m-%d}"
+    names = ", ".join(repr(c) for c in cols)
+    what = f"covariate {names} is" if len(cols) == 1 else f"covariates {names} are"
+    raise KnownAheadMissing(
+        f"known-ahead {what} missing for {n_series:,} series on {len(days):,} target dates "
+        f"({shown}): supply them in the future file (data.long.future_path) or remove "
+        f"{'it' if len(cols) == 1 else 'them'} from data.long.known_ahead to carry the last "
+        "value forward"
+    )
 
 
 def score_series(

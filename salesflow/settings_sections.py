@@ -60,6 +60,86 @@ class LongFormatSection(_Section):
     encoding: str = Field("utf-8", description="text encoding of CSV files, e.g. latin-1")
     covariates_path: str | None = Field(None, description="separate file of known covariates")
     covariate_keys: list[str] | None = Field(None, description="keys of covariates_path rows")
+    history_file: str | None = Field(
+        None,
+        description="when data.path is a folder: the history file inside it; relative "
+        "static_path, future_path and covariates_path are then read inside that folder too",
+    )
+    static_path: str | None = Field(
+        None,
+        description="file of static attributes (one row per static_keys); the static "
+        "columns come from it",
+    )
+    static_keys: list[str] | None = Field(
+        None, description="columns static_path rows are joined on (None: keys); among keys"
+    )
+    future_path: str | None = Field(
+        None,
+        description="file of rows after the history (keys, date, holiday, covariates, "
+        "categorical; no target): the known future",
+    )
+    categorical: list[str] = Field(
+        default_factory=list, description="categorical covariates, read as text (e.g. codes)"
+    )
+    known_ahead: list[str] = Field(
+        default_factory=list,
+        description="covariates/categorical that must be known for every target date (from "
+        "the data or future_path); the others carry their last value forward",
+    )
+    open: str | None = Field(
+        None, description="numeric covariate, 1 = open, 0 = closed; must be known_ahead"
+    )
+    holiday_none: list[str] | None = Field(
+        None,
+        description="when the holiday column holds codes: the codes meaning 'no holiday' (e.g. "
+        "['0']); any other code is a holiday. None: the column is a true/false flag",
+    )
+
+    @field_validator("holiday_none", mode="before")
+    @classmethod
+    def _codes_as_text(cls, v: object) -> object:
+        # YAML reads [0] as a number; the codes are compared as text.
+        return [str(c) for c in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _roles(self) -> LongFormatSection:
+        both = sorted(set(self.covariates) & set(self.categorical))
+        if both:
+            raise ValueError(
+                f"data.long: {both} are in both covariates (numeric) and categorical (text): "
+                "list each column once"
+            )
+        varying = [*self.covariates, *self.categorical]
+        unknown = [n for n in self.known_ahead if n not in varying]
+        if unknown:
+            raise ValueError(
+                f"data.long.known_ahead {unknown} are not in data.long.covariates or "
+                f"data.long.categorical ({varying}): add them there or drop them"
+            )
+        if self.open is not None and self.open not in self.covariates:
+            raise ValueError(
+                f"data.long.open {self.open!r} must be one of data.long.covariates "
+                f"({self.covariates}): a numeric column, 1 = open, 0 = closed"
+            )
+        if self.open is not None and self.open not in self.known_ahead:
+            raise ValueError(
+                f"data.long.open {self.open!r} must be in data.long.known_ahead: a closed day "
+                "is never guessed from the last value"
+            )
+        if self.holiday_none is not None and self.holiday is None:
+            raise ValueError("data.long.holiday_none needs data.long.holiday (the code column)")
+        if self.future_path and self.covariates_path:
+            raise ValueError(
+                "data.long: set future_path or covariates_path, not both (covariates_path "
+                "holds history and future covariates in one file)"
+            )
+        skeys = self.static_keys or []
+        if [k for k in skeys if k not in self.key_columns] or (skeys and not self.static_path):
+            raise ValueError(
+                f"data.long.static_keys {skeys} must be among data.long.keys "
+                f"{self.key_columns} and need data.long.static_path"
+            )
+        return self
 
 
 class DataSection(_Section):

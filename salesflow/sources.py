@@ -16,25 +16,41 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from features.calendar import is_holiday_period
 from salesflow.canonical import (
-    RESERVED,
     WALMART_COVARIATES,
     WALMART_KEYS,
     WALMART_STATIC,
     SourceError,
     SourceNotFound,
     canonical_frame,
+    no_repeats,
     require_columns,
-    to_bool,
     to_dates,
 )
-from salesflow.datafiles import read_columns, read_table_file
+from salesflow.datafiles import read_table_file, require_header
 from salesflow.errors import is_transient, redact
 from salesflow.identifiers import IDENTIFIER
+from salesflow.long_format import (
+    check_long_files,
+    load_long,
+    long_files,
+    read_side_files,
+    sales_from_long,
+)
 from salesflow.schema import DATE, HOLIDAY, TARGET, SalesData
 from salesflow.settings import DataSection, LongFormatSection
 from salesflow.synthetic import generate_sales
+
+__all__ = [
+    "check_source_files",
+    "load_long",
+    "load_sales",
+    "load_sql",
+    "load_walmart",
+    "read_table_file",
+    "sales_from_long",
+    "walmart_file",
+]
 
 _WALMART_NAMES = {
     "Store": "store",
@@ -88,7 +104,7 @@ def _walmart_features(folder: Path) -> pd.DataFrame:
     """Columns out: store, ds, is_holiday, the covariates; NA markdowns = 0, CPI ffilled."""
     cols = _WALMART_NEEDED["features"]
     feats = _read_walmart(folder, "features", cols)[cols]
-    _no_repeats(feats, ["store", DATE], "walmart features file")
+    no_repeats(feats, ["store", DATE], "walmart features file")
     feats = feats.sort_values(["store", DATE], kind="stable").reset_index(drop=True)
     markdowns = [f"markdown{i}" for i in range(1, 6)]
     feats[markdowns] = feats[markdowns].fillna(0.0)
@@ -128,131 +144,7 @@ def load_walmart(path: str | Path) -> SalesData:
     )
 
 
-# --- generic long format: file or SQL -------------------------------------------------
-
-
-def _check_mapping(mapping: LongFormatSection) -> None:
-    names = [*mapping.key_columns, *mapping.covariates, *mapping.static]
-    clash = sorted({n for n in names if n in RESERVED or names.count(n) > 1})
-    if clash:
-        raise SourceError(
-            f"data.long: keys/covariates/static {clash} repeat a name or use a reserved "
-            f"one {list(RESERVED)}; rename them in the source"
-        )
-
-
-def _rename_long(
-    raw: pd.DataFrame, mapping: LongFormatSection, covariates: list[str]
-) -> pd.DataFrame:
-    """Columns out: keys, ds, y, [is_holiday], ``covariates``, static (names as mapped)."""
-    holiday = [mapping.holiday] if mapping.holiday else []
-    cols = [
-        *mapping.key_columns,
-        mapping.date,
-        mapping.target,
-        *holiday,
-        *covariates,
-        *mapping.static,
-    ]
-    require_columns(raw, cols, "long-format data")
-    frame = raw[list(dict.fromkeys(cols))].rename(
-        columns={mapping.date: DATE, mapping.target: TARGET, **dict.fromkeys(holiday, HOLIDAY)}
-    )
-    frame[DATE] = to_dates(frame[DATE], mapping.date, mapping.date_format)
-    if mapping.holiday:
-        frame[HOLIDAY] = to_bool(frame[HOLIDAY], mapping.holiday)
-    return frame
-
-
-def _covariate_rows(cov_raw: pd.DataFrame, mapping: LongFormatSection) -> pd.DataFrame:
-    """Columns out: covariate keys, ds, [is_holiday], covariates; one row per keys x ds."""
-    ckeys = mapping.covariate_keys or mapping.key_columns
-    outside = [k for k in ckeys if k not in [*mapping.key_columns, *mapping.static]]
-    if outside:
-        raise SourceError(f"data.long.covariate_keys {outside} are neither keys nor static")
-    require_columns(cov_raw, [*ckeys, mapping.date, *mapping.covariates], "covariates file")
-    holiday = [mapping.holiday] if mapping.holiday in cov_raw.columns else []
-    cov = cov_raw[[*ckeys, mapping.date, *holiday, *mapping.covariates]].rename(
-        columns={mapping.date: DATE, **dict.fromkeys(holiday, HOLIDAY)}
-    )
-    cov[DATE] = to_dates(cov[DATE], mapping.date, mapping.date_format)
-    _no_repeats(cov, [*ckeys, DATE], "covariates file")
-    return cov
-
-
-def _no_repeats(frame: pd.DataFrame, keys: list[str], what: str) -> None:
-    """SourceError when ``keys`` repeat (a join on them would duplicate or refuse rows)."""
-    dup = frame.duplicated(keys, keep=False)
-    if dup.any():
-        first = frame.loc[dup, keys].iloc[0].astype(str).to_dict()
-        raise SourceError(
-            f"{what}: {int(frame.duplicated(keys).sum())} repeated rows for the same {keys} "
-            f"(e.g. {first}); keep one row per {keys}"
-        )
-
-
-def _join_covariates(
-    frame: pd.DataFrame, cov: pd.DataFrame, mapping: LongFormatSection, freq: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """History with covariates joined on, and future rows after the last target date."""
-    ckeys = mapping.covariate_keys or mapping.key_columns
-    history = frame.merge(cov.drop(columns=HOLIDAY, errors="ignore"), on=[*ckeys, DATE], how="left")
-    series = frame.drop_duplicates(mapping.key_columns, keep="last")[
-        [*mapping.key_columns, *mapping.static]
-    ]
-    future = series.merge(cov[cov[DATE] > frame[DATE].max()], on=ckeys)
-    if HOLIDAY not in future.columns:
-        future[HOLIDAY] = is_holiday_period(future[DATE], freq)
-    return history, future
-
-
-def sales_from_long(
-    raw: pd.DataFrame,
-    mapping: LongFormatSection,
-    freq: str,
-    source: str = "long",
-    covariate_rows: pd.DataFrame | None = None,
-) -> SalesData:
-    """Map a long-format frame (one row per series x date) to :class:`SalesData`.
-
-    Columns in: ``mapping.key_columns``, ``mapping.date``, ``mapping.target``, optionally
-    ``mapping.holiday`` (else computed from the calendar for ``freq``), ``mapping.static``
-    and ``mapping.covariates`` (taken from ``covariate_rows`` when given, whose rows after
-    the last target date become ``future``). Columns out: the canonical ones.
-    """
-    _check_mapping(mapping)
-    own = [] if covariate_rows is not None else list(mapping.covariates)
-    frame = _rename_long(raw, mapping, own)
-    if HOLIDAY not in frame.columns:
-        frame[HOLIDAY] = is_holiday_period(frame[DATE], freq)
-    future = frame.iloc[:0].drop(columns=TARGET)
-    if covariate_rows is not None:
-        frame, future = _join_covariates(
-            frame, _covariate_rows(covariate_rows, mapping), mapping, freq
-        )
-    parts = (list(mapping.key_columns), list(mapping.covariates), list(mapping.static))
-    return SalesData(
-        history=canonical_frame(frame, *parts),
-        future=canonical_frame(future, *parts, target=False),
-        keys=parts[0],
-        covariates=parts[1],
-        static=parts[2],
-        freq=freq,
-        source=source,
-    )
-
-
-def _covariates_file(mapping: LongFormatSection) -> pd.DataFrame | None:
-    if not mapping.covariates_path:
-        return None
-    return read_table_file(mapping.covariates_path, mapping.encoding)
-
-
-def load_long(path: str | Path, mapping: LongFormatSection, freq: str = "W-FRI") -> SalesData:
-    """A long-format file (CSV, .csv.gz, zipped CSV, Parquet) mapped by ``mapping``; text
-    is read in ``mapping.encoding``. See :func:`sales_from_long` for the columns."""
-    raw = read_table_file(path, mapping.encoding)
-    return sales_from_long(raw, mapping, freq, "long", _covariates_file(mapping))
+# --- generic long format: SQL (files: salesflow.long_format) -------------------------
 
 
 def _table_select(table: str) -> sa.Select:
@@ -289,7 +181,8 @@ def load_sql(
         engine.dispose()
     if raw.empty:
         raise SourceError(f"the sql source returned no rows ({table or 'data.query'})")
-    return sales_from_long(raw, mapping, freq, "sql", _covariates_file(mapping))
+    side = read_side_files(long_files(None, mapping), mapping)
+    return sales_from_long(raw, mapping, freq, "sql", **side)
 
 
 def _sql_engine(url: str) -> sa.Engine:
@@ -325,30 +218,14 @@ def _read_sql(stmt: sa.Executable, conn: sa.Connection) -> pd.DataFrame:
 # --- dispatch -------------------------------------------------------------------------
 
 
-def _require_header(
-    path: str | Path, needed: list[str], what: str, encoding: str, names: dict | None = None
-) -> None:
-    cols = [(names or {}).get(c, c) for c in read_columns(path, encoding)]
-    require_columns(pd.DataFrame(columns=cols), needed, what)
-
-
 def check_source_files(data: DataSection) -> None:
     """Before reading any data: the configured files exist and their headers hold the
     mapped columns (only headers are read). SourceError naming what to fix otherwise;
-    nothing to check for the synthetic and sql sources."""
+    for the sql source only its side files (static, future, covariates) are checked."""
     if data.source == "long":
-        m = data.long
-        _check_mapping(m)
-        own = [] if m.covariates_path else m.covariates
-        holiday = [m.holiday] if m.holiday else []
-        needed = [*m.key_columns, m.date, m.target, *holiday, *own, *m.static]
-        _require_header(data.path or "", needed, f"long-format file {data.path}", m.encoding)
-        if m.covariates_path:
-            ckeys = m.covariate_keys or m.key_columns
-            cov_needed = [*ckeys, m.date, *m.covariates]
-            _require_header(
-                m.covariates_path, cov_needed, f"covariates file {m.covariates_path}", m.encoding
-            )
+        check_long_files(data.path or "", data.long)
+    elif data.source == "sql":
+        check_long_files(None, data.long)
     elif data.source == "walmart":
         folder = Path(_path(data))
         if not folder.is_dir():
@@ -357,7 +234,7 @@ def check_source_files(data: DataSection) -> None:
             )
         for stem, needed in _WALMART_NEEDED.items():
             path = walmart_file(folder, stem)
-            _require_header(path, needed, f"walmart {path.name}", "utf-8", _WALMART_NAMES)
+            require_header(path, needed, f"walmart {path.name}", "utf-8", _WALMART_NAMES)
 
 
 def _sql_url(data: DataSection) -> str:

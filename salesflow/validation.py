@@ -137,7 +137,8 @@ def _plan_columns(
     import great_expectations.expectations as gxe
 
     required = list(dict.fromkeys([ID, *data.keys, DATE, TARGET, HOLIDAY]))
-    required += [c for c in dict.fromkeys([*data.covariates, *data.static]) if c not in required]
+    declared = [*data.covariates, *data.categorical, *data.static]
+    required += [c for c in dict.fromkeys(declared) if c not in required]
     checks = [_Check("history not empty", None, gxe.ExpectTableRowCountToBeBetween(min_value=1))]
     checks += [_Check("column present", c, gxe.ExpectColumnToExist(column=c)) for c in required]
     skipped = [f"checks on missing column {c!r}" for c in required if c not in df]

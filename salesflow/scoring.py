@@ -86,8 +86,9 @@ def check_known_ahead(fut: pd.DataFrame, missing: pd.DataFrame, known_ahead: lis
         shown += f" .. {days[-1]:%Y-%m-%d}"
     names = ", ".join(repr(c) for c in cols)
     what = f"covariate {names} is" if len(cols) == 1 else f"covariates {names} are"
+    dates = f"target date{'s' if len(days) > 1 else ''}"
     raise KnownAheadMissing(
-        f"known-ahead {what} missing for {n_series:,} series on {len(days):,} target dates "
+        f"known-ahead {what} missing for {n_series:,} series on {len(days):,} {dates} "
         f"({shown}): supply them in the future file (data.long.future_path) or remove "
         f"{'it' if len(cols) == 1 else 'them'} from data.long.known_ahead to carry the last "
         "value forward"

@@ -254,3 +254,22 @@ def test_static_keys_with_another_type_are_reported(tmp_path):
 def test_file_periods_reads_the_history_file_in_the_folder(tmp_path):
     """The preflight span check finds the history inside the folder: 14 daily periods."""
     assert file_periods(_section(_folder(tmp_path))) == 14
+
+
+def test_sql_history_reads_the_same_side_files(tmp_path):
+    """A SQL table as history with static_path/future_path files gives the same data."""
+    import sqlalchemy as sa
+
+    from salesflow.sources import load_sql
+
+    folder = _folder(tmp_path)
+    url = f"sqlite:///{tmp_path / 'sales.db'}"
+    engine = sa.create_engine(url)
+    _day_rows(HISTORY_DAYS, sales=True).to_sql("sales", engine, index=False)
+    engine.dispose()
+    files = dict(history_file=None, static_path=str(folder / "store.csv"))
+    mapping = LongFormatSection(**{**MAPPING, **files, "future_path": str(folder / "future.csv")})
+    from_sql = load_sql(url, table="sales", mapping=mapping, freq="D")
+    from_files = load_sales(_section(folder))
+    pd.testing.assert_frame_equal(from_sql.history, from_files.history)
+    pd.testing.assert_frame_equal(from_sql.future, from_files.future)

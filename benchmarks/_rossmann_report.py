@@ -9,8 +9,7 @@ import _rossmann_peers as peers
 
 GOAL_RMSPE = 0.11
 NOTES = {
-    "salesflow": "salesflow, `configs/{env}.yaml`, as `salesflow train` would run on the data "
-    "before the origin (its backtest for the intervals, then the fit)",
+    "salesflow": "salesflow, `configs/{env}.yaml`, {how}",
     "seasonal_naive_7": "same weekday, latest week before the origin with the store open",
     "seasonal_naive_364": "same weekday 364 days before (if closed: 1-4 weeks earlier)",
     "median_13w": "median of store x weekday x promo over the 13 weeks before the origin",
@@ -51,7 +50,14 @@ def _rows(r: dict[str, Any], origins: list[str]) -> list[list[str]]:
     speed = r.get("speed", {}).get("rossmann", {})
     out = []
     for name, m in methods.items():
-        note = NOTES.get(name, "").format(env=meta.get("salesflow_env"))
+        sf = meta.get("salesflow", {})
+        how = (
+            "as `salesflow train` would run on the data before the origin (its backtest for "
+            "the intervals, then the fit)"
+            if sf.get("intervals")
+            else "one fit on the data before the origin (run_backtest; no intervals)"
+        )
+        note = NOTES.get(name, "").format(env=sf.get("env"), how=how)
         if "skipped" in m:
             why = "; ".join(
                 f"{o}: {v['skipped']}"

@@ -102,29 +102,37 @@ def measure(task: str, args: dict[str, Any], work: Path, limit: float, label: st
 # --- orchestration --------------------------------------------------------------------------
 
 
-def _step_args(step: str, origin: str, folder: Path, env: str) -> tuple[str, dict[str, Any]]:
+def _step_args(
+    step: str, origin: str, folder: Path, salesflow: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
     base = {"work": str(WORK), "origin": origin}
     if step == "baselines":
         return "baselines", base
     if step == "salesflow":
-        return "method", {**base, "method": step, "data_path": str(folder), "env": env}
+        return "method", {**base, "method": step, "data_path": str(folder), **salesflow}
     return "method", {**base, "method": step}
 
 
-def run(folder: Path, only: list[str], env: str, r: dict[str, Any], meta: dict[str, Any]) -> None:
+def run(
+    folder: Path, only: list[str], salesflow: dict[str, Any], r: dict[str, Any], meta: dict
+) -> None:
     """Prepare the panel, run the ``only`` steps per origin (caching their forecasts), then
-    score every method's cached forecasts; updates ``r["accuracy"]["rossmann"]``,
+    score every method's cached forecasts (``salesflow``: ``env`` and ``intervals`` of
+    ``_rossmann_peers.forecast_salesflow``); updates ``r["accuracy"]["rossmann"]``,
     ``r["accuracy"]["rossmann_meta"]`` (``meta`` plus the data and protocol) and
     ``r["speed"]["rossmann"]`` (per step and origin; steps not rerun keep their entry)."""
     start = time.perf_counter()
     meta["data"] = ros.prepare(folder, WORK)
     speed = r.setdefault("speed", {}).setdefault("rossmann", {})
-    code_by_step = r.get("accuracy", {}).get("rossmann_meta", {}).get("code_by_step", {})
+    before = r.get("accuracy", {}).get("rossmann_meta", {})
+    code_by_step = before.get("code_by_step", {})
+    if "salesflow" not in only:  # its forecasts are the cached ones: keep how they were made
+        salesflow = before.get("salesflow", salesflow)
     for step in [s for s in STEPS if s in only]:
         speed[step] = {}
         code_by_step[step] = meta["code"]
         for origin in ros.ORIGINS:
-            task, args = _step_args(step, origin, folder, env)
+            task, args = _step_args(step, origin, folder, salesflow)
             speed[step][origin] = measure(task, args, WORK, LIMIT_S[step], f"{step}-{origin}")
     scores = ros.score_all(WORK, ros.ORIGINS)
     a = r.setdefault("accuracy", {})
@@ -137,7 +145,7 @@ def run(folder: Path, only: list[str], env: str, r: dict[str, Any], meta: dict[s
         "horizon": ros.HORIZON,
         "holiday_weight": ros.HOLIDAY_WEIGHT,
         "tuning_origin": ros.TUNING_ORIGIN,
-        "salesflow_env": env,
+        "salesflow": salesflow,
         "steps_run": [s for s in STEPS if s in only],
         "code_by_step": code_by_step,
         "total_s": round(time.perf_counter() - start, 1),

@@ -319,6 +319,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--salesflow-env", default="rossmann", help="Rossmann: salesflow's config (configs/)"
     )
+    parser.add_argument(
+        "--salesflow-point-only",
+        action="store_true",
+        help="Rossmann: salesflow fits once per origin (no backtest, so no intervals/coverage)",
+    )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="PostgreSQL for the writes")
     parser.add_argument("--quick", action="store_true", help="smoke run into benchmarks/out/quick")
     parser.add_argument(
@@ -392,7 +397,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.rossmann:
         meta = {"command": command, "machine": describe_machine(PACKAGES), "code": code}
         only = args.only.split(",")
-        _rossmann_run.run(args.rossmann.resolve(), only, args.salesflow_env, r, meta)
+        sf = {"env": args.salesflow_env, "intervals": not args.salesflow_point_only}
+        _rossmann_run.run(args.rossmann.resolve(), only, sf, r, meta)
         write_json(results, r)
         md.write_text(_report.render(r))
     print(f"[run_all] done in {time.perf_counter() - start:.0f} s: {md} and {results}", flush=True)

@@ -287,7 +287,7 @@ def _covariate_rows(cov_raw: pd.DataFrame, mapping: LongFormatSection, freq: str
     outside = [k for k in ckeys if k not in [*mapping.key_columns, *mapping.static]]
     if outside:
         raise SourceError(f"data.long.covariate_keys {outside} are neither keys nor static")
-    holiday = [mapping.holiday] if mapping.holiday in cov_raw.columns else []
+    holiday = [h for h in _holiday(mapping) if h in cov_raw.columns]
     cols = [*covariate_file_columns(mapping), *holiday]
     keep = [*ckeys, *varying_columns(mapping)]
     cov = _mapped(cov_raw, mapping, cols, keep, "covariates file", freq)

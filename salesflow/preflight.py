@@ -77,7 +77,8 @@ def settings_problems(settings: Settings) -> list[str]:
     """Problems of the settings alone (no I/O)."""
     out = []
     m, f = settings.model, settings.features
-    if m.horizon > f.season_length:
+    # season_length is filled from data.freq when the settings load (never None here).
+    if f.season_length is not None and m.horizon > f.season_length:
         out.append(
             f"model.horizon ({m.horizon}) is longer than features.season_length "
             f"({f.season_length}): forecasts past one season have no seasonal value to "

@@ -220,20 +220,29 @@ def _metrics(rows: pd.DataFrame, col: str) -> dict[str, float]:
 
 def score_method(work: Path, rows: pd.DataFrame, method: str) -> dict[str, Any]:
     """Per origin and pooled metrics of one method's cached frames; origins without a
-    frame are listed under ``missing_origins`` (pooled only over complete sets)."""
-    parts, missing = [], []
+    frame are listed under ``missing_origins`` (pooled only over complete sets). A scored
+    row the method left without a forecast gets seasonal naive 364's (``fallback_rows``),
+    so every method is scored on the same rows."""
+    parts, missing, fallback = [], [], {}
     for o in rows["origin"].unique():
         path = frame_path(work, method, o)
         if not path.exists():
             missing.append(o)
             continue
         fc = pd.read_parquet(path).assign(origin=o)
-        parts.append(rows[rows["origin"] == o].merge(fc, on=["origin", "Store", "Date"]))
+        part = rows[rows["origin"] == o].merge(fc, on=["origin", "Store", "Date"], how="left")
+        holes = part["forecast"].isna()
+        fallback[o] = int(holes.sum())
+        if holes.any():
+            sn = pd.read_parquet(frame_path(work, "seasonal_naive_364", o))
+            sn = part[["Store", "Date"]].merge(sn, on=["Store", "Date"], how="left")
+            part.loc[holes, "forecast"] = sn.loc[holes.to_numpy(), "forecast"].to_numpy()
+        parts.append(part)
     if not parts:
         return {"skipped": "no forecast frame"}
     joined = pd.concat(parts, ignore_index=True)
     by = {o: _metrics(g, "forecast") for o, g in joined.groupby("origin")}
-    out: dict[str, Any] = {"by_origin": by}
+    out: dict[str, Any] = {"by_origin": by, "fallback_rows": fallback}
     if missing:
         out["missing_origins"] = missing
     else:

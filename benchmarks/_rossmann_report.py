@@ -69,11 +69,15 @@ def _rows(r: dict[str, Any], origins: list[str]) -> list[list[str]]:
         per = [_f(m["by_origin"].get(o, {}).get("rmspe")) for o in origins]
         ratio = m.get("ratio_to_seasonal_naive_364")
         wall, peak = _timing(speed, name)
+        holes = sum(m.get("fallback_rows", {}).values())
+        if holes:
+            note += f" ({holes:,} scored rows without its forecast: seasonal naive 364's)"
         if m.get("missing_origins"):
             note += f" (no forecast for {', '.join(m['missing_origins'])}: not pooled)"
+        pooled = f"**{_f(m['rmspe'])}**" if "rmspe" in m else "–"
         out.append(
-            [name, *per, f"**{_f(m.get('rmspe'))}**", _f(m.get("wmae")), _f(m.get("mae")),
-             _f(ratio, 3), wall, peak, note]
+            [name, *per, pooled, _f(m.get("wmae")), _f(m.get("mae")), _f(ratio, 3), wall, peak,
+             note]
         )  # fmt: skip
     return out
 

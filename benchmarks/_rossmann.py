@@ -79,8 +79,10 @@ def prepare(folder: str | Path, work: Path) -> dict[str, Any]:
     train, stores = read_rossmann(folder)
     panel = daily_panel(train)
     work.mkdir(parents=True, exist_ok=True)
-    panel.to_parquet(work / "panel.parquet")
-    stores.to_parquet(work / "stores.parquet")
+    for name, frame in (("panel", panel), ("stores", stores)):
+        tmp = work / f"{name}.parquet.tmp"  # renamed into place: a running task never
+        frame.to_parquet(tmp)  # reads a half-written file
+        tmp.replace(work / f"{name}.parquet")
     return {
         "rows": len(train),
         "stores": int(train["Store"].nunique()),

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,30 +115,37 @@ def _step_args(
 
 
 def run(
-    folder: Path, only: list[str], salesflow: dict[str, Any], r: dict[str, Any], meta: dict
-) -> None:
+    folder: Path,
+    only: list[str],
+    salesflow: dict[str, Any],
+    latest: Callable[[], dict[str, Any]],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
     """Prepare the panel, run the ``only`` steps per origin (caching their forecasts), then
-    score every method's cached forecasts (``salesflow``: ``env`` and ``intervals`` of
-    ``_rossmann_peers.forecast_salesflow``); updates ``r["accuracy"]["rossmann"]``,
-    ``r["accuracy"]["rossmann_meta"]`` (``meta`` plus the data and protocol) and
-    ``r["speed"]["rossmann"]`` (per step and origin; steps not rerun keep their entry)."""
+    score every method's cached forecasts into ``latest()`` -- the results as they are at
+    the end (another run may have written some meanwhile) -- and return it.
+
+    ``salesflow``: ``env`` and ``intervals`` of ``_rossmann_peers.forecast_salesflow``.
+    Updates ``accuracy.rossmann``, ``accuracy.rossmann_meta`` (``meta`` plus the data and
+    protocol) and ``speed.rossmann`` (per step and origin; steps not rerun keep theirs)."""
     start = time.perf_counter()
     meta["data"] = ros.prepare(folder, WORK)
-    speed = r.setdefault("speed", {}).setdefault("rossmann", {})
-    before = r.get("accuracy", {}).get("rossmann_meta", {})
-    code_by_step = before.get("code_by_step", {})
-    if "salesflow" not in only:  # its forecasts are the cached ones: keep how they were made
-        salesflow = before.get("salesflow", salesflow)
-    for step in [s for s in STEPS if s in only]:
-        speed[step] = {}
-        code_by_step[step] = meta["code"]
+    steps = [s for s in STEPS if s in only]
+    fresh: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        fresh[step] = {}
         for origin in ros.ORIGINS:
             task, args = _step_args(step, origin, folder, salesflow)
-            speed[step][origin] = measure(task, args, WORK, LIMIT_S[step], f"{step}-{origin}")
+            fresh[step][origin] = measure(task, args, WORK, LIMIT_S[step], f"{step}-{origin}")
+    r = latest()
+    r.setdefault("speed", {}).setdefault("rossmann", {}).update(fresh)
+    before = r.setdefault("accuracy", {}).get("rossmann_meta", {})
+    code_by_step = {**before.get("code_by_step", {}), **{s: meta["code"] for s in steps}}
+    if "salesflow" not in only:  # its forecasts are the cached ones: keep how they were made
+        salesflow = before.get("salesflow", salesflow)
     scores = ros.score_all(WORK, ros.ORIGINS)
-    a = r.setdefault("accuracy", {})
-    a["rossmann"] = scores.pop("methods")
-    a["rossmann_meta"] = {
+    r["accuracy"]["rossmann"] = scores.pop("methods")
+    r["accuracy"]["rossmann_meta"] = {
         **meta,
         **scores,
         "path": str(folder),
@@ -146,10 +154,11 @@ def run(
         "holiday_weight": ros.HOLIDAY_WEIGHT,
         "tuning_origin": ros.TUNING_ORIGIN,
         "salesflow": salesflow,
-        "steps_run": [s for s in STEPS if s in only],
+        "steps_run": steps,
         "code_by_step": code_by_step,
         "total_s": round(time.perf_counter() - start, 1),
     }
+    return r
 
 
 def main(argv: list[str]) -> None:

@@ -390,15 +390,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = " ".join(["python", "benchmarks/run_all.py", *map(shlex.quote, sys.argv[1:])])
     command = command if argv is None else f"run_all.main({argv})"
     results, md = plan.out / "results.json", plan.out / "RESULTS.md"
-    if args.walmart:
-        r = run_walmart(plan, args, code, command, start)
-    else:
-        r = _previous(plan, command, code)
+    r = run_walmart(plan, args, code, command, start) if args.walmart else {}
     if args.rossmann:
         meta = {"command": command, "machine": describe_machine(PACKAGES), "code": code}
         only = args.only.split(",")
         sf = {"env": args.salesflow_env, "intervals": not args.salesflow_point_only}
-        _rossmann_run.run(args.rossmann.resolve(), only, sf, r, meta)
+        # Without --walmart: results.json as it is when the Rossmann steps are done.
+        latest = (lambda: r) if args.walmart else (lambda: _previous(plan, command, code))
+        r = _rossmann_run.run(args.rossmann.resolve(), only, sf, latest, meta)
         write_json(results, r)
         md.write_text(_report.render(r))
     print(f"[run_all] done in {time.perf_counter() - start:.0f} s: {md} and {results}", flush=True)

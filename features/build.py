@@ -23,12 +23,17 @@ from features.calendar import (
     easter,
     holiday_calendar,
     holiday_dates,
-    is_holiday_period,
     period_step,
 )
+from features.daily import closure_distances, weekly_profile
+from features.holidays import HolidaySpec, country_features, distance_features, holiday_flags
+from features.holidays import feature_names as holiday_feature_names
 from features.seasonal import baseline_columns
 
 ID, DATE, TARGET = "unique_id", "ds", "y"
+# Columns of the feature frame after the features that the model reads but does not learn
+# from: the baseline's fallback level (see salesflow.model.seasonal_base).
+AUX_COLUMNS = ("recent_level",)
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,16 @@ class FeatureSpec:
     # 0.0 here (last season only) so that a model pickled before this field keeps the
     # baseline it was trained with; the shipped configuration sets 0.25.
     two_season_weight: float = 0.0
+    # Daily data with a weekly pattern (0: none, as for weekly data): the weekly profile of
+    # the last ``profile_weeks`` weeks, matched on the ``profile_match`` covariates.
+    weekly_season: int = 0
+    profile_weeks: int = 13
+    profile_match: tuple[str, ...] = ()
+    holidays: HolidaySpec = HolidaySpec()
+    # Set by the model from the data: the open/closed covariate (closed days are missing in
+    # the history features read) and the categorical covariates (codes: no difference taken).
+    open_column: str | None = None
+    categorical: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,9 +98,14 @@ def make_grid(
     covariates: list[str],
     freq: str,
     extend: int = 0,
+    holidays: HolidaySpec | None = None,
+    open_column: str | None = None,
 ) -> Grid:
     """Put ``history`` (unique_id, ds, y, is_holiday, covariates) and ``future`` (unique_id,
-    ds, covariates) on one regular grid, ``extend`` periods past the last observation."""
+    ds, covariates) on one regular grid, ``extend`` periods past the last observation.
+    Covariates must be numeric (categorical ones as codes). ``holidays``: the calendar that
+    flags dates the data does not (default: the US retail one). ``open_column``: a covariate
+    that is 0 on closed days; their target becomes missing (left out of every feature)."""
     step = period_step(freq)
     start, last = history[DATE].min(), history[DATE].max()
     end = last + step * extend
@@ -105,12 +125,17 @@ def make_grid(
     cov = np.full((len(ids), len(dates), len(covariates)), np.nan)
     for k, c in enumerate(covariates):
         cov[rows[ok], cols[ok], k] = both[c].to_numpy(dtype=float)[ok]
-    return Grid(ids, dates, y, cov, _holiday_flags(both, dates, freq), tuple(covariates), freq)
+    if open_column is not None:
+        y[cov[:, :, covariates.index(open_column)] == 0] = np.nan
+    flags = _holiday_flags(both, dates, freq, holidays or HolidaySpec())
+    return Grid(ids, dates, y, cov, flags, tuple(covariates), freq)
 
 
-def _holiday_flags(frame: pd.DataFrame, dates: pd.DatetimeIndex, freq: str) -> np.ndarray:
-    """The data's own holiday flags where it has them, the calendar's elsewhere."""
-    flags = is_holiday_period(dates, freq)
+def _holiday_flags(
+    frame: pd.DataFrame, dates: pd.DatetimeIndex, freq: str, spec: HolidaySpec
+) -> np.ndarray:
+    """The data's own holiday flags where it has them, the configured calendar's elsewhere."""
+    flags = holiday_flags(dates, freq, spec)
     if "is_holiday" in frame:
         known = frame.dropna(subset=["is_holiday"]).groupby(DATE)["is_holiday"].max()
         pos = dates.get_indexer(known.index)
@@ -118,25 +143,53 @@ def _holiday_flags(frame: pd.DataFrame, dates: pd.DatetimeIndex, freq: str) -> n
     return flags
 
 
-def calendar_features(dates: pd.DatetimeIndex, holiday: np.ndarray, freq: str) -> pd.DataFrame:
-    """Calendar facts of each date: week, month, holiday flags, days to Thanksgiving/Christmas."""
+def calendar_features(
+    dates: pd.DatetimeIndex,
+    holiday: np.ndarray,
+    freq: str,
+    spec: FeatureSpec | None = None,
+    holiday_days: pd.DatetimeIndex | None = None,
+) -> pd.DataFrame:
+    """Calendar facts of each date: week, month, holiday flag and the configured
+    calendar's features (US retail: the four holidays, days to Thanksgiving/Christmas;
+    a country: its public holidays), days to Easter; for daily data also the day of week
+    and of month and, from ``holiday_days`` (the dates flagged holidays), days to and since
+    the nearest one."""
+    spec = spec or FeatureSpec()
     out = pd.DataFrame(index=dates)
     out["week_of_year"] = dates.isocalendar().week.to_numpy().astype(float)
     out["month"] = dates.month.astype(float)
     out["is_holiday"] = holiday.astype(float)
-    cal = holiday_calendar(dates.min() - pd.Timedelta(days=400), dates.max(), freq)
-    for name in HOLIDAYS:
-        out[f"hol_{name}"] = dates.isin(cal.loc[cal.holiday == name, "ds"]).astype(float)
-    hd = holiday_dates(range(dates.min().year - 1, dates.max().year + 2))
-    for name in ("thanksgiving", "christmas"):
-        days = hd.loc[hd.holiday == name, "date"].sort_values().to_numpy()
-        nxt = np.searchsorted(days, dates.to_numpy())
-        nxt = np.minimum(nxt, len(days) - 1)
-        out[f"days_to_{name}"] = (days[nxt] - dates.to_numpy()) / np.timedelta64(1, "D")
+    if spec.weekly_season:
+        out["day_of_week"] = dates.dayofweek.astype(float)
+        out["day_of_month"] = dates.day.astype(float)
+        marked = holiday_days if holiday_days is not None else dates[holiday.astype(bool)]
+        for name, v in distance_features(dates, marked, "holiday").items():
+            out[name] = v
+    if spec.holidays.us_retail:
+        cal = holiday_calendar(dates.min() - pd.Timedelta(days=400), dates.max(), freq)
+        for name in HOLIDAYS:
+            out[f"hol_{name}"] = dates.isin(cal.loc[cal.holiday == name, "ds"]).astype(float)
+        hd = holiday_dates(range(dates.min().year - 1, dates.max().year + 2))
+        for name in ("thanksgiving", "christmas"):
+            days = hd.loc[hd.holiday == name, "date"].sort_values().to_numpy()
+            nxt = np.searchsorted(days, dates.to_numpy())
+            nxt = np.minimum(nxt, len(days) - 1)
+            out[f"days_to_{name}"] = (days[nxt] - dates.to_numpy()) / np.timedelta64(1, "D")
+    for name, v in country_features(dates, freq, spec.holidays).items():
+        out[name] = v
     # Signed days from each period's label to its year's Easter (Easter moves 5 weeks).
     eas = pd.DatetimeIndex([easter(y) for y in dates.year])
     out["days_to_easter"] = ((eas - dates) / pd.Timedelta(days=1)).to_numpy(dtype=float)
     return out
+
+
+def calendar_names(spec: FeatureSpec) -> list[str]:
+    """The columns of :func:`calendar_features` for ``spec``, in order."""
+    names = ["week_of_year", "month", "is_holiday"]
+    if spec.weekly_season:
+        names += ["day_of_week", "day_of_month", "days_to_holiday", "days_since_holiday"]
+    return [*names, *holiday_feature_names(spec.holidays), "days_to_easter"]
 
 
 def series_scale(grid: Grid, t: int, season: int) -> np.ndarray:
@@ -146,6 +199,19 @@ def series_scale(grid: Grid, t: int, season: int) -> np.ndarray:
     anyold = nanstat(np.nanmean, np.abs(grid.y[:, :t]))
     scale = np.where(np.isnan(recent), anyold, recent)
     return np.where(np.isnan(scale), np.nan, np.maximum(scale, 1.0))
+
+
+def recent_level(y: np.ndarray, t: int, w: int, last: int = 4) -> np.ndarray:
+    """Per series: the mean over the ``w`` periods before ``t``; where none of them was
+    observed (a gap), the mean of the ``last`` observations before the gap; NaN for a series
+    with no observation before ``t``. The baseline's fallback, whatever the features."""
+    level = nanstat(np.nanmean, window(y, t, w))
+    gap = np.flatnonzero(np.isnan(level))
+    for i in gap:
+        seen = y[i, :t][~np.isnan(y[i, :t])]
+        if len(seen):
+            level[i] = float(np.mean(seen[-last:]))
+    return level
 
 
 def _origin_stats(grid: Grid, t: int, spec: FeatureSpec, scale: np.ndarray) -> dict:
@@ -159,6 +225,7 @@ def _origin_stats(grid: Grid, t: int, spec: FeatureSpec, scale: np.ndarray) -> d
         f[f"roll_mean_{w}"] = nanstat(np.nanmean, win)
         f[f"roll_std_{w}"] = nanstat(np.nanstd, win)
     f["n_obs"] = np.sum(~np.isnan(grid.y[:, :t]), axis=1).astype(float)
+    f["recent_level"] = recent_level(y, t, 4 * max(spec.weekly_season, 1))
     s = spec.season_length
     last13, year_ago13 = now_and_season_ago(y, t, s, 13)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -207,7 +274,12 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
     base, src, src_dates = baseline_columns(grid, t, j, tdates, scale, spec)
     cols.update(base)
     cols["horizon"] = np.broadcast_to(hs.astype(float), (n, horizon))
-    cal = calendar_features(tdates, _target_holidays(grid, j, tdates), grid.freq)
+    if spec.weekly_season:
+        cols.update(_daily_columns(grid, t, j, ys, spec))
+    marked = grid.dates[grid.holiday.astype(bool)]
+    cal = calendar_features(
+        tdates, _target_holidays(grid, j, tdates, spec), grid.freq, spec, marked
+    )
     for c in cal.columns:
         cols[c] = np.broadcast_to(cal[c].to_numpy(), (n, horizon))
     for name, dd in (("month_start_days", tdates), ("month_start_days_src", src_dates)):
@@ -217,9 +289,13 @@ def origin_features(grid: Grid, t: int, horizon: int, spec: FeatureSpec) -> pd.D
         v = grid.cov[:, np.clip(cov_idx, 0, m - 1), k]
         v = np.where((j < m)[None, :] | (not spec.future_covariates), v, np.nan)
         cols[f"cov_{c}"] = v
+        if c in spec.categorical:
+            continue
         # Change since the season-source week (what last season's value was made under).
         cols[f"cov_{c}_yoy"] = v - known(grid.cov[:, :, k], src, t)
     target = np.where((j < m)[None, :], grid.y[:, jc], np.nan)
+    for name in AUX_COLUMNS:  # not features: after them (see feature_names)
+        cols[name] = cols.pop(name)
     return _assemble(grid, t, tdates, hs, scale, keep, target, cols)
 
 
@@ -232,9 +308,35 @@ def _month_start_days(labels: pd.DatetimeIndex, step: pd.Timedelta) -> np.ndarra
     return out
 
 
-def _target_holidays(grid: Grid, j: np.ndarray, tdates: pd.DatetimeIndex) -> np.ndarray:
+def _daily_columns(
+    grid: Grid, t: int, j: np.ndarray, ys: np.ndarray, spec: FeatureSpec
+) -> dict[str, np.ndarray]:
+    """The weekly profile (matched on ``spec.profile_match``) and the days to/since a
+    closure (from the open covariate) of every series and target index ``j``."""
+    match = [grid.cov[:, :, grid.covariates.index(c)] for c in spec.profile_match]
+    cols = weekly_profile(ys, t, j, spec.weekly_season, spec.profile_weeks, match)
+    if spec.open_column is not None:
+        open_ = grid.cov[:, :, grid.covariates.index(spec.open_column)]
+        cols.update(closure_distances(open_, j))
+    return cols
+
+
+def daily_names(spec: FeatureSpec) -> list[str]:
+    """The columns of :func:`_daily_columns` for ``spec``, in order."""
+    if not spec.weekly_season:
+        return []
+    names = ["prof_last", "prof_med", "prof_mean", "prof_match_med", "prof_match_n"]
+    names.append("prof_base")
+    if spec.open_column is not None:
+        names += ["days_to_closed", "days_since_closed"]
+    return names
+
+
+def _target_holidays(
+    grid: Grid, j: np.ndarray, tdates: pd.DatetimeIndex, spec: FeatureSpec
+) -> np.ndarray:
     inside = j < len(grid.dates)
-    out = is_holiday_period(tdates, grid.freq)
+    out = holiday_flags(tdates, grid.freq, spec.holidays)
     out[inside] = grid.holiday[j[inside]]
     return out
 
@@ -263,12 +365,11 @@ def feature_names(spec: FeatureSpec, covariates: list[str] | tuple[str, ...]) ->
     names += ["n_obs", "growth_yoy", "seas_lag", "seas_lag_prev", "seas_lag_next"]
     names += ["seas_lag_2y", "seas_mean3", "level_ratio", "seas_adj"]
     names += ["seas_svd", "level_shrunk", "seas_base", "horizon"]
-    names += ["week_of_year", "month", "is_holiday"]
-    names += [f"hol_{h}" for h in HOLIDAYS]
-    names += ["days_to_thanksgiving", "days_to_christmas", "days_to_easter"]
+    names += daily_names(spec)
+    names += calendar_names(spec)
     names += ["month_start_days", "month_start_days_src"]
     for c in covariates:
-        names += [f"cov_{c}", f"cov_{c}_yoy"]
+        names += [f"cov_{c}"] + ([] if c in spec.categorical else [f"cov_{c}_yoy"])
     return names
 
 

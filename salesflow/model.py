@@ -8,6 +8,7 @@ absolute-error objective is WMAE in sales units.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, replace
 from typing import Any
@@ -29,16 +30,18 @@ from salesflow.schema import DATE, ID, SalesData
 
 INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
 GROUP_SOURCES = ("seas_lag", "seas_mean3", "level_ratio")
+log = logging.getLogger(__name__)
 
 
 def seasonal_base(rows: pd.DataFrame, column: str = "seas_base") -> np.ndarray:
     """The scaled baseline the trees correct: last season's value from the denoised history
-    times the shrunk level change (``seas_base``), else the mean of the last 4
-    observations, else the last one. Trees cannot extrapolate, so learning a correction
-    to a baseline (not the level itself) keeps spikes like Christmas within reach.
-    ``column``: models fitted before salesflow 0.2 corrected the raw ``seas_lag``."""
+    times the shrunk level change (``seas_base``; for daily data the weekly profile,
+    ``prof_base``), else the recent level (the last periods' mean, or the last observations
+    before a gap: :func:`features.build.recent_level`), else 0. Trees cannot extrapolate, so
+    learning a correction to a baseline (not the level itself) keeps spikes like Christmas
+    within reach. ``column``: models fitted before salesflow 0.2 corrected ``seas_lag``."""
     base = rows[column].to_numpy(dtype=float)
-    for col in ("roll_mean_4", "lag_1"):
+    for col in ("recent_level", "roll_mean_4", "lag_1"):
         if col in rows:
             base = np.where(np.isnan(base), rows[col].to_numpy(dtype=float), base)
     return np.nan_to_num(base, nan=0.0)
@@ -55,6 +58,7 @@ class GlobalForecaster:
         min_train_history: int = 52,
         origin_stride: int = 2,
         holiday_weight: float = 5.0,
+        min_forecast: float | None = 0.0,
     ) -> None:
         self.horizon = horizon
         self.spec = spec or FeatureSpec()
@@ -62,6 +66,7 @@ class GlobalForecaster:
         self.min_train_history = min_train_history
         self.origin_stride = origin_stride
         self.holiday_weight = holiday_weight
+        self.min_forecast = min_forecast
 
     # ---- design matrix -------------------------------------------------------------
     def _static_codes(self, data: SalesData) -> pd.DataFrame:
@@ -84,6 +89,58 @@ class GlobalForecaster:
             for c in [*data.keys, *data.static]
             if not pd.api.types.is_numeric_dtype(st[c])
         }
+        cats = getattr(data, "categorical", [])
+        h = data.history
+        self.cov_categories_ = {c: sorted(h[c].dropna().astype(str).unique()) for c in cats}
+
+    def _coded(self, frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
+        """``frame`` with each categorical covariate as its code among the categories seen
+        in training (a float; unknown values become missing, with a warning naming them)."""
+        cats = getattr(self, "cov_categories_", {})
+        if frame is None or not cats:
+            return frame
+        out = frame.copy()
+        for c, known in cats.items():
+            if c not in out:
+                continue
+            text = out[c].astype("string")
+            unknown = sorted(set(text.dropna()) - set(known))
+            if unknown:
+                n = int(text.isin(unknown).sum())
+                self.unknown_categories_[c] = unknown
+                log.warning(
+                    "%s: %d rows of categorical covariate %r hold values not seen in "
+                    "training %s: treated as missing",
+                    what,
+                    n,
+                    c,
+                    unknown[:10],
+                )
+            codes = pd.Categorical(text, categories=known).codes.astype(float)
+            out[c] = np.where(codes < 0, np.nan, codes)
+        return out
+
+    def _grid(self, history: pd.DataFrame, future, data: SalesData, extend: int = 0) -> Grid:
+        """The model's grid of ``history`` and ``future``: categorical covariates coded,
+        closed days missing, the configured holidays, series grouped."""
+        self.unknown_categories_: dict[str, list[str]] = {}
+        grid = make_grid(
+            self._coded(history, "history"),
+            self._coded(future, "future"),
+            getattr(self, "grid_covariates_", self.covariates_),  # older models: numeric only
+            data.freq,
+            extend=extend,
+            holidays=self.spec.holidays,
+            open_column=self.spec.open_column,
+        )
+        return self._with_groups(grid, data)
+
+    def _feature_types(self) -> list[str]:
+        """XGBoost's type of each feature: ``c`` (categorical) for coded categorical
+        covariates and text statics, ``q`` otherwise."""
+        cat = {f"cov_{c}" for c in self.spec.categorical}
+        cat |= {f"static_{c}" for c in self.categories_}
+        return ["c" if f in cat else "q" for f in self.feature_names_]
 
     def _group_keys(self, data: SalesData) -> list[str]:
         """Key columns that group several series (e.g. store, dept); none for a single key."""
@@ -127,8 +184,13 @@ class GlobalForecaster:
         target is observed. Columns: unique_id, origin, ds, scale, y, then the features."""
         self.freq_, self.keys_, self.covariates_ = data.freq, list(data.keys), list(data.covariates)
         self.static_cols_ = list(data.static)
+        categorical = list(getattr(data, "categorical", []))
+        self.grid_covariates_ = [*self.covariates_, *categorical]
+        self.spec = replace(
+            self.spec, open_column=getattr(data, "open", None), categorical=tuple(categorical)
+        )
         self._learn_categories(data)
-        self.dynamic_features_ = feature_names(self.spec, data.covariates)
+        self.dynamic_features_ = feature_names(self.spec, self.grid_covariates_)
         self.group_features_ = [
             f"grp_{k}_{f}" for k in self._group_keys(data) for f in GROUP_SOURCES
         ]
@@ -137,7 +199,7 @@ class GlobalForecaster:
             + self.group_features_
             + [f"static_{c}" for c in [*data.keys, *data.static]]
         )
-        grid = self._with_groups(make_grid(data.history, None, self.covariates_, data.freq), data)
+        grid = self._grid(data.history, None, data)
         end = len(grid.dates)
         return training_frame(
             grid, end, self.horizon, self.spec, self.min_train_history, self.origin_stride
@@ -152,9 +214,15 @@ class GlobalForecaster:
             raise ValueError("rows given to fit() must come from this model's training_rows()")
         x = self._design(train, data)
         hol = np.where(train["is_holiday"].to_numpy() > 0, self.holiday_weight, 1.0)
-        self.base_column_ = "seas_base"
-        target = train["y"].to_numpy() / train["scale"].to_numpy() - seasonal_base(train)
-        self.model_ = xgb.XGBRegressor(objective="reg:absoluteerror", **self.params)
+        self.base_column_ = "prof_base" if self.spec.weekly_season else "seas_base"
+        base = seasonal_base(train, self.base_column_)
+        target = train["y"].to_numpy() / train["scale"].to_numpy() - base
+        self.model_ = xgb.XGBRegressor(
+            objective="reg:absoluteerror",
+            enable_categorical=True,
+            feature_types=self._feature_types(),
+            **self.params,
+        )
         self.model_.fit(x, target, sample_weight=train["scale"] * hol)
         self.trained_until_ = data.last_date
         self.n_train_rows_ = len(train)
@@ -185,10 +253,7 @@ class GlobalForecaster:
         self._check_fitted()
         origin = pd.Timestamp(origin) if origin is not None else self.next_origin(data)
         known = data.as_of(origin - period_step(data.freq))
-        grid = make_grid(
-            known.history, known.future, self.covariates_, data.freq, extend=self.horizon
-        )
-        grid = self._with_groups(grid, data)
+        grid = self._grid(known.history, known.future, data, extend=self.horizon)
         feats = origin_features(grid, grid.index_of(origin), self.horizon, self.spec)
         feats = feats.drop(columns=["y"])
         resid = self.model_.predict(self._design(feats, data))
@@ -201,11 +266,34 @@ class GlobalForecaster:
         if with_baseline:
             out["baseline"] = base * feats["scale"].to_numpy()
         out = out.merge(data.static_frame()[[ID, *self.keys_]], on=ID, how="left")
-        return self._add_intervals(out)
+        out = self._add_intervals(out)
+        return self._closed_and_floor(out, grid)
+
+    def _closed_and_floor(self, out: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+        """Forecasts and bounds clipped at ``min_forecast`` (None: not clipped); with an
+        open covariate, a ``closed`` column and exactly 0 on the days it says closed."""
+        values = [c for c in ("forecast", "lo_80", "hi_80", "lo_95", "hi_95") if c in out]
+        floor = getattr(self, "min_forecast", None)
+        if floor is not None:
+            out[values] = out[values].clip(lower=floor)
+        col = self.spec.open_column
+        if col is None:
+            return out
+        k = grid.covariates.index(col)
+        rows = np.searchsorted(grid.ids, out[ID].to_numpy())
+        cols = grid.dates.get_indexer(pd.DatetimeIndex(out[DATE]))
+        ok = cols >= 0
+        open_ = np.full(len(out), np.nan)
+        open_[ok] = grid.cov[rows[ok], cols[ok], k]
+        out["closed"] = open_ == 0
+        out.loc[out["closed"], values] = 0.0
+        return out
 
     def set_intervals(self, backtest: pd.DataFrame) -> GlobalForecaster:
         """Learn interval widths from backtest rows (columns: horizon, y, forecast, scale):
         quantiles of the scaled residual per horizon."""
+        if "closed" in backtest:  # a closed day's forecast is 0 by rule, not by the model
+            backtest = backtest[~backtest["closed"].astype(bool)]
         r = backtest.assign(res=(backtest["y"] - backtest["forecast"]) / backtest["scale"])
         qs = sorted({q for pair in INTERVAL_LEVELS.values() for q in pair})
         table = r.groupby("horizon")["res"].quantile(qs).unstack()
@@ -241,6 +329,7 @@ class GlobalForecaster:
             self.min_train_history,
             self.origin_stride,
             self.holiday_weight,
+            getattr(self, "min_forecast", None),
         )
 
     def _check_fitted(self) -> None:
@@ -254,6 +343,7 @@ class GlobalForecaster:
             "min_train_history": self.min_train_history,
             "origin_stride": self.origin_stride,
             "holiday_weight": self.holiday_weight,
+            "min_forecast": getattr(self, "min_forecast", None),
             **{f"feat_{k}": v for k, v in asdict(self.spec).items()},
             **{f"xgb_{k}": v for k, v in self.params.items()},
         }

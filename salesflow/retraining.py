@@ -66,11 +66,14 @@ def holdout_frame(model: GlobalForecaster, data: SalesData, holdout: Holdout) ->
     """Forecasts of ``model`` for the holdout with actuals and seasonal naive.
 
     Columns out: unique_id, ds, horizon, forecast, seasonal_naive, y, is_holiday. Only the
-    first ``holdout.periods`` horizons, and only rows with an actual.
+    first ``holdout.periods`` horizons, and only rows with an actual on a day the store was
+    open (a closed day's forecast is 0 by rule: scoring it would flatter every model).
     """
     pred = model.predict(data, origin=holdout.origin)
     pred = pred[pred["horizon"] <= holdout.periods]
-    grid = make_grid(data.history, None, data.covariates, data.freq)
+    if "closed" in pred:
+        pred = pred[~pred["closed"].astype(bool)]
+    grid = make_grid(data.history, None, [], data.freq)  # the baselines read only the target
     base = baseline_forecasts(
         grid, grid.index_of(holdout.origin), holdout.periods, model.spec.season_length
     )

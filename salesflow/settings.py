@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from salesflow.settings_checks import (
@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     warehouse: WarehouseSection = WarehouseSection()
     monitor: MonitorSection = MonitorSection()
     policy: PolicySection = PolicySection()
+
+    @model_validator(mode="after")
+    def _frequency_defaults(self) -> Settings:
+        """Fill the feature defaults that follow ``data.freq`` (frozen: set in place once)."""
+        object.__setattr__(self, "features", self.features.for_freq(self.data.freq))
+        return self
 
     @classmethod
     def settings_customise_sources(

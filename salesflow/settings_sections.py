@@ -205,10 +205,79 @@ class ValidationSection(_Section):
     )
 
 
+class HolidaysSection(_Section):
+    calendar: Literal["us_retail", "none"] = Field(
+        "us_retail",
+        description="us_retail: Super Bowl, Labor Day, Thanksgiving, Christmas (the Walmart "
+        "data's weeks, with their own features); none: only the data's holiday column and "
+        "the country calendar",
+    )
+    country: str | None = Field(
+        None, description="ISO country code of the holidays library (e.g. DE, US); null: none"
+    )
+    subdiv: str | None = Field(None, description="a state/province code of that country")
+
+    @model_validator(mode="after")
+    def _known_country(self) -> HolidaysSection:
+        if self.country:
+            import holidays
+
+            if self.country not in holidays.list_supported_countries():
+                raise ValueError(
+                    f"features.holidays.country {self.country!r} is not a country code of the "
+                    "holidays library (e.g. DE, US, FR)"
+                )
+            subs = holidays.list_supported_countries()[self.country]
+            if self.subdiv and self.subdiv not in subs:
+                raise ValueError(
+                    f"features.holidays.subdiv {self.subdiv!r} is not a subdivision of "
+                    f"{self.country} (one of {subs[:20]})"
+                )
+        return self
+
+
+# Defaults that follow data.freq (a null in the YAML): daily data has a weekly and a yearly
+# season; weekly data a yearly one.
+FREQ_DEFAULTS = {
+    "D": {
+        "season_length": 364,
+        "weekly_season": 7,
+        "recent_lags": 7,
+        "rolling_windows": [7, 28, 91, 364],
+        "level_window": 56,
+    },
+    "W": {
+        "season_length": 52,
+        "weekly_season": 0,
+        "recent_lags": 4,
+        "rolling_windows": [4, 13, 52],
+        "level_window": 8,
+    },
+}
+
+
 class FeaturesSection(_Section):
-    season_length: int = Field(52, ge=1)
-    recent_lags: int = Field(4, ge=1, le=52, description="last k observations before origin")
-    rolling_windows: list[int] = Field(default_factory=lambda: [4, 13, 52])
+    season_length: int | None = Field(
+        None, ge=1, description="the yearly season in periods; null: 364 daily, 52 weekly"
+    )
+    weekly_season: int | None = Field(
+        None, ge=0, description="the weekly season of daily data; null: 7 daily, 0 (none) weekly"
+    )
+    recent_lags: int | None = Field(
+        None, ge=1, le=60, description="last k observations before origin; null: 7 daily, 4 weekly"
+    )
+    rolling_windows: list[int] | None = Field(
+        None, description="null: [7, 28, 91, 364] daily, [4, 13, 52] weekly"
+    )
+    profile_weeks: int = Field(
+        13, ge=1, description="daily data: weeks of the same weekday in the weekly profile"
+    )
+    profile_match: list[str] = Field(
+        default_factory=list,
+        description="daily data: covariates a profile day must share with the target day "
+        "(e.g. [Promo])",
+    )
+    holidays: HolidaysSection = HolidaysSection()
     future_covariates: bool = Field(
         True,
         description="use covariates of the target date (known in advance, as in the Walmart "
@@ -220,8 +289,11 @@ class FeaturesSection(_Section):
         description="rank of the truncated SVD that denoises last season's values within each "
         "group of series sharing the last key (e.g. a department across stores); 0: off",
     )
-    level_window: int = Field(
-        8, ge=1, description="periods compared with the same periods a season earlier"
+    level_window: int | None = Field(
+        None,
+        ge=1,
+        description="periods compared with the same periods a season earlier; null: 56 "
+        "daily, 8 weekly",
     )
     level_shrink: float = Field(
         0.5, ge=0, le=1, description="share of that level change applied to the baseline"
@@ -233,6 +305,12 @@ class FeaturesSection(_Section):
         description="weight of the value two seasons back (carried to last season's level) "
         "in the seasonal baseline, where the history has it; 0: last season only",
     )
+
+    def for_freq(self, freq: str) -> FeaturesSection:
+        """This section with every null default filled from ``freq`` (:data:`FREQ_DEFAULTS`)."""
+        defaults = FREQ_DEFAULTS["D" if freq == "D" else "W"]
+        fill = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return self.model_copy(update=fill) if fill else self
 
 
 class ModelSection(_Section):
@@ -248,6 +326,9 @@ class ModelSection(_Section):
     min_child_weight: float = Field(1.0, ge=0)
     n_jobs: int = Field(2, ge=1)
     seed: int = 7
+    min_forecast: float | None = Field(
+        0.0, description="forecasts and bounds are clipped at this value; null: not clipped"
+    )
 
     @field_validator("name")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from features.build import FeatureSpec
+from features.holidays import HolidaySpec
 from salesflow import plots
 from salesflow.backtest import BacktestResult, run_backtest
 from salesflow.model import GlobalForecaster
@@ -30,15 +31,20 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
         "random_state": m.seed,
         "tree_method": "hist",
     }
+    f = f.for_freq(settings.data.freq)  # already filled by Settings; sections built by hand
     spec = FeatureSpec(
-        season_length=f.season_length,
-        recent_lags=f.recent_lags,
-        rolling_windows=tuple(f.rolling_windows),
+        season_length=int(f.season_length or 52),
+        recent_lags=int(f.recent_lags or 4),
+        rolling_windows=tuple(f.rolling_windows or ()),
         future_covariates=f.future_covariates,
         denoise_rank=f.denoise_rank,
-        level_window=f.level_window,
+        level_window=int(f.level_window or 8),
         level_shrink=f.level_shrink,
         two_season_weight=f.two_season_weight,
+        weekly_season=int(f.weekly_season or 0),
+        profile_weeks=f.profile_weeks,
+        profile_match=tuple(f.profile_match),
+        holidays=HolidaySpec(f.holidays.calendar, f.holidays.country, f.holidays.subdiv),
     )
     return GlobalForecaster(
         horizon=m.horizon,
@@ -47,6 +53,7 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
         min_train_history=m.min_train_history,
         origin_stride=m.origin_stride,
         holiday_weight=settings.backtest.holiday_weight,
+        min_forecast=m.min_forecast,
     )
 
 

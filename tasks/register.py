@@ -94,7 +94,7 @@ def gate_first_champion(
     guardrails; else tag it rejected. ``force_champion`` promotes it anyway (audited with
     ``actor`` and ``force_reason``), also over an existing champion. Audit row first."""
     log, fr = get_run_logger(), flow_run.id
-    card = backtest_scorecard(bt.frame, reg.version, settings.backtest.holiday_weight)
+    card = backtest_scorecard(bt.scored, reg.version, settings.backtest.holiday_weight)
     decision = decide_first_champion(card, settings.policy)
     metrics = {"backtest": asdict(card), "run_id": reg.run_id, "env": settings.env}
     current = current_champion(settings)

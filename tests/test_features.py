@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.build import FeatureSpec, feature_names, make_grid, origin_features
+from features.build import AUX_COLUMNS, FeatureSpec, feature_names, make_grid, origin_features
 from features.calendar import easter, holiday_calendar, is_holiday_period
 from features.seasonal import denoised_history, season_source, two_seasons_ago
 
@@ -59,7 +59,7 @@ def test_origin_features_columns_and_rows():
     t = len(grid.dates) - 12
     f = origin_features(grid, t, 5, SPEC)
     assert len(f) == 3 * 5
-    assert list(f.columns[5:]) == feature_names(SPEC, COVS)
+    assert list(f.columns[5:]) == [*feature_names(SPEC, COVS), *AUX_COLUMNS]
     assert (f["ds"] - f["origin"]).dt.days.tolist()[:5] == [0, 7, 14, 21, 28]
 
 

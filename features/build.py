@@ -201,17 +201,10 @@ def series_scale(grid: Grid, t: int, season: int) -> np.ndarray:
     return np.where(np.isnan(scale), np.nan, np.maximum(scale, 1.0))
 
 
-def recent_level(y: np.ndarray, t: int, w: int, last: int = 4) -> np.ndarray:
-    """Per series: the mean over the ``w`` periods before ``t``; where none of them was
-    observed (a gap), the mean of the ``last`` observations before the gap; NaN for a series
-    with no observation before ``t``. The baseline's fallback, whatever the features."""
-    level = nanstat(np.nanmean, window(y, t, w))
-    gap = np.flatnonzero(np.isnan(level))
-    for i in gap:
-        seen = y[i, :t][~np.isnan(y[i, :t])]
-        if len(seen):
-            level[i] = float(np.mean(seen[-last:]))
-    return level
+def recent_level(y: np.ndarray, t: int, w: int) -> np.ndarray:
+    """Per series: the mean over the ``w`` periods before ``t`` (NaN where none of them was
+    observed): the baseline's fallback, which exists whatever ``rolling_windows`` holds."""
+    return nanstat(np.nanmean, window(y, t, w))
 
 
 def _origin_stats(grid: Grid, t: int, spec: FeatureSpec, scale: np.ndarray) -> dict:

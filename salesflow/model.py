@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 def seasonal_base(rows: pd.DataFrame, column: str = "seas_base") -> np.ndarray:
     """The scaled baseline the trees correct: last season's value from the denoised history
     times the shrunk level change (``seas_base``; for daily data the weekly profile,
-    ``prof_base``), else the recent level (the last periods' mean, or the last observations
-    before a gap: :func:`features.build.recent_level`), else 0. Trees cannot extrapolate, so
+    ``prof_base``), else the recent level (the mean of the last 4 periods, 28 days for daily
+    data: :func:`features.build.recent_level`), else 0. Trees cannot extrapolate, so
     learning a correction to a baseline (not the level itself) keeps spikes like Christmas
     within reach. ``column``: models fitted before salesflow 0.2 corrected ``seas_lag``."""
     base = rows[column].to_numpy(dtype=float)

@@ -30,6 +30,7 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
         "n_jobs": m.n_jobs,
         "random_state": m.seed,
         "tree_method": "hist",
+        "max_bin": m.max_bin,
     }
     f = f.for_freq(settings.data.freq)  # already filled by Settings; sections built by hand
     spec = FeatureSpec(

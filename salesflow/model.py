@@ -59,6 +59,7 @@ class GlobalForecaster:
         origin_stride: int = 2,
         holiday_weight: float = 5.0,
         min_forecast: float | None = 0.0,
+        native_categorical: bool = False,
     ) -> None:
         self.horizon = horizon
         self.spec = spec or FeatureSpec()
@@ -67,6 +68,7 @@ class GlobalForecaster:
         self.origin_stride = origin_stride
         self.holiday_weight = holiday_weight
         self.min_forecast = min_forecast
+        self.native_categorical = native_categorical
 
     # ---- design matrix -------------------------------------------------------------
     def _static_codes(self, data: SalesData) -> pd.DataFrame:
@@ -136,8 +138,11 @@ class GlobalForecaster:
         return self._with_groups(grid, data)
 
     def _feature_types(self) -> list[str]:
-        """XGBoost's type of each feature: ``c`` (categorical) for coded categorical
-        covariates and text statics, ``q`` otherwise."""
+        """XGBoost's type of each feature: with ``native_categorical``, ``c`` for coded
+        categorical covariates and text statics (XGBoost's own categorical splits), ``q``
+        otherwise; without it every feature is ``q`` (categories as ordinal codes)."""
+        if not getattr(self, "native_categorical", False):
+            return ["q"] * len(self.feature_names_)
         cat = {f"cov_{c}" for c in self.spec.categorical}
         cat |= {f"static_{c}" for c in self.categories_}
         return ["c" if f in cat else "q" for f in self.feature_names_]
@@ -330,6 +335,7 @@ class GlobalForecaster:
             self.origin_stride,
             self.holiday_weight,
             getattr(self, "min_forecast", None),
+            getattr(self, "native_categorical", False),
         )
 
     def _check_fitted(self) -> None:
@@ -344,6 +350,7 @@ class GlobalForecaster:
             "origin_stride": self.origin_stride,
             "holiday_weight": self.holiday_weight,
             "min_forecast": getattr(self, "min_forecast", None),
+            "native_categorical": getattr(self, "native_categorical", False),
             **{f"feat_{k}": v for k, v in asdict(self.spec).items()},
             **{f"xgb_{k}": v for k, v in self.params.items()},
         }

@@ -320,13 +320,18 @@ class ModelSection(_Section):
     min_train_history: int = Field(52, ge=1, description="origins need this much history")
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.05, gt=0, le=1)
-    max_bin: int = Field(256, ge=2, le=1024, description="histogram bins per feature (XGBoost hist)")
+    max_bin: int = Field(256, ge=2, le=1024, description="histogram bins per feature (hist)")
     max_depth: int = Field(6, ge=1, le=20)
     subsample: float = Field(0.8, gt=0, le=1)
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     min_child_weight: float = Field(1.0, ge=0)
     n_jobs: int = Field(2, ge=1)
     seed: int = 7
+    native_categorical: bool = Field(
+        False,
+        description="categorical covariates and text statics as XGBoost categorical features "
+        "(true) or as ordinal codes (false)",
+    )
     min_forecast: float | None = Field(
         0.0, description="forecasts and bounds are clipped at this value; null: not clipped"
     )

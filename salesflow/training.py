@@ -55,6 +55,7 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
         origin_stride=m.origin_stride,
         holiday_weight=settings.backtest.holiday_weight,
         min_forecast=m.min_forecast,
+        native_categorical=m.native_categorical,
     )
 
 

@@ -60,6 +60,7 @@ def _daily(n_stores: int = 3, days: int = 420, seed: int = 0, future: int = 0) -
 
 def _model(**kw) -> GlobalForecaster:
     params = {"n_estimators": 20, "max_depth": 3, "n_jobs": 1, "random_state": 0}
+    kw = {"native_categorical": True, **kw}
     return GlobalForecaster(
         horizon=14, spec=DAILY, params=params, min_train_history=370, origin_stride=9, **kw
     )
@@ -148,6 +149,8 @@ def test_holiday_codes_are_categorical_features():
     assert types["cov_state_holiday"] == "c"
     assert "cov_state_holiday_yoy" not in types
     assert types["cov_promo"] == "q"
+    plain = _model(native_categorical=False).fit(_daily())
+    assert set(plain.model_.get_booster().feature_types) == {"q"}  # ordinal codes
 
 
 def test_unknown_category_warns_and_still_forecasts(caplog):
@@ -179,3 +182,26 @@ def test_gap_in_last_season_falls_back_to_the_recent_level():
     base = seasonal_base(two, "seas_base")
     assert np.allclose(base, two["recent_level"]) and (base > 0.5).all()
     assert "roll_mean_4" not in f
+
+
+def test_weekly_features_are_those_before_daily_support():
+    """Weekly data keeps exactly the feature columns (and order) it had before #13."""
+    from features.build import feature_names
+
+    spec = load_settings("dev").features
+    weekly = FeatureSpec(
+        season_length=spec.season_length,
+        recent_lags=spec.recent_lags,
+        rolling_windows=tuple(spec.rolling_windows),
+    )
+    before = ["scale_log", "lag_1", "lag_2", "lag_3", "lag_4"]
+    before += [f"roll_{s}_{w}" for w in (4, 13, 52) for s in ("mean", "std")]
+    before += ["n_obs", "growth_yoy", "seas_lag", "seas_lag_prev", "seas_lag_next"]
+    before += ["seas_lag_2y", "seas_mean3", "level_ratio", "seas_adj"]
+    before += ["seas_svd", "level_shrunk", "seas_base", "horizon"]
+    before += ["week_of_year", "month", "is_holiday"]
+    before += ["hol_super_bowl", "hol_labor_day", "hol_thanksgiving", "hol_christmas"]
+    before += ["days_to_thanksgiving", "days_to_christmas", "days_to_easter"]
+    before += ["month_start_days", "month_start_days_src", "cov_cpi", "cov_cpi_yoy"]
+    assert feature_names(weekly, ["cpi"]) == before
+    assert load_settings("dev").model.native_categorical is False  # codes, as before

@@ -79,6 +79,12 @@ def forecast_series(
         log.warning("Skipped %d series with no history", len(notes.skipped_no_history))
     if notes.unseen_series:
         log.info("%d series were not in the training data", len(notes.unseen_series))
+    for column, values in (getattr(model, "unknown_categories_", None) or {}).items():
+        log.warning(
+            "Categorical covariate %r holds values not seen in training %s: treated as missing",
+            column,
+            values[:10],
+        )
     if notes.covariate_rows_filled:
         log.warning(
             "%d target rows lacked covariates %s: filled with the last known value",

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _peers import LGBM_PARAMS as WALMART_LGBM_PARAMS
 from _rossmann import HORIZON, history, window
 
 # mlforecast + LightGBM: the recipe was fixed before any origin was scored. Lags are whole
@@ -25,19 +26,8 @@ from _rossmann import HORIZON, history, window
 # error). Trained WITH closed days (Sales 0, Open = 0 as a feature) so the recursion's lags
 # see what really happens on closed days; imputed rows (the gap) weigh 0.
 MLF_LAGS = [7, 14, 21, 28, 35, 42, 364]
-LGBM_PARAMS: dict[str, Any] = {
-    "n_estimators": 500,
-    "learning_rate": 0.05,
-    "num_leaves": 63,
-    "min_child_samples": 20,
-    "subsample": 0.8,
-    "subsample_freq": 1,
-    "colsample_bytree": 0.8,
-    "objective": "l2",
-    "n_jobs": 2,
-    "random_state": 7,
-    "verbose": -1,
-}
+# The Walmart recipe's LightGBM settings, with squared error on the log1p target.
+LGBM_PARAMS: dict[str, Any] = {**WALMART_LGBM_PARAMS, "objective": "l2"}
 EXOG = ["Open", "Promo", "SchoolHoliday", "StateHoliday"]
 STATIC = ["StoreType", "Assortment", "CompetitionDistance", "Promo2"]
 MSTL_SEASONS = [7, 364]

@@ -90,9 +90,16 @@ def peak_rss_mb() -> dict[str, float | None]:
 
 
 def run_measured(
-    task: str, args: dict[str, Any], work: Path, timeout_s: float, label: str | None = None
+    task: str,
+    args: dict[str, Any],
+    work: Path,
+    timeout_s: float,
+    label: str | None = None,
+    worker: str = "_worker.py",
+    prefix: str = "run_all",
 ) -> dict[str, Any]:
-    """Run ``task`` in a fresh Python process (its own session), at most ``timeout_s`` s.
+    """Run ``task`` in a fresh Python process (its own session), at most ``timeout_s`` s:
+    ``benchmarks/<worker> task args-json out-json``; progress lines start ``[prefix]``.
 
     Returns the task's result plus ``wall_s``, ``peak_mb`` and ``children_peak_mb``; or
     ``{"skipped": reason, "wall_s": ...}`` when it timed out or failed (the log's tail).
@@ -103,8 +110,8 @@ def run_measured(
     out, log = work / f"{label}.json", work / f"{label}.log"
     out.unlink(missing_ok=True)
     text = json.dumps(args, default=str)
-    cmd = [sys.executable, str(HERE / "_worker.py"), task, text, str(out)]
-    print(f"[run_all] {label}: started (limit {timeout_s:.0f} s)", flush=True)
+    cmd = [sys.executable, str(HERE / worker), task, text, str(out)]
+    print(f"[{prefix}] {label}: started (limit {timeout_s:.0f} s)", flush=True)
     start = time.perf_counter()
     with log.open("w") as sink:
         proc = subprocess.Popen(
@@ -121,15 +128,15 @@ def run_measured(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             wall = round(time.perf_counter() - start, 1)
-            print(f"[run_all] {label}: timed out after {wall} s", flush=True)
+            print(f"[{prefix}] {label}: timed out after {wall} s", flush=True)
             return {"skipped": f"timed out: over the {timeout_s:.0f} s limit", "wall_s": wall}
     wall = round(time.perf_counter() - start, 2)
     if code != 0 or not out.exists():
         tail = [ln for ln in log.read_text().strip().splitlines() if ln.strip()][-3:]
-        print(f"[run_all] {label}: failed (exit {code}): {tail}", flush=True)
+        print(f"[{prefix}] {label}: failed (exit {code}): {tail}", flush=True)
         return {"skipped": f"failed (exit {code}): {' | '.join(tail)}", "wall_s": wall}
     result = json.loads(out.read_text())
-    print(f"[run_all] {label}: {wall} s, peak {result.get('peak_mb')} MB", flush=True)
+    print(f"[{prefix}] {label}: {wall} s, peak {result.get('peak_mb')} MB", flush=True)
     return {**result, "wall_s": wall}
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -70,34 +68,9 @@ def measure(task: str, args: dict[str, Any], work: Path, limit: float, label: st
     """``_common.run_measured`` for this module's tasks: ``TASKS[task](**args)`` in a fresh
     process of its own session, killed with its group after ``limit`` s; the result has
     ``wall_s`` and the process's peak RSS, or ``skipped`` with the reason."""
-    from _common import QUIET_ENV
+    from _common import run_measured
 
-    work.mkdir(parents=True, exist_ok=True)
-    out, log = work / f"{label}.json", work / f"{label}.log"
-    out.unlink(missing_ok=True)
-    cmd = [sys.executable, str(HERE / "_rossmann_run.py"), task, json.dumps(args), str(out)]
-    print(f"[rossmann] {label}: started (limit {limit:.0f} s)", flush=True)
-    start = time.perf_counter()
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            cmd, env={**os.environ, **QUIET_ENV}, stdout=sink, stderr=subprocess.STDOUT,
-            cwd=HERE.parent, start_new_session=True,
-        )  # fmt: skip
-        try:
-            code = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            print(f"[rossmann] {label}: timed out", flush=True)
-            return {"skipped": f"timed out: over the {limit:.0f} s limit", "wall_s": limit}
-    wall = round(time.perf_counter() - start, 1)
-    if code != 0 or not out.exists():
-        tail = [ln for ln in log.read_text().splitlines() if ln.strip()][-3:]
-        print(f"[rossmann] {label}: failed (exit {code}): {tail}", flush=True)
-        return {"skipped": f"failed (exit {code}): {' | '.join(tail)}", "wall_s": wall}
-    result = json.loads(out.read_text())
-    print(f"[rossmann] {label}: {wall} s, peak {result.get('peak_mb')} MB", flush=True)
-    return {**result, "wall_s": wall}
+    return run_measured(task, args, work, limit, label, "_rossmann_run.py", "rossmann")
 
 
 # --- orchestration --------------------------------------------------------------------------

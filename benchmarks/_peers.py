@@ -155,12 +155,7 @@ def forecast_mlforecast(
         target_transforms=[Differences([SEASON])] if cfg["diff"] else None,
         num_threads=2,
     )
-    t1 = time.perf_counter()
-    fcst.fit(train, static_features=STATIC, weight_col="weight")
-    fit_s = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    pred = fcst.predict(HORIZON, X_df=x_df)
-    predict_s = time.perf_counter() - t2
+    pred, fit_s, predict_s = fit_predict_timed(fcst, train, x_df, STATIC, HORIZON)
     out = pred.rename(columns={"lgbm": recipe})[[ID, DATE, recipe]]
     out = out[out[ID].isin(eligible)].reset_index(drop=True)
     timing = {
@@ -173,6 +168,19 @@ def forecast_mlforecast(
         "features": list(fcst.ts.features_order_),
     }
     return out, timing
+
+
+def fit_predict_timed(
+    fcst: Any, train: pd.DataFrame, x_df: pd.DataFrame, static: list[str], horizon: int
+) -> tuple[pd.DataFrame, float, float]:
+    """Fit an ``MLForecast`` on ``train`` (weights in ``weight``) and forecast ``horizon``
+    periods with the future exogenous ``x_df``: the forecasts, fit and predict seconds."""
+    t1 = time.perf_counter()
+    fcst.fit(train, static_features=static, weight_col="weight")
+    fit_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    pred = fcst.predict(horizon, X_df=x_df)
+    return pred, fit_s, time.perf_counter() - t2
 
 
 def _statsforecast(

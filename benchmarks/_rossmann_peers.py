@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from _peers import LGBM_PARAMS as WALMART_LGBM_PARAMS
+from _peers import fit_predict_timed
 from _rossmann import HORIZON, history, window
 
 # mlforecast + LightGBM: the recipe was fixed before any origin was scored. Lags are whole
@@ -85,12 +86,7 @@ def forecast_mlforecast(
         target_transforms=[GlobalSklearnTransformer(log1p)],
         num_threads=2,
     )
-    t1 = time.perf_counter()
-    fcst.fit(train, static_features=STATIC, weight_col="weight")
-    fit_s = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    pred = fcst.predict(HORIZON, X_df=x_df)
-    predict_s = time.perf_counter() - t2
+    pred, fit_s, predict_s = fit_predict_timed(fcst, train, x_df, STATIC, HORIZON)
     out = pred.rename(columns={"unique_id": "Store", "ds": "Date", "lgbm": "forecast"})
     info = {
         "prep_s": round(prep_s, 2),

@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from salesflow.canonical import WALMART_COVARIATES
 from salesflow.settings_checks import (
     SettingsError,
     check_env_name,
@@ -97,8 +98,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _frequency_defaults(self) -> Settings:
-        """Fill the feature defaults that follow ``data.freq`` (frozen: set in place once)."""
+        """Fill the feature defaults that follow ``data.freq`` (frozen: set in place once);
+        ``features.profile_match`` must name numeric covariates of the configured source."""
         object.__setattr__(self, "features", self.features.for_freq(self.data.freq))
+        known = (
+            self.data.long.covariates
+            if self.data.source in ("long", "sql")
+            else list(WALMART_COVARIATES)
+        )
+        unknown = [c for c in self.features.profile_match if c not in known]
+        if unknown:
+            raise ValueError(
+                f"features.profile_match {unknown} are not numeric covariates of the "
+                f"{self.data.source} source ({known})"
+            )
         return self
 
     @classmethod
@@ -178,7 +191,9 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/base.yaml for the valid keys)"
-        lines.append(f"  - {key}: {msg} (got {err.get('input')!r})")
+        # A whole-settings check's input is every setting: naming the key says enough.
+        got = f" (got {err.get('input')!r})" if err["loc"] else ""
+        lines.append(f"  - {key}: {msg}{got}")
     return "\n".join(lines)
 
 

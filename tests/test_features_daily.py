@@ -205,3 +205,10 @@ def test_weekly_features_are_those_before_daily_support():
     before += ["month_start_days", "month_start_days_src", "cov_cpi", "cov_cpi_yoy"]
     assert feature_names(weekly, ["cpi"]) == before
     assert load_settings("dev").model.native_categorical is False  # codes, as before
+
+
+def test_profile_match_must_name_a_numeric_covariate():
+    """A profile matched on a column the source does not have is a settings error naming it."""
+    with pytest.raises(Exception, match=r"features\.profile_match \['Promoo'\]") as err:
+        load_settings("rossmann", features={"profile_match": ["Promoo"]})
+    assert "got {" not in str(err.value)  # one line, not the whole settings

@@ -41,6 +41,7 @@ from salesflow.settings_sections import (
     MonitorSection,
     PathsSection,
     PolicySection,
+    ServingSection,
     SyntheticSection,
     ValidationSection,
     WarehouseSection,
@@ -60,6 +61,7 @@ __all__ = [
     "PROJECT_ROOT",
     "PathsSection",
     "PolicySection",
+    "ServingSection",
     "Settings",
     "SettingsError",
     "SyntheticSection",
@@ -95,6 +97,7 @@ class Settings(BaseSettings):
     warehouse: WarehouseSection = WarehouseSection()
     monitor: MonitorSection = MonitorSection()
     policy: PolicySection = PolicySection()
+    serving: ServingSection = ServingSection()
 
     @model_validator(mode="after")
     def _frequency_defaults(self) -> Settings:

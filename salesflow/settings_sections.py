@@ -471,6 +471,41 @@ class PolicySection(_Section):
     )
 
 
+class ServingSection(_Section):
+    """The REST API (``salesflow serve``) and the dashboard (``salesflow dashboard``)."""
+
+    host: str = Field("127.0.0.1", description="address the API listens on")
+    port: int = Field(8000, ge=1, le=65535, description="API port")
+    poll_seconds: float = Field(
+        60,
+        ge=0,
+        description="look up the champion alias this often; load a new champion (0: never)",
+    )
+    admin_token_env: str = Field(
+        "SALESFLOW_ADMIN_TOKEN",
+        description="env var holding the bearer token of POST /admin/reload (unset: disabled)",
+    )
+    page_size: int = Field(500, ge=1, description="GET /forecasts rows per page by default")
+    max_page_size: int = Field(5000, ge=1, description="largest page a client may ask for")
+    max_predict_series: int = Field(
+        1000, ge=1, description="series per POST /predict/batch (more: 413 with the limit)"
+    )
+    max_body_bytes: int = Field(2_000_000, ge=1, description="largest request body (more: 413)")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS; empty: CORS off"
+    )
+    dashboard_port: int = Field(8501, ge=1, le=65535, description="dashboard port")
+
+    @model_validator(mode="after")
+    def _pages(self) -> ServingSection:
+        if self.page_size > self.max_page_size:
+            raise ValueError(
+                f"serving.page_size {self.page_size} exceeds serving.max_page_size "
+                f"{self.max_page_size}"
+            )
+        return self
+
+
 class PathsSection(_Section):
     local_dir: Path = Field(
         Path("data/local"),

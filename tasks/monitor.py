@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +83,51 @@ def _f(v: float | None) -> str:
     return "n/a" if v is None else f"{v:,.1f}"
 
 
+def write_monitor_summary(
+    folder: Path,
+    results: dict[str, DriftResult],
+    paths: dict[str, Path],
+    data_date: Any,
+    flow_run_id: str | None,
+    champion_version: str | None,
+) -> Path:
+    """``summary.json`` next to a monitor run's HTML reports: per kind the verdict, drifted
+    columns and share, and the report's file name; the data date, run id, champion version."""
+    drift = {
+        kind: {
+            "detected": bool(r.detected),
+            "n_drifted": int(r.n_drifted),
+            "n_columns": len(r.columns),
+            "share_drifted": float(r.share_drifted),
+            "drifted_columns": r.drifted_columns,
+            "report": paths[kind].name if kind in paths else None,
+        }
+        for kind, r in results.items()
+    }
+    summary = {
+        "written_at": dt.datetime.now(dt.UTC).isoformat(),
+        "data_date": pd.Timestamp(data_date).strftime("%Y-%m-%d"),
+        "flow_run_id": flow_run_id,
+        "champion_version": champion_version,
+        "drift": drift,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "summary.json"
+    out.write_text(json.dumps(summary, indent=2))
+    return out
+
+
 @task(name="check-drift", cache_policy=NO_CACHE)
 def check_drift(
-    data: SalesData, model: GlobalForecaster, joined: pd.DataFrame, settings: Settings
+    data: SalesData,
+    model: GlobalForecaster,
+    joined: pd.DataFrame,
+    settings: Settings,
+    champion_version: str | None = None,
 ) -> dict[str, DriftResult]:
     """Evidently checks: features and target (champion's training window vs the latest
-    window) and predictions (backtest forecasts vs the latest forecasts). Saves HTML."""
+    window) and predictions (backtest forecasts vs the latest forecasts). Saves HTML and a
+    ``summary.json`` (champion version: given, else looked up by alias) for the dashboard."""
     cfg, log = settings.monitor.drift, get_run_logger()
     results: dict[str, DriftResult] = {}
     folder = run_report_dir(
@@ -114,6 +155,12 @@ def check_drift(
         res, snap = prediction_drift(ref, cur, cfg)
         results["prediction"] = res
         paths["prediction"] = save_report_html(snap, folder / "prediction-drift.html")
+    if champion_version is None:
+        mv = get_alias_version(
+            settings.tracking_uri, settings.model.name, settings.mlflow.champion_alias
+        )
+        champion_version = str(mv.version) if mv else None
+    write_monitor_summary(folder, results, paths, data.last_date, flow_run.id, champion_version)
     create_markdown_artifact(
         key="drift-summary",
         markdown="\n\n".join([*(r.to_markdown() for r in results.values()), report_links(paths)]),

@@ -1,0 +1,176 @@
+"""On-demand forecasts from the champion for named series, with what-if overrides.
+
+:func:`predict_series` answers ``POST /predict``: the champion's forecasts for some series
+from their latest history, exactly those the batch forecast (:func:`score_series`) makes
+for them at the same origin. The model reads other series too: the mean of each feature
+over the series sharing a key value (the store's departments, the department's stores) and
+last season denoised over the department's stores. So the history scored is the requested
+series plus those sharing a key value with them (:func:`peer_series`), and nothing else.
+Without overrides at the default origin, the answer is cut from the whole panel's
+forecast, made once per (model, data) and kept (:func:`warm_predictions`).
+
+Overrides (:class:`Override`) replace or scale a covariate of the forecast window (the
+filled future covariates the model reads, :func:`fill_future_covariates`); the history is
+never changed. A request that names an unknown series, covariate, date or horizon fails
+with :class:`PredictInputError` naming it. The batch CSV path is
+:mod:`salesflow.serving.predict_batch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from features.build import period_step
+from salesflow.errors import UserError
+from salesflow.model import GlobalForecaster
+from salesflow.schema import DATE, ID, SalesData
+from salesflow.scoring import fill_future_covariates, score_series
+from salesflow.serving.predict_inputs import (
+    SHOWN,
+    Override,
+    OverrideTarget,
+    PerObject,
+    PredictInputError,
+    RowError,
+    apply_overrides,
+    peer_series,
+    resolve_override,
+    resolve_series,
+    series_index,
+    subset,
+)
+
+__all__ = [
+    "BOUNDS",
+    "Override",
+    "PredictInputError",
+    "PredictResult",
+    "RowError",
+    "forecast_dates",
+    "peer_series",
+    "predict_series",
+    "resolve_series",
+    "warm_predictions",
+]
+
+BOUNDS = ("lo_80", "hi_80", "lo_95", "hi_95")
+
+
+@dataclass
+class PredictResult:
+    """``frame``: unique_id, the key columns, ds, horizon, forecast, lo_80, hi_80, lo_95,
+    hi_95 (NaN bounds for a model without intervals), by requested series then horizon.
+    ``overridden``: one dict per changed input (series, covariate, date, before, after)."""
+
+    frame: pd.DataFrame
+    overridden: list[dict[str, Any]]
+    errors: list[RowError]
+    origin: pd.Timestamp
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+_BASELINE = PerObject(2)
+
+
+# --- origin and window ---------------------------------------------------------------------
+
+
+def _origin(model: GlobalForecaster, data: SalesData, origin: Any) -> pd.Timestamp:
+    """The forecast origin: the period after the last observation by default; a given one
+    must be a period date after the first observation and not after that default."""
+    latest = model.next_origin(data)
+    if origin is None:
+        return latest
+    try:
+        ts = pd.Timestamp(origin)
+    except (TypeError, ValueError):
+        raise PredictInputError(f"origin {origin!r} is not a date: use YYYY-MM-DD") from None
+    first = pd.Timestamp(data.history[DATE].min())
+    step = period_step(data.freq)
+    if ts <= first or ts > latest or (ts - first) % step != pd.Timedelta(0):
+        raise PredictInputError(
+            f"origin {ts.date()} is not a forecast origin of the data: use a {data.freq} "
+            f"period date after {first.date()} and at most {latest.date()} (the default)"
+        )
+    return ts
+
+
+def forecast_dates(model: GlobalForecaster, data: SalesData, origin: Any = None) -> pd.Index:
+    """The target dates of the forecast window (horizon 1 first)."""
+    start = _origin(model, data, origin)
+    step = period_step(data.freq)
+    return pd.DatetimeIndex([start + step * h for h in range(model.horizon)])
+
+
+def warm_predictions(model: GlobalForecaster, data: SalesData) -> pd.DataFrame:
+    """The whole panel's forecasts at the default origin (the batch forecast's), made once
+    per (model, data) and kept: requests without overrides are cut from them."""
+    return _BASELINE.get((model, data), lambda: score_series(model, data)[0])
+
+
+def _predict_with(
+    model: GlobalForecaster,
+    data: SalesData,
+    ids: list[str],
+    targets: list[OverrideTarget],
+    origin: pd.Timestamp,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The forecasts of ``ids`` from their history and their peers' (see
+    :func:`peer_series`), the future covariates filled as the batch forecast fills them
+    and then overridden."""
+    part = subset(data, peer_series(data, ids))
+    known = part.as_of(origin - period_step(data.freq))
+    known, _, _ = fill_future_covariates(known, origin, model.horizon)
+    future, records = apply_overrides(known.future, targets, series_index(data))
+    pred = model.predict(replace(known, future=future), origin=origin)
+    return pred[pred[ID].isin(set(ids))], records
+
+
+def predict_series(
+    model: GlobalForecaster,
+    data: SalesData,
+    series: list[dict[str, str]],
+    overrides: list[Override] | tuple[Override, ...] = (),
+    origin: Any = None,
+) -> PredictResult:
+    """Forecasts of ``series`` (key column -> value) for horizons 1..model.horizon from
+    ``origin`` (default: the period after the data's last observation), the same the batch
+    forecast makes for them; ``overrides`` change covariates of the forecast window.
+    Columns of ``frame``: see :class:`PredictResult`. :class:`PredictInputError` names an
+    unknown series, key, covariate, date, horizon or origin, or a series with no history
+    before the origin."""
+    ids = resolve_series(data, series)
+    start = _origin(model, data, origin)
+    window = forecast_dates(model, data, start)
+    targets = [resolve_override(o, ids, data, model, window) for o in overrides]
+    if not targets and start == model.next_origin(data):
+        full = warm_predictions(model, data)
+        pred, records = full[full[ID].isin(set(ids))], list[dict[str, Any]]()
+    else:
+        try:
+            pred, records = _predict_with(model, data, ids, targets, start)
+        except UserError as exc:  # e.g. a known-ahead covariate missing in the window
+            raise PredictInputError(str(exc)) from None
+    missing = [i for i in ids if i not in set(pred[ID])]
+    if missing:
+        shown = ", ".join(missing[:SHOWN]) + (" .." if len(missing) > SHOWN else "")
+        raise PredictInputError(
+            f"{len(missing)} series have no observation before the origin {start.date()} "
+            f"and cannot be forecast: {shown}"
+        )
+    return PredictResult(_shape(pred, ids, data.keys), records, [], start)
+
+
+def _shape(pred: pd.DataFrame, ids: list[str], keys: list[str]) -> pd.DataFrame:
+    """unique_id, keys, ds, horizon, forecast and bounds, by requested series then horizon."""
+    out = pred.copy()
+    for b in BOUNDS:
+        if b not in out:
+            out[b] = float("nan")
+    order = {i: n for n, i in enumerate(ids)}
+    out = out.assign(_order=out[ID].map(order)).sort_values(["_order", "horizon"])
+    cols = [ID, *keys, DATE, "horizon", "forecast", *BOUNDS]
+    return out[cols].reset_index(drop=True)

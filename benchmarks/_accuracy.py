@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from salesflow.schema import DATE, ID, SalesData
+from salesflow.data.schema import DATE, ID, SalesData
 
 HOLIDAY_WEIGHT = 5.0
 BASELINES = ["seasonal_naive", "naive"]
@@ -31,9 +31,9 @@ FRAME_COLUMNS = [ID, "origin", DATE, "horizon", "y", "is_holiday", *BASELINES]
 def prepare_data(walmart: Path, out: Path) -> dict[str, Any]:
     """Load the Walmart folder, run the validation gate, drop its short series; pickle the
     result to ``out`` (every measurement reads that same data)."""
-    from salesflow.settings import load_settings
-    from salesflow.sources import load_walmart
-    from salesflow.validation import DataValidationError, drop_short_series, validate_sales
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_walmart
+    from salesflow.data.validation import DataValidationError, drop_short_series, validate_sales
 
     raw = load_walmart(walmart)
     report = validate_sales(raw, load_settings("dev").validation)
@@ -64,9 +64,9 @@ def task_salesflow_single(data: str, origin: str, frame: str) -> dict[str, Any]:
     """salesflow's champion pipeline from one origin, exactly as ``salesflow train`` builds
     it (dev settings); the backtest frame (with both baselines) goes to ``frame``."""
     from features.build import make_grid
-    from salesflow.backtest import baseline_forecasts, run_backtest
-    from salesflow.settings import load_settings
-    from salesflow.training import make_forecaster
+    from salesflow.config.settings import load_settings
+    from salesflow.modelling.backtest import baseline_forecasts, run_backtest
+    from salesflow.modelling.training import make_forecaster
 
     sales = read_data(data)
     fits: list[float] = []
@@ -100,10 +100,10 @@ def task_train(walmart: str, frame: str) -> dict[str, Any]:
     """What ``salesflow train`` computes, without the Prefect and MLflow calls: load,
     validate, build features, fit on all the data, backtest (``evaluate``: 3 origins),
     intervals. The backtest frame goes to ``frame`` (salesflow's rolling-origin rows)."""
-    from salesflow.settings import load_settings
-    from salesflow.sources import load_walmart
-    from salesflow.training import evaluate, make_forecaster
-    from salesflow.validation import drop_short_series, validate_sales
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_walmart
+    from salesflow.data.validation import drop_short_series, validate_sales
+    from salesflow.modelling.training import evaluate, make_forecaster
 
     steps: dict[str, float] = {}
     start = t = time.perf_counter()
@@ -192,7 +192,7 @@ def combine(
 
 def score_methods(frame: pd.DataFrame, methods: list[str], by: str | None = None) -> pd.DataFrame:
     """Columns out: [by,] model, wmae, mae, rmse, bias, n, ratio_to_seasonal_naive."""
-    from salesflow.metrics import score_by
+    from salesflow.modelling.metrics import score_by
 
     key = by or "_all"
     scored = score_by(frame.assign(_all="all"), key, methods, HOLIDAY_WEIGHT)
@@ -204,7 +204,7 @@ def score_methods(frame: pd.DataFrame, methods: list[str], by: str | None = None
 def seasonal_naive_check(frame: pd.DataFrame) -> dict[str, Any]:
     """salesflow's seasonal naive against statsforecast's SeasonalNaive(52) on the rows the
     latter forecast itself (eligible series): WMAE of each and how many rows differ."""
-    from salesflow.metrics import wmae
+    from salesflow.modelling.metrics import wmae
 
     rows = frame[~frame["peer_short_series"]]
     ours, theirs = rows["seasonal_naive"], rows["sf_seasonal_naive"]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from features.build import period_step
 from features.calendar import is_holiday_period
-from salesflow.schema import DATE, HOLIDAY, ID, TARGET, SalesData
+from salesflow.data.schema import DATE, HOLIDAY, ID, TARGET, SalesData
 
 SEASON = 52
 HORIZON = 39

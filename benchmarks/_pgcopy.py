@@ -17,8 +17,8 @@ def raw_copy_seconds(engine: Any, frame: Any, table: str) -> float:
     import pandas as pd
     import sqlalchemy as sa
 
-    from salesflow import sqlconvert
-    from salesflow import warehouse as wh
+    from salesflow.storage import sqlconvert
+    from salesflow.storage import warehouse as wh
 
     frame = frame.assign(created_at=pd.Timestamp.now(tz="UTC"))
     for col in ("store", "dept"):  # as write_forecasts fills them from series_keys

@@ -174,7 +174,7 @@ def frame_path(work: str | Path, method: str, origin: str) -> Path:
 def rmspe(y, yhat) -> float:
     """sqrt(mean(((y - yhat) / y)^2)) over rows with y > 0 (salesflow.metrics' if present)."""
     try:
-        from salesflow.metrics import rmspe as shipped
+        from salesflow.modelling.metrics import rmspe as shipped
     except ImportError:
         y, yhat = np.asarray(y, dtype=float), np.asarray(yhat, dtype=float)
         keep = y > 0
@@ -204,7 +204,7 @@ def scored_rows(panel: pd.DataFrame, origins: list[str]) -> pd.DataFrame:
 
 
 def _metrics(rows: pd.DataFrame, col: str) -> dict[str, float]:
-    from salesflow.metrics import mae, wmae
+    from salesflow.modelling.metrics import mae, wmae
 
     y, f = rows["y"], rows[col]
     out = {

@@ -137,10 +137,10 @@ def forecast_salesflow(
     its backtest (``evaluate``) for the interval widths, then the fit on everything before
     the origin; the forecast carries lo/hi 80/95. Without: ``run_backtest(origins=[T])``,
     one fit, point forecasts only (the same fit: same rows, same seed)."""
-    from salesflow.backtest import run_backtest
-    from salesflow.settings import load_settings
-    from salesflow.sources import load_sales
-    from salesflow.training import evaluate, fit_champion_candidate, make_forecaster
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_sales
+    from salesflow.modelling.backtest import run_backtest
+    from salesflow.modelling.training import evaluate, fit_champion_candidate, make_forecaster
 
     t0 = time.perf_counter()
     settings = load_settings(env, data={"path": data_path})

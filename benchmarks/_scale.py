@@ -19,12 +19,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from salesflow.schema import ID, SalesData
+from salesflow.data.schema import ID, SalesData
 
 
 def make_panel(n_stores: int, n_depts: int, periods: int) -> SalesData:
-    from salesflow.settings import SyntheticSection
-    from salesflow.synthetic import generate_sales
+    from salesflow.config.settings import SyntheticSection
+    from salesflow.data.synthetic import generate_sales
 
     return generate_sales(SyntheticSection(n_stores=n_stores, n_depts=n_depts, periods=periods))
 
@@ -42,8 +42,8 @@ def subset(data: SalesData, n_series: int) -> SalesData:
 def training_rows_per_series(n_depts: int, periods: int, sample_stores: int = 10) -> float:
     """Training rows per series of a small panel with the same history length (the rows
     of a larger panel grow with its series)."""
-    from salesflow.settings import load_settings
-    from salesflow.training import make_forecaster
+    from salesflow.config.settings import load_settings
+    from salesflow.modelling.training import make_forecaster
 
     data = make_panel(sample_stores, n_depts, periods)
     rows = make_forecaster(load_settings("dev")).training_rows(data)
@@ -51,8 +51,8 @@ def training_rows_per_series(n_depts: int, periods: int, sample_stores: int = 10
 
 
 def task_scale_train(n_stores: int, n_depts: int, periods: int) -> dict[str, Any]:
-    from salesflow.settings import load_settings
-    from salesflow.training import make_forecaster
+    from salesflow.config.settings import load_settings
+    from salesflow.modelling.training import make_forecaster
 
     t0 = time.perf_counter()
     data = make_panel(n_stores, n_depts, periods)
@@ -90,11 +90,11 @@ def _writer(pg_url: str | None):
 def task_scale_batch(
     n_stores: int, n_depts: int, periods: int, pg_url: str | None, model_series: int
 ) -> dict[str, Any]:
-    from salesflow.scoring import score_series, warehouse_rows
-    from salesflow.settings import load_settings
-    from salesflow.training import make_forecaster
-    from salesflow.validation import DataValidationError, drop_short_series, validate_sales
-    from salesflow.warehouse import write_forecasts
+    from salesflow.config.settings import load_settings
+    from salesflow.data.validation import DataValidationError, drop_short_series, validate_sales
+    from salesflow.modelling.scoring import score_series, warehouse_rows
+    from salesflow.modelling.training import make_forecaster
+    from salesflow.storage.warehouse import write_forecasts
 
     settings = load_settings("dev")
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ import _accuracy as acc
 import numpy as np
 import pandas as pd
 
-from salesflow.schema import SalesData
+from salesflow.data.schema import SalesData
 
 SINGLE_PEERS = [
     "mlforecast_lgbm",

@@ -51,8 +51,8 @@ def task_batch_cycle(
 def drift_frames(rows: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """A synthetic panel cut in two by date: ``rows`` reference rows (earlier weeks) and
     ``rows`` current rows (later weeks), with the 9 Walmart-like covariates."""
-    from salesflow.settings import SyntheticSection
-    from salesflow.synthetic import generate_sales
+    from salesflow.config.settings import SyntheticSection
+    from salesflow.data.synthetic import generate_sales
 
     n_depts, periods = 100, 200
     # ~15 % of synthetic series start late: ask for a fifth more than 2 x rows.
@@ -80,7 +80,7 @@ def task_drift(rows: int, max_rows: int | None) -> dict[str, Any]:
     """``salesflow.drift.detect_drift`` on ``rows`` x 9 covariates against ``rows`` of
     reference; ``max_rows`` None keeps the shipped setting (each side sampled to it). Falls
     back to Evidently's ``DataDriftPreset`` on all rows when salesflow.drift is absent."""
-    from salesflow.settings import DriftSection
+    from salesflow.config.settings import DriftSection
 
     t0 = time.perf_counter()
     reference, current, columns = drift_frames(rows)
@@ -92,7 +92,7 @@ def task_drift(rows: int, max_rows: int | None) -> dict[str, Any]:
     cfg = DriftSection() if max_rows is None else DriftSection(max_rows=max_rows)
     t2 = time.perf_counter()
     try:
-        from salesflow.drift import detect_drift
+        from salesflow.monitor.drift import detect_drift
     except ImportError:
         detected, impl, tested = _evidently_preset(reference, current, columns), "preset", rows
     else:

@@ -12,7 +12,7 @@ import pandas as pd
 from _accuracy import HOLIDAY_WEIGHT, prepare_data, read_data
 from _common import HERE, describe_machine
 
-from salesflow.schema import SalesData
+from salesflow.data.schema import SalesData
 
 
 def study_data(walmart: Path) -> tuple[SalesData, dict[str, Any]]:
@@ -28,9 +28,9 @@ def origin_rows(
 ) -> tuple[pd.DataFrame, float]:
     """salesflow's backtest rows from ``origin`` (dev settings, XGBoost ``seed``, the
     ``features`` settings overridden; with the model's baseline column) and fit seconds."""
-    from salesflow.backtest import run_backtest
-    from salesflow.settings import load_settings
-    from salesflow.training import make_forecaster
+    from salesflow.config.settings import load_settings
+    from salesflow.modelling.backtest import run_backtest
+    from salesflow.modelling.training import make_forecaster
 
     settings = load_settings("dev")
     settings = settings.model_copy(

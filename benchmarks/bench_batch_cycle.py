@@ -86,8 +86,8 @@ def base_overrides(work: Path) -> dict[str, Any]:
 
 def ensure_champion(walmart: Path, work: Path, retrain: bool) -> dict[str, Any]:
     """Train and register a champion unless the work folder already has one."""
-    from salesflow.registry import get_alias_version
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
+    from salesflow.modelling.registry import get_alias_version
 
     settings = load_settings("dev", **base_overrides(work), **TRAIN_OVERRIDES)
     mv = get_alias_version(settings.tracking_uri, settings.model.name, "champion")
@@ -173,12 +173,12 @@ def prefect_view(flow_run_id: Any) -> dict[str, Any]:
 
 def run_plain(walmart: Path, work: Path, pg_url: str, table: str) -> dict[str, Any]:
     """The same steps as the flow, as plain function calls; wall time and per-step times."""
-    from salesflow.registry import load_forecaster
-    from salesflow.scoring import score_series, warehouse_rows
-    from salesflow.settings import load_settings, settings_overrides
-    from salesflow.sources import load_sales
-    from salesflow.validation import DataValidationError, drop_short_series, validate_sales
-    from salesflow.warehouse import write_forecasts
+    from salesflow.config.settings import load_settings, settings_overrides
+    from salesflow.data.sources import load_sales
+    from salesflow.data.validation import DataValidationError, drop_short_series, validate_sales
+    from salesflow.modelling.registry import load_forecaster
+    from salesflow.modelling.scoring import score_series, warehouse_rows
+    from salesflow.storage.warehouse import write_forecasts
 
     steps: dict[str, float] = {}
 
@@ -237,7 +237,7 @@ def raw_copy_seconds(pg_url: str, rows: Any, table: str) -> float:
 
 
 def write_seconds(pg_url: str, rows: Any, table: str) -> float:
-    from salesflow.warehouse import write_forecasts
+    from salesflow.storage.warehouse import write_forecasts
 
     start = time.perf_counter()
     write_forecasts(pg_url, rows, table=table)
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--retrain", action="store_true", help="train even if a champion exists")
     args = parser.parse_args(argv)
 
-    from salesflow.warehouse import check_connection, redact_url
+    from salesflow.storage.warehouse import check_connection, redact_url
 
     check_connection(args.pg_url)
     work = work_dir_for(args.walmart, args.work_root)

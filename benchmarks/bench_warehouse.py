@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from _common import describe_machine
 from _pgcopy import raw_copy_seconds
 
-from salesflow import warehouse as wh
+from salesflow.storage import warehouse as wh
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 HORIZON = 39

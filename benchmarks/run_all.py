@@ -190,7 +190,7 @@ def run_accuracy(plan: Plan, walmart: Path, data_path: Path, r: dict[str, Any]) 
 
 def run_speed(plan: Plan, walmart: Path, pg_url: str, r: dict[str, Any]) -> None:
     """The batch cycle and writes (bench_batch_cycle), and the drift check on 1M rows."""
-    from salesflow.warehouse import WarehouseUnavailable, check_connection
+    from salesflow.storage.warehouse import WarehouseUnavailable, check_connection
 
     s = r["speed"]
     try:

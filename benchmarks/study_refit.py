@@ -35,14 +35,14 @@ HOLDOUT_WEEKS = 13
 
 
 def _fit(data: Any, until: pd.Timestamp, settings: Any) -> tuple[Any, float]:
-    from salesflow.training import make_forecaster
+    from salesflow.modelling.training import make_forecaster
 
     model = make_forecaster(settings).fit(data.as_of(until))
     return model, model.fit_seconds_
 
 
 def _score(frame: pd.DataFrame, column: str) -> float:
-    from salesflow.metrics import wmae
+    from salesflow.modelling.metrics import wmae
 
     return wmae(frame["y"], frame[column], frame["is_holiday"], HOLIDAY_WEIGHT)
 
@@ -50,7 +50,7 @@ def _score(frame: pd.DataFrame, column: str) -> float:
 def study_origin(data: Any, origin: pd.Timestamp, settings: Any) -> dict[str, Any]:
     """Fit the challenger and the refit for ``origin``; score both on the same rows."""
     from features.build import period_step
-    from salesflow.retraining import Holdout, holdout_frame
+    from salesflow.governance.retraining import Holdout, holdout_frame
 
     step = period_step(data.freq)
     horizon = settings.model.horizon
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--origins", nargs="+", default=ORIGINS)
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)  # before xgboost loads (busy-waiting threads on 2 cores)
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
 
     settings = load_settings("dev")
     with tempfile.TemporaryDirectory() as tmp:  # no copy of the Walmart data stays behind

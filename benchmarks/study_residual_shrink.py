@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)  # before xgboost loads (busy-waiting threads on 2 cores)
-    from salesflow.metrics import wmae
+    from salesflow.modelling.metrics import wmae
 
     data, meta = study_data(args.walmart)
     weight = args.two_season_weight

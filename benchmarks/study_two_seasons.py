@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
     args = parser.parse_args(argv)
     os.environ.update(QUIET_ENV)  # before xgboost loads (busy-waiting threads on 2 cores)
-    from salesflow.metrics import wmae
+    from salesflow.modelling.metrics import wmae
 
     data, meta = study_data(args.walmart)
     results: list[dict[str, Any]] = []

@@ -8,10 +8,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.run_names import run_name
-from salesflow.report import scoring_summary
-from salesflow.scoring import rows_per_store
-from salesflow.settings import load_settings, settings_overrides
-from salesflow.warehouse import describe_write
+from salesflow.config.settings import load_settings, settings_overrides
+from salesflow.modelling.report import scoring_summary
+from salesflow.modelling.scoring import rows_per_store
+from salesflow.storage.warehouse import describe_write
 from tasks.ingest import ingest_sales
 from tasks.preflight import check_data, check_run
 from tasks.score import forecast_series, load_champion, write_to_warehouse

@@ -8,10 +8,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.run_names import run_name
-from salesflow.monitoring import is_degraded
-from salesflow.policy import decide_rollback
-from salesflow.report import monitor_summary
-from salesflow.settings import load_settings, settings_overrides
+from salesflow.config.settings import load_settings, settings_overrides
+from salesflow.governance.policy import decide_rollback
+from salesflow.modelling.report import monitor_summary
+from salesflow.monitor.monitoring import is_degraded
 from tasks.ingest import ingest_sales
 from tasks.monitor import (
     check_drift,
@@ -38,9 +38,7 @@ def monitor_flow(
     check_run(settings, "monitor")
     model, identity = load_champion(settings)
     data = ingest_sales(settings.data)
-    data = validate_data(
-        data, settings.validation, settings.data.as_of, settings.model.horizon
-    )
+    data = validate_data(data, settings.validation, settings.data.as_of, settings.model.horizon)
     check_data(settings, data, "monitor", model, identity["version"])
     cmp, joined = measure_accuracy(data, identity, settings)
     drift = check_drift(data, model, joined, settings)

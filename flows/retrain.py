@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow
 
 from flows.run_names import run_name
-from salesflow.settings import Settings, load_settings, settings_overrides
+from salesflow.config.settings import Settings, load_settings, settings_overrides
 from tasks.features import build_features
 from tasks.ingest import ingest_sales
 from tasks.locks import acquire_model_lock, release_model_lock

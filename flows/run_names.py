@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect.runtime import flow_run
 
-from salesflow.settings import Settings, load_settings, settings_overrides
+from salesflow.config.settings import Settings, load_settings, settings_overrides
 
 CHAMPION_FLOWS = frozenset({"batch-forecast", "monitor-forecasts", "retrain-forecaster"})
 
@@ -53,7 +53,7 @@ def _local_champion(s: Settings) -> str | None:
     uri = s.tracking_uri
     if not uri.startswith("sqlite:///") or not Path(uri.removeprefix("sqlite:///")).exists():
         return None
-    from salesflow.registry import get_alias_version
+    from salesflow.modelling.registry import get_alias_version
 
     mv = get_alias_version(uri, s.model.name, s.mlflow.champion_alias)
     return None if mv is None else str(mv.version)

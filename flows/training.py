@@ -11,8 +11,8 @@ from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.run_names import run_name
-from salesflow.report import training_summary
-from salesflow.settings import Settings, load_settings, settings_overrides
+from salesflow.config.settings import Settings, load_settings, settings_overrides
+from salesflow.modelling.report import training_summary
 from tasks.features import build_features
 from tasks.ingest import ingest_sales
 from tasks.locks import acquire_model_lock, release_model_lock

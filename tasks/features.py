@@ -7,9 +7,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from salesflow.model import GlobalForecaster
-from salesflow.report import feature_table
-from salesflow.schema import SalesData
+from salesflow.data.schema import SalesData
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.report import feature_table
 
 
 @task(name="build-features", cache_policy=NO_CACHE)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from salesflow.report import data_summary
-from salesflow.schema import SalesData
-from salesflow.settings import DataSection
-from salesflow.sources import load_sales
+from salesflow.config.settings import DataSection
+from salesflow.data.schema import SalesData
+from salesflow.data.sources import load_sales
+from salesflow.modelling.report import data_summary
 from tasks import TRANSIENT_IO_RETRIES
 
 

@@ -6,8 +6,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from salesflow.locks import Lease, acquire_lock, describe_holder, release_lock
-from salesflow.settings import Settings
+from salesflow.config.settings import Settings
+from salesflow.storage.locks import Lease, acquire_lock, describe_holder, release_lock
 from tasks import TRANSIENT_IO_RETRIES
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from salesflow.model import GlobalForecaster
-from salesflow.preflight import check_before_run, check_data_fits, set_mlflow_http_limits
-from salesflow.registry import check_champion_fits
-from salesflow.schema import SalesData
-from salesflow.settings import Settings
+from salesflow.commands.preflight import check_before_run, check_data_fits, set_mlflow_http_limits
+from salesflow.config.settings import Settings
+from salesflow.data.schema import SalesData
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.registry import check_champion_fits
 
 
 @task(name="preflight-checks", cache_policy=NO_CACHE)

@@ -10,22 +10,22 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from salesflow import plots
-from salesflow.backtest import BacktestResult
-from salesflow.model import GlobalForecaster
-from salesflow.policy import decide_first_champion
-from salesflow.promotion import (
+from salesflow.config.settings import Settings
+from salesflow.data.schema import SalesData
+from salesflow.governance.policy import decide_first_champion
+from salesflow.governance.promotion import (
     current_champion,
     promote_audited,
     registered_by_run,
     reject_audited,
     run_tags,
 )
-from salesflow.registry import RegisteredVersion, log_and_register
-from salesflow.retraining import backtest_scorecard
-from salesflow.schema import SalesData
-from salesflow.settings import Settings
-from salesflow.training import example_input, run_record
+from salesflow.governance.retraining import backtest_scorecard
+from salesflow.modelling import plots
+from salesflow.modelling.backtest import BacktestResult
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.registry import RegisteredVersion, log_and_register
+from salesflow.modelling.training import example_input, run_record
 from tasks import TRANSIENT_IO_RETRIES
 
 

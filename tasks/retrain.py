@@ -11,21 +11,26 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
-from salesflow.backtest import BacktestResult
-from salesflow.model import GlobalForecaster
-from salesflow.policy import Decision, decide
-from salesflow.promotion import ChampionChanged, promote_audited, reject_audited, tag_evaluated
-from salesflow.registry import ChampionNotFound, RegisteredVersion, load_forecaster
-from salesflow.report import decision_markdown
-from salesflow.retraining import (
+from salesflow.config.settings import Settings
+from salesflow.data.schema import SalesData
+from salesflow.governance.policy import Decision, decide
+from salesflow.governance.promotion import (
+    ChampionChanged,
+    promote_audited,
+    reject_audited,
+    tag_evaluated,
+)
+from salesflow.governance.retraining import (
     Holdout,
     comparable_champion,
     compare_on_holdout,
     holdout_frame,
     split_holdout,
 )
-from salesflow.schema import SalesData
-from salesflow.settings import Settings
+from salesflow.modelling.backtest import BacktestResult
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.registry import ChampionNotFound, RegisteredVersion, load_forecaster
+from salesflow.modelling.report import decision_markdown
 from tasks import TRANSIENT_IO_RETRIES
 
 

@@ -9,13 +9,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from salesflow.config.settings import Settings
+from salesflow.data.schema import SalesData
 from salesflow.errors import UserError, retry_transient
-from salesflow.model import GlobalForecaster
-from salesflow.registry import client, load_forecaster
-from salesflow.schema import SalesData
-from salesflow.scoring import ScoringNotes, score_series, warehouse_rows
-from salesflow.settings import Settings
-from salesflow.warehouse import (
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.registry import client, load_forecaster
+from salesflow.modelling.scoring import ScoringNotes, score_series, warehouse_rows
+from salesflow.storage.warehouse import (
     RunContext,
     WriteResult,
     describe_write,

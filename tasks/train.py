@@ -7,12 +7,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from salesflow.backtest import BacktestResult
-from salesflow.model import GlobalForecaster
-from salesflow.report import metrics_table, origin_table
-from salesflow.schema import SalesData
-from salesflow.settings import Settings
-from salesflow.training import evaluate, make_forecaster
+from salesflow.config.settings import Settings
+from salesflow.data.schema import SalesData
+from salesflow.modelling.backtest import BacktestResult
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.report import metrics_table, origin_table
+from salesflow.modelling.training import evaluate, make_forecaster
 
 
 @task(name="prepare-model", cache_policy=NO_CACHE)

@@ -8,9 +8,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from salesflow.schema import SalesData
-from salesflow.settings import ValidationSection
-from salesflow.validation import DataValidationError, drop_short_series, validate_sales
+from salesflow.config.settings import ValidationSection
+from salesflow.data.schema import SalesData
+from salesflow.data.validation import DataValidationError, drop_short_series, validate_sales
 
 
 @task(name="validate-sales", cache_policy=NO_CACHE)

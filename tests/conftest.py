@@ -18,7 +18,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 @pytest.fixture(scope="session")
 def small_settings():
     """The test environment's settings (small panel, small model)."""
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
 
     return load_settings("test")
 
@@ -26,7 +26,7 @@ def small_settings():
 @pytest.fixture(scope="session")
 def small_data(small_settings):
     """A seeded synthetic panel of 3 stores x 4 departments, 120 weeks."""
-    from salesflow.synthetic import generate_sales
+    from salesflow.data.synthetic import generate_sales
 
     return generate_sales(small_settings.data.synthetic)
 
@@ -34,7 +34,7 @@ def small_data(small_settings):
 @pytest.fixture()
 def isolated_settings(tmp_path, monkeypatch):
     """Test settings whose MLflow registry and warehouse live in ``tmp_path``."""
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
 
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
     return load_settings("test", paths={"local_dir": str(tmp_path / "local")})

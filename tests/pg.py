@@ -14,7 +14,7 @@ PG_URL = os.environ.get(
 
 def postgres_or_skip(url: str = PG_URL) -> None:
     """Skip the test when PostgreSQL is unreachable; fail instead when CI=true."""
-    from salesflow.sqlstore import WarehouseUnavailable, check_connection
+    from salesflow.storage.sqlstore import WarehouseUnavailable, check_connection
 
     try:
         check_connection(url)

@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 
 from features.build import make_grid
-from salesflow.backtest import (
+from salesflow.config.settings_sections import SyntheticSection
+from salesflow.data.schema import DATE, ID
+from salesflow.data.synthetic import generate_sales
+from salesflow.modelling.backtest import (
     BacktestResult,
     baseline_forecasts,
     prediction_columns,
     run_backtest,
 )
-from salesflow.metrics import bias, mae, rmse, rmspe, wmae
-from salesflow.schema import DATE, ID
-from salesflow.settings_sections import SyntheticSection
-from salesflow.synthetic import generate_sales
+from salesflow.modelling.metrics import bias, mae, rmse, rmspe, wmae
 
 HORIZON = 14
 
@@ -186,7 +186,7 @@ def _result(bt: BacktestResult) -> dict:
 def test_cli_prints_pooled_rmspe_and_one_row_per_origin(daily_data, capsys):
     """salesflow train's table: RMSPE per model (weekly naive included), then one row per
     origin with both WMAEs (thousands separators), their ratio and both RMSPEs."""
-    from salesflow.cli import _print_training
+    from salesflow.commands.cli import _print_training
 
     bt = _backtest(daily_data, closes_sundays=True)
     _print_training(_result(bt))
@@ -210,7 +210,7 @@ def test_cli_prints_pooled_rmspe_and_one_row_per_origin(daily_data, capsys):
 
 def test_markdown_tables_show_rmspe_and_origins(daily_data):
     """The backtest artifact: pooled table with an RMSPE column, then one row per origin."""
-    from salesflow.report import metrics_table
+    from salesflow.modelling.report import metrics_table
 
     bt = _backtest(daily_data, closes_sundays=True)
     md = metrics_table(bt.overall(), bt.origin_rows())

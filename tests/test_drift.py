@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salesflow import drift
-from salesflow.settings import DriftInjection, DriftSection, SyntheticSection
-from salesflow.synthetic import generate_sales
+from salesflow.config.settings import DriftInjection, DriftSection, SyntheticSection
+from salesflow.data.synthetic import generate_sales
+from salesflow.monitor import drift
 
 PANEL = SyntheticSection(n_stores=6, n_depts=8, periods=143)
 DATES = pd.date_range(PANEL.start, periods=PANEL.periods, freq=PANEL.freq)
@@ -260,7 +260,7 @@ def test_window_holds_periods_ending_at_end(stable, end, periods, first, last):
 def scenario_checks():
     """The drift scenario (configs/scenario.yaml) on 6 stores, drift injected in stores 1-4
     only; the champion trained until 2012-04-27 as in the README's walkthrough."""
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
 
     s = load_settings("scenario")
     inj = s.data.synthetic.drift.model_copy(update={"stores": [1, 2, 3, 4]})
@@ -345,9 +345,9 @@ def test_run_report_dir_is_one_per_run_and_creates_nothing(tmp_path):
 def test_monitor_summary_says_what_moved(scenario_checks):
     """The monitor summary's drift rows give each drifted column's change and stores, not
     just its name (sales for the target)."""
-    from salesflow.loop import RealizedComparison
-    from salesflow.policy import RollbackDecision
-    from salesflow.report import monitor_summary
+    from salesflow.governance.policy import RollbackDecision
+    from salesflow.modelling.report import monitor_summary
+    from salesflow.monitor.loop import RealizedComparison
 
     _, feature, target = scenario_checks
     cmp = RealizedComparison("1", 2.0, None, None, 10, "2012-08-03", "2012-10-26")
@@ -366,7 +366,7 @@ def test_monitor_summary_says_what_moved(scenario_checks):
 def test_negative_shift_names_only_the_stores_that_fell():
     """A fall in stores 1 and 2 reads as a negative change in units and sigma there; the
     stores that stayed are not listed."""
-    from salesflow.drift_shift import covariate_shift
+    from salesflow.monitor.drift_shift import covariate_shift
 
     rng = np.random.default_rng(1)
     stores = np.repeat([1, 2, 3, 4], 26)

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture()
 def scenario_under_dev(monkeypatch):
     """The scenario's settings (a small model) loaded while $SALESFLOW_ENV says dev."""
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
 
     monkeypatch.setenv("SALESFLOW_ENV", "dev")
     return load_settings("scenario", model={"n_estimators": 5})
@@ -17,8 +17,8 @@ def scenario_under_dev(monkeypatch):
 
 def test_run_tags_carry_the_loaded_env_and_model(scenario_under_dev):
     """run_record's tags (MLflow run and version tags) name env scenario and its model."""
-    from salesflow.synthetic import generate_sales
-    from salesflow.training import evaluate, make_forecaster, run_record
+    from salesflow.data.synthetic import generate_sales
+    from salesflow.modelling.training import evaluate, make_forecaster, run_record
 
     s = scenario_under_dev
     data = generate_sales(s.data.synthetic)

@@ -12,9 +12,9 @@ import pytest
 from features.build import FeatureSpec, make_grid, origin_features
 from features.daily import closure_distances, weekly_profile
 from features.holidays import HolidaySpec, holiday_flags
-from salesflow.model import GlobalForecaster, seasonal_base
-from salesflow.schema import SalesData
-from salesflow.settings import load_settings
+from salesflow.config.settings import load_settings
+from salesflow.data.schema import SalesData
+from salesflow.modelling.model import GlobalForecaster, seasonal_base
 
 DAILY = FeatureSpec(
     season_length=364,

@@ -26,7 +26,7 @@ def trained(harness, tmp_path, monkeypatch):
 
 
 def _rows(tmp_path) -> pd.DataFrame:
-    from salesflow.warehouse import read_forecasts
+    from salesflow.storage.warehouse import read_forecasts
 
     return read_forecasts(f"sqlite:///{tmp_path}/warehouse.db")
 
@@ -58,7 +58,7 @@ def test_batch_forecast_writes_every_series_once(trained, tmp_path, small_data):
 
 
 def _runs(tmp_path) -> pd.DataFrame:
-    from salesflow.warehouse import read_forecast_runs
+    from salesflow.storage.warehouse import read_forecast_runs
 
     return read_forecast_runs(f"sqlite:///{tmp_path}/warehouse.db")
 
@@ -67,7 +67,7 @@ def test_partial_extract_keeps_other_series_unless_replace_origin(trained, tmp_p
     """A forecast from a partial extract (store 1 only) for an origin already written keeps
     the other stores' rows and says so; replace_origin removes them and names them."""
     from flows.batch_forecast import batch_forecast_flow
-    from salesflow.cli import main
+    from salesflow.commands.cli import main
 
     store_1 = {"data": {"synthetic": {"n_stores": 1}}}
     full = batch_forecast_flow(env="test")
@@ -99,7 +99,7 @@ def test_partial_extract_keeps_other_series_unless_replace_origin(trained, tmp_p
 def test_no_champion_is_a_clear_failure(harness, tmp_path, monkeypatch):
     """Without a registered champion the flow fails saying to train first; nothing written."""
     from flows.batch_forecast import batch_forecast_flow
-    from salesflow.registry import ChampionNotFound
+    from salesflow.modelling.registry import ChampionNotFound
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     with pytest.raises(ChampionNotFound, match="salesflow train"):
@@ -110,7 +110,7 @@ def test_no_champion_is_a_clear_failure(harness, tmp_path, monkeypatch):
 def test_failure_mid_write_leaves_table_unchanged(trained, tmp_path, monkeypatch):
     """A fault injected half-way through the write leaves the earlier rows exactly as they were."""
     from flows.batch_forecast import batch_forecast_flow
-    from salesflow import sqlstore
+    from salesflow.storage import sqlstore
 
     batch_forecast_flow(env="test", origin="2012-04-06")
     before = _rows(tmp_path)
@@ -129,8 +129,8 @@ def test_missing_future_covariates_fall_back_and_are_counted(trained, small_data
     """Target dates without covariates use the last known value, and the count is reported."""
     from dataclasses import replace
 
-    from salesflow.registry import load_forecaster
-    from salesflow.scoring import score_series
+    from salesflow.modelling.registry import load_forecaster
+    from salesflow.modelling.scoring import score_series
 
     model, _ = load_forecaster(trained_uri(trained), "salesflow-forecaster", "champion")
     data = replace(small_data, future=small_data.future.iloc[0:0])
@@ -149,7 +149,7 @@ def trained_uri(result) -> str:
 def test_unreachable_warehouse_retries_then_fails_clearly(trained, tmp_path, monkeypatch):
     """A closed warehouse port: the write retries, then fails naming the (password-free) URL."""
     from flows.batch_forecast import batch_forecast_flow
-    from salesflow.warehouse import WarehouseUnavailable
+    from salesflow.storage.warehouse import WarehouseUnavailable
 
     monkeypatch.setenv("SALESFLOW_WAREHOUSE_URL", "postgresql+psycopg://u:s3cret@127.0.0.1:1/x")
     with pytest.raises(WarehouseUnavailable) as exc:
@@ -162,7 +162,7 @@ def test_unreadable_champion_artifact_fails_before_any_write(trained, tmp_path):
     import shutil
 
     from flows.batch_forecast import batch_forecast_flow
-    from salesflow.registry import ChampionUnreadable
+    from salesflow.modelling.registry import ChampionUnreadable
 
     shutil.rmtree(tmp_path / "mlartifacts")
     with pytest.raises(ChampionUnreadable, match="version 1 of 'salesflow-forecaster'.*could not"):
@@ -173,7 +173,7 @@ def test_unreadable_champion_artifact_fails_before_any_write(trained, tmp_path):
 def test_a_row_dated_after_today_stops_the_forecast(trained, tmp_path, small_data):
     """One stray row dated 2099 fails the gate (no forecast for 2099); nothing is written."""
     from flows.batch_forecast import batch_forecast_flow
-    from salesflow.validation import DataValidationError
+    from salesflow.data.validation import DataValidationError
 
     h = small_data.history[["store", "dept", "ds", "y", "is_holiday"]]
     stray = h.iloc[[-1]].assign(ds=pd.Timestamp("2099-01-02"))

@@ -4,6 +4,8 @@ same data without injected drift nothing fires."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
@@ -51,7 +53,7 @@ def _events(prefix: str) -> list[dict]:
 def test_injected_drift_is_detected_and_events_fire(harness, tmp_path, monkeypatch):
     """The shifted covariates drift, unemployment does not; drift and degradation events
     with the model as resource reach the server; realized accuracy is stored."""
-    from salesflow.sqlstore import count_rows
+    from salesflow.storage.sqlstore import count_rows
 
     out = _cycle(tmp_path, monkeypatch)
     assert out["drift"]["feature"] and out["drift"]["target"]
@@ -65,6 +67,11 @@ def test_injected_drift_is_detected_and_events_fire(harness, tmp_path, monkeypat
     url = f"sqlite:///{tmp_path}/warehouse.db"
     assert count_rows(url, "forecast_accuracy") == 13
     assert len(list((tmp_path / "reports").glob("*/feature-drift.html"))) == 1
+    (summary,) = (tmp_path / "reports").glob("*/summary.json")  # read by the dashboard
+    s = json.loads(summary.read_text())
+    assert s["champion_version"] == out["model_version"] and s["drift"]["feature"]["detected"]
+    assert set(s["drift"]["feature"]["drifted_columns"]) == set(out["drifted_columns"]["feature"])
+    assert s["drift"]["feature"]["report"] == "feature-drift.html"
 
 
 def _drift_summaries() -> list[str]:

@@ -37,7 +37,7 @@ def local(harness, tmp_path, monkeypatch):
 
 
 def _champion(tmp_path) -> str:
-    from salesflow.registry import get_alias_version
+    from salesflow.modelling.registry import get_alias_version
 
     mv = get_alias_version(f"sqlite:///{tmp_path}/mlflow.db", "salesflow-forecaster", "champion")
     return str(mv.version) if mv else None
@@ -52,10 +52,10 @@ def test_better_challenger_is_refit_on_all_data_and_promoted(local):
 
     from flows.retrain import retrain_flow
     from flows.training import training_flow
-    from salesflow.lifecycle import read_audit
-    from salesflow.registry import client, get_alias_version, load_forecaster
-    from salesflow.settings import load_settings
-    from salesflow.sources import load_sales
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_sales
+    from salesflow.governance.lifecycle import read_audit
+    from salesflow.modelling.registry import client, get_alias_version, load_forecaster
 
     uri = f"sqlite:///{local}/mlflow.db"
     training_flow(env="test", overrides=BAD, force_champion=True, force_reason="weak start")
@@ -89,7 +89,7 @@ def test_worse_challenger_is_never_promoted(local):
     """A weak challenger is rejected with the reason tagged; the champion stays."""
     from flows.retrain import retrain_flow
     from flows.training import training_flow
-    from salesflow.registry import client
+    from salesflow.modelling.registry import client
 
     training_flow(env="test", overrides=GOOD)
     out = retrain_flow(env="test", overrides=BAD)
@@ -104,7 +104,7 @@ def test_cli_rollback_restores_exactly_the_previous_version(local):
     """After a promotion, `salesflow rollback` points the champion back at the old version."""
     from flows.retrain import retrain_flow
     from flows.training import training_flow
-    from salesflow.cli import main
+    from salesflow.commands.cli import main
 
     training_flow(env="test", overrides=BAD, force_champion=True)
     retrain_flow(env="test", overrides=GOOD)
@@ -118,10 +118,10 @@ def test_warehouse_down_at_promotion_moves_no_alias_until_the_audit_row_lands(lo
     alias moves; the retried step promotes once: one row 'promote 1 -> 3', no duplicate."""
     from flows.retrain import retrain_flow
     from flows.training import training_flow
-    from salesflow import lifecycle
-    from salesflow.lifecycle import read_audit
-    from salesflow.registry import client
-    from salesflow.sqlengine import WarehouseUnavailable
+    from salesflow.governance import lifecycle
+    from salesflow.governance.lifecycle import read_audit
+    from salesflow.modelling.registry import client
+    from salesflow.storage.sqlengine import WarehouseUnavailable
 
     training_flow(env="test", overrides=BAD, force_champion=True)
     real, seen = lifecycle.write_frame, []
@@ -149,8 +149,8 @@ def test_retrain_fails_fast_while_another_holds_the_lock(local):
     """A retrain (flow or `salesflow retrain`) while another run holds the model's lock
     fails at once with one line naming the holder; nothing is trained or registered."""
     from flows.retrain import retrain_flow
-    from salesflow.locks import LockHeld, model_lock
-    from salesflow.registry import client
+    from salesflow.modelling.registry import client
+    from salesflow.storage.locks import LockHeld, model_lock
 
     url = f"sqlite:///{local}/warehouse.db"
     holder = "flow run 42, ann@box pid 7"

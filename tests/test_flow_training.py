@@ -15,7 +15,7 @@ def harness():
 def test_training_flow_registers_a_champion(harness, tmp_path, monkeypatch):
     """A first run registers version 1 with the champion alias and logs its metrics."""
     from flows.training import training_flow
-    from salesflow.registry import client, get_alias_version
+    from salesflow.modelling.registry import client, get_alias_version
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     result = training_flow(env="test")
@@ -39,7 +39,7 @@ def test_training_flow_registers_a_champion(harness, tmp_path, monkeypatch):
 def test_champion_loads_back_and_forecasts(harness, tmp_path, monkeypatch, small_data):
     """The registered champion loads from models:/name@champion and forecasts."""
     from flows.training import training_flow
-    from salesflow.registry import load_forecaster
+    from salesflow.modelling.registry import load_forecaster
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     training_flow(env="test")
@@ -53,8 +53,8 @@ def test_champion_loads_back_and_forecasts(harness, tmp_path, monkeypatch, small
 def test_invalid_data_stops_before_features(harness, tmp_path, monkeypatch):
     """Bad input fails the validation task; no model is registered."""
     from flows.training import training_flow
-    from salesflow.registry import get_alias_version
-    from salesflow.validation import DataValidationError
+    from salesflow.data.validation import DataValidationError
+    from salesflow.modelling.registry import get_alias_version
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     bad = tmp_path / "bad.csv"
@@ -70,7 +70,7 @@ def test_invalid_data_stops_before_features(harness, tmp_path, monkeypatch):
 
 
 def _audit(tmp_path):
-    from salesflow.lifecycle import read_audit
+    from salesflow.governance.lifecycle import read_audit
 
     return read_audit(f"sqlite:///{tmp_path}/warehouse.db", "model_audit")
 
@@ -85,8 +85,8 @@ def test_first_model_that_fails_the_guardrails_is_rejected_unless_forced(
     import io
     import json
 
-    from salesflow.cli import main
-    from salesflow.registry import client, get_alias_version
+    from salesflow.commands.cli import main
+    from salesflow.modelling.registry import client, get_alias_version
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
@@ -118,9 +118,9 @@ def test_retried_steps_register_once_and_audit_the_first_champion(harness, tmp_p
     row once: the retries reuse version 1 (no duplicate) and the champion is set with
     exactly one audit row, never before it."""
     from flows.training import training_flow
-    from salesflow import lifecycle
-    from salesflow.registry import client, get_alias_version
-    from salesflow.sqlengine import WarehouseUnavailable
+    from salesflow.governance import lifecycle
+    from salesflow.modelling.registry import client, get_alias_version
+    from salesflow.storage.sqlengine import WarehouseUnavailable
     from tasks import register
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from salesflow import lifecycle as lc
-from salesflow.cli_lifecycle import add_rollback_command
-from salesflow.policy import Scorecard
-from salesflow.registry import ChampionNotFound, client, get_alias_version
-from salesflow.settings import PolicySection
+from salesflow.commands.cli_lifecycle import add_rollback_command
+from salesflow.config.settings import PolicySection
+from salesflow.governance import lifecycle as lc
+from salesflow.governance.policy import Scorecard
+from salesflow.modelling.registry import ChampionNotFound, client, get_alias_version
 from tests.pg import PG_URL, drop_table, postgres_or_skip
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -255,7 +255,7 @@ def test_cli_rollback(tracking_uri, model, tmp_path, monkeypatch, capsys):
 def test_cli_rollback_with_the_warehouse_down_moves_nothing(tracking_uri, model, monkeypatch):
     """`salesflow rollback` fails before moving the alias when the warehouse that must
     record it cannot be reached."""
-    from salesflow.sqlengine import WarehouseUnavailable
+    from salesflow.storage.sqlengine import WarehouseUnavailable
 
     monkeypatch.setenv("SALESFLOW_MLFLOW__TRACKING_URI", tracking_uri)
     monkeypatch.setenv("SALESFLOW_MODEL__NAME", model)
@@ -307,7 +307,7 @@ def test_audit_on_postgres():
 def promo(tmp_path, monkeypatch):
     """Test settings with a real MLflow registry and SQLite warehouse in ``tmp_path``, and
     three registered versions of the model (no aliases)."""
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
 
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
     s = load_settings("test", paths={"local_dir": str(tmp_path / "local")})
@@ -330,8 +330,8 @@ def _champ(s):
 def test_promotion_with_the_warehouse_down_moves_no_alias(promo, monkeypatch):
     """An audit row the warehouse cannot take fails the promotion before the alias moves;
     the retry then promotes once, with one row."""
-    from salesflow import promotion
-    from salesflow.sqlengine import WarehouseUnavailable
+    from salesflow.governance import promotion
+    from salesflow.storage.sqlengine import WarehouseUnavailable
 
     real, calls = lc.write_frame, []
 
@@ -355,7 +355,7 @@ def test_promotion_with_the_warehouse_down_moves_no_alias(promo, monkeypatch):
 def test_failed_alias_move_withdraws_its_audit_row(promo, monkeypatch):
     """If the registry fails the alias move after the row was written, the row is deleted
     (compensating write): registry and audit trail agree."""
-    from salesflow import promotion
+    from salesflow.governance import promotion
 
     def broken(*args, **kwargs):
         raise ConnectionResetError("registry went away")
@@ -368,7 +368,7 @@ def test_failed_alias_move_withdraws_its_audit_row(promo, monkeypatch):
 
 def test_promotion_compares_and_sets_the_champion(promo):
     """A promotion compared against version 1 moves nothing once version 2 is champion."""
-    from salesflow import promotion
+    from salesflow.governance import promotion
 
     promotion.promote_audited(promo, "1", None, "first", {}, "run-1", "test")
     promotion.promote_audited(promo, "2", "1", "better", {}, "run-2", "test")
@@ -381,7 +381,7 @@ def test_promotion_compares_and_sets_the_champion(promo):
 def test_retried_promotion_writes_one_row(promo):
     """A retry of the same flow run's promotion (alias already moved) adds no second row
     and reports the original move, never 'promote 2 -> 2'."""
-    from salesflow import promotion
+    from salesflow.governance import promotion
 
     promotion.promote_audited(promo, "1", None, "first", {}, "run-1", "test")
     first = promotion.promote_audited(promo, "2", "1", "better", {}, "run-2", "test")
@@ -395,7 +395,7 @@ def test_retried_promotion_writes_one_row(promo):
 
 def test_retried_rejection_writes_one_row(promo):
     """reject_audited tags the version and writes its row once per flow run."""
-    from salesflow import promotion
+    from salesflow.governance import promotion
 
     for _ in range(2):
         promotion.reject_audited(promo, "3", None, "loses to naive", {}, "run-9", "test")

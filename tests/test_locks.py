@@ -8,7 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from salesflow.locks import LockHeld, acquire_lock, model_lock, read_lock, release_lock
+from salesflow.storage.locks import LockHeld, acquire_lock, model_lock, read_lock, release_lock
 from tests.pg import PG_URL, drop_table, postgres_or_skip
 
 LEASE_S = 600.0

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from salesflow.metrics import METRICS, bias, mae, rmse, rmspe, score, score_by, wmae
+from salesflow.modelling.metrics import METRICS, bias, mae, rmse, rmspe, score, score_by, wmae
 
 Y = [10.0, 20.0, 30.0, 40.0]
 YHAT = [12.0, 18.0, 30.0, 50.0]

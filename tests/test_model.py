@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from features.build import make_grid
-from salesflow.backtest import baseline_forecasts, run_backtest
-from salesflow.training import evaluate, make_forecaster
+from salesflow.modelling.backtest import baseline_forecasts, run_backtest
+from salesflow.modelling.training import evaluate, make_forecaster
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_champion_from_before_the_denoised_baseline_keeps_its_own(fitted, small_
     import copy
 
     from features.build import origin_features
-    from salesflow.model import seasonal_base
+    from salesflow.modelling.model import seasonal_base
 
     old = copy.deepcopy(fitted)
     del old.base_column_

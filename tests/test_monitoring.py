@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salesflow import monitoring as mon
-from salesflow import warehouse as wh
-from salesflow.settings import MonitorSection
+from salesflow.config.settings import MonitorSection
+from salesflow.monitor import monitoring as mon
+from salesflow.storage import warehouse as wh
 from tests.pg import PG_URL, drop_table, postgres_or_skip
 
 ORIGIN = pd.Timestamp("2012-01-06")

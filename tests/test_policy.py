@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from salesflow.policy import Scorecard, decide, decide_rollback
-from salesflow.settings import PolicySection
+from salesflow.config.settings import PolicySection
+from salesflow.governance.policy import Scorecard, decide, decide_rollback
 
 POLICY = PolicySection()  # 2% improvement, beat seasonal naive, |bias| <= 10% of mean |actual|
 
@@ -269,7 +269,7 @@ FIRST_CASES = [
 )
 def test_first_champion_is_judged_on_its_own_backtest(model_card, policy, action, words):
     """A first champion must pass the guardrails on its backtest; the reason has figures."""
-    from salesflow.policy import decide_first_champion
+    from salesflow.governance.policy import decide_first_champion
 
     d = decide_first_champion(model_card, policy)
     assert d.action == action and d.champion is None

@@ -14,9 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from salesflow.canonical import SourceError, SourceNotFound
-from salesflow.errors import UserError, retry_transient
-from salesflow.preflight import (
+from salesflow.commands.preflight import (
     PreflightError,
     backtest_problems,
     check_data_fits,
@@ -27,9 +25,11 @@ from salesflow.preflight import (
     n_periods,
     settings_problems,
 )
-from salesflow.registry import ChampionIncompatible, check_champion_fits
-from salesflow.settings import load_settings
-from salesflow.sources import check_source_files, load_walmart, read_table_file
+from salesflow.config.settings import load_settings
+from salesflow.data.canonical import SourceError, SourceNotFound
+from salesflow.data.sources import check_source_files, load_walmart, read_table_file
+from salesflow.errors import UserError, retry_transient
+from salesflow.modelling.registry import ChampionIncompatible, check_champion_fits
 
 ROOT = Path(__file__).resolve().parent.parent
 WALMART_MINI = ROOT / "tests" / "fixtures" / "walmart_mini"
@@ -67,7 +67,7 @@ def test_backtest_longer_than_history_is_found_before_any_fit(tmp_path, small_da
 def test_backtest_rule_matches_the_backtest_itself(tmp_path, small_data):
     """Exactly the period counts the rolling backtest refuses are refused by preflight."""
     from features.build import make_grid
-    from salesflow.backtest import rolling_origins
+    from salesflow.modelling.backtest import rolling_origins
 
     s = _settings(tmp_path)
     grid = make_grid(small_data.history, None, [], small_data.freq)
@@ -231,7 +231,7 @@ def test_sql_missing_table_is_a_source_error(tmp_path):
     """A table that is not in the database is named, with the (redacted) URL."""
     import sqlite3
 
-    from salesflow.sources import load_sql
+    from salesflow.data.sources import load_sql
 
     db = tmp_path / "s.db"
     sqlite3.connect(db).execute("create table other (x int)").connection.commit()
@@ -244,7 +244,7 @@ def test_sql_missing_table_is_a_source_error(tmp_path):
 
 def test_champion_with_other_keys_and_covariates_is_named(small_data):
     """Expected vs found keys, frequency and covariates are listed, not a KeyError."""
-    from salesflow.model import GlobalForecaster
+    from salesflow.modelling.model import GlobalForecaster
 
     model = GlobalForecaster()
     model.keys_, model.freq_ = ["store", "dept"], "W-FRI"
@@ -308,7 +308,7 @@ def test_retry_condition(exc, retried):
 
 def test_user_error_traceback_is_hidden_from_the_console_only():
     """The console formatter drops a UserError's traceback; other errors keep theirs."""
-    from salesflow.cli_errors import _NoUserTracebacks
+    from salesflow.commands.cli_errors import _NoUserTracebacks
 
     fmt = _NoUserTracebacks(logging.Formatter("%(message)s"))
     for exc, shown in ((UserError("bad column"), False), (RuntimeError("bug"), True)):
@@ -323,7 +323,7 @@ def test_user_error_traceback_is_hidden_from_the_console_only():
 
 def test_disk_full_is_one_line_exit_1(capsys):
     """An ENOSPC anywhere in the chain is said plainly, without a traceback."""
-    from salesflow.cli_errors import report
+    from salesflow.commands.cli_errors import report
 
     try:
         try:
@@ -342,8 +342,8 @@ def test_disk_full_is_one_line_exit_1(capsys):
 
 def test_file_periods_match_the_loaded_data(tmp_path, small_data):
     """The date column alone gives the periods of the loaded history (long and Walmart)."""
-    from salesflow.preflight import file_periods
-    from salesflow.sources import load_sales
+    from salesflow.commands.preflight import file_periods
+    from salesflow.data.sources import load_sales
 
     h = small_data.history
     p = tmp_path / "l.csv"
@@ -362,7 +362,7 @@ def test_file_periods_match_the_loaded_data(tmp_path, small_data):
 def test_cli_check_finds_a_short_file_before_the_flow(tmp_path, small_data):
     """With data_span (the CLI) a file too short for the backtest fails at once; the flows'
     own check waits for the validated data."""
-    from salesflow.preflight import check_before_run
+    from salesflow.commands.preflight import check_before_run
 
     h = small_data.history
     p = tmp_path / "short.csv"

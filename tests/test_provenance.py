@@ -66,7 +66,7 @@ def test_cli_run_is_named_and_tagged(harness, tmp_path, monkeypatch):
     """`salesflow forecast --env test --as-of D` creates a flow run named after the flow,
     env, model and D, tagged salesflow, cli, env:test and forecast (here it then fails:
     no champion yet)."""
-    from salesflow.cli import main
+    from salesflow.commands.cli import main
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
@@ -113,7 +113,7 @@ def test_registered_version_described_from_training_summary(harness, tmp_path, m
     training run is named after flow, env and model; a forecast run's name also gives the
     champion's version from the local registry."""
     from flows.training import training_flow
-    from salesflow.registry import client
+    from salesflow.modelling.registry import client
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from salesflow.scoring import score_series, warehouse_rows
-from salesflow.training import make_forecaster
+from salesflow.modelling.scoring import score_series, warehouse_rows
+from salesflow.modelling.training import make_forecaster
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_scoring_notes_carry_the_fingerprint_of_the_data_scored(
     model_without_one_series, small_data
 ):
     """The notes name the data scored (for forecast_runs): same data, same fingerprint."""
-    from salesflow.registry import data_fingerprint
+    from salesflow.modelling.registry import data_fingerprint
 
     model, unseen = model_without_one_series
     _, notes = score_series(model, small_data)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from salesflow.config.settings import DEFAULT_CONFIG_DIR, SettingsError, load_settings
 from salesflow.errors import UserError
-from salesflow.settings import DEFAULT_CONFIG_DIR, SettingsError, load_settings
 
 PG_WITH_PASSWORD = "postgresql+psycopg://salesflow:hunter2@db.example:5432/sales"
 
@@ -124,7 +124,7 @@ def test_override_beats_env_var_in_same_section(monkeypatch):
 
 def test_env_is_not_an_override():
     """An override named env (e.g. --set '{"env": "prod"}') is refused with the right way."""
-    from salesflow.settings import settings_overrides
+    from salesflow.config.settings import settings_overrides
 
     with pytest.raises(SettingsError, match="env is chosen by --env"):
         load_settings("test", **settings_overrides(extra={"env": "prod"}))

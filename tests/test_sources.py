@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from salesflow.canonical import WALMART_COVARIATES
-from salesflow.schema import DATE, HOLIDAY, ID, TARGET
-from salesflow.settings import DataSection, LongFormatSection, SyntheticSection
-from salesflow.sources import load_long, load_sales, load_sql, load_walmart, read_table_file
-from salesflow.synthetic import generate_sales
+from salesflow.config.settings import DataSection, LongFormatSection, SyntheticSection
+from salesflow.data.canonical import WALMART_COVARIATES
+from salesflow.data.schema import DATE, HOLIDAY, ID, TARGET
+from salesflow.data.sources import load_long, load_sales, load_sql, load_walmart, read_table_file
+from salesflow.data.synthetic import generate_sales
 
 WALMART_MINI = Path(__file__).parent / "fixtures" / "walmart_mini"
 PG_URL = os.environ.get(

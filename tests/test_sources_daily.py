@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from salesflow.canonical import SourceError, SourceNotFound, holiday_flag
+from salesflow.commands.preflight import file_periods
+from salesflow.config.settings import DataSection, LongFormatSection, SettingsError, load_settings
+from salesflow.data.canonical import SourceError, SourceNotFound, holiday_flag
+from salesflow.data.schema import DATE, HOLIDAY, ID, TARGET
+from salesflow.data.sources import check_source_files, load_sales
 from salesflow.errors import one_line
-from salesflow.preflight import file_periods
-from salesflow.schema import DATE, HOLIDAY, ID, TARGET
-from salesflow.scoring import KnownAheadMissing, fill_future_covariates
-from salesflow.settings import DataSection, LongFormatSection, SettingsError, load_settings
-from salesflow.sources import check_source_files, load_sales
+from salesflow.modelling.scoring import KnownAheadMissing, fill_future_covariates
 
 STATIC = ["StoreType", "Assortment", "CompetitionDistance", "PromoInterval"]
 MAPPING = dict(
@@ -260,7 +260,7 @@ def test_sql_history_reads_the_same_side_files(tmp_path):
     """A SQL table as history with static_path/future_path files gives the same data."""
     import sqlalchemy as sa
 
-    from salesflow.sources import load_sql
+    from salesflow.data.sources import load_sql
 
     folder = _folder(tmp_path)
     url = f"sqlite:///{tmp_path / 'sales.db'}"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from salesflow.cli import main
-from salesflow.status import gather_status
+from salesflow.commands.cli import main
+from salesflow.commands.status import gather_status
 
 MODEL = "salesflow-forecaster"
 
@@ -35,8 +35,8 @@ def _registry(uri: str, n: int = 3) -> None:
 
 
 def _forecasts(url: str, origin: str, version: str, n_series: int = 3, horizon: int = 2) -> None:
-    from salesflow.forecast_runs import RunContext
-    from salesflow.warehouse import write_forecasts
+    from salesflow.storage.forecast_runs import RunContext
+    from salesflow.storage.warehouse import write_forecasts
 
     o = pd.Timestamp(origin)
     rows = [
@@ -58,7 +58,7 @@ def _forecasts(url: str, origin: str, version: str, n_series: int = 3, horizon: 
 
 
 def _audit(url: str, to_version: str, reason: str = "better") -> None:
-    from salesflow.lifecycle import record_audit
+    from salesflow.governance.lifecycle import record_audit
 
     record_audit(url, "model_audit", "promote", MODEL, None, to_version, reason, {})
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salesflow.canonical import WALMART_COVARIATES
-from salesflow.schema import DATE, HOLIDAY, ID, TARGET
-from salesflow.settings import DriftInjection, SyntheticSection
-from salesflow.synthetic import generate_sales
+from salesflow.config.settings import DriftInjection, SyntheticSection
+from salesflow.data.canonical import WALMART_COVARIATES
+from salesflow.data.schema import DATE, HOLIDAY, ID, TARGET
+from salesflow.data.synthetic import generate_sales
 
 HISTORY_COLUMNS = [
     ID,

@@ -39,8 +39,8 @@ def _closed_port() -> int:
 
 def _long_frame() -> pd.DataFrame:
     """The test env's synthetic panel as a long file: store, dept, date, sales."""
-    from salesflow.settings import load_settings
-    from salesflow.synthetic import generate_sales
+    from salesflow.config.settings import load_settings
+    from salesflow.data.synthetic import generate_sales
 
     h = generate_sales(load_settings("test").data.synthetic).history
     return pd.DataFrame(
@@ -100,7 +100,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A state folder with a champion (trained by ``salesflow train``) and its forecasts."""
-    from salesflow.cli import main
+    from salesflow.commands.cli import main
 
     mp = pytest.MonkeyPatch()
     local = tmp_path_factory.mktemp("state")
@@ -426,7 +426,7 @@ IN_FLOW = [
 
 
 def _run(world: World, case: Case, monkeypatch, capsys) -> tuple[int, str, Any]:
-    from salesflow.cli import main
+    from salesflow.commands.cli import main
 
     for k, v in case.env.items():
         monkeypatch.setenv(k, v)

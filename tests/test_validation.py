@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salesflow.schema import SalesData, make_unique_id
-from salesflow.settings import ValidationSection
-from salesflow.validation import (
+from salesflow.config.settings import ValidationSection
+from salesflow.data.schema import SalesData, make_unique_id
+from salesflow.data.validation import (
     DataValidationError,
     ValidationReport,
     check_sales,
@@ -185,7 +185,7 @@ def test_daily_gap_is_rejected() -> None:
 def test_synthetic_data_passes() -> None:
     """The package's seeded synthetic source passes the gate with the default settings."""
     synthetic = pytest.importorskip("salesflow.synthetic")
-    from salesflow.settings import SyntheticSection
+    from salesflow.config.settings import SyntheticSection
 
     data = synthetic.generate_sales(SyntheticSection(n_stores=2, n_depts=3, periods=60))
     report = validate_sales(data, ValidationSection())
@@ -382,7 +382,7 @@ def test_a_stray_future_row_in_2099_fails() -> None:
 )
 def test_series_ids_of_different_keys_never_collide(a: tuple, b: tuple) -> None:
     """Keys holding the separator give distinct ids, so two series are never merged."""
-    from salesflow.canonical import canonical_frame
+    from salesflow.data.canonical import canonical_frame
 
     rows = pd.DataFrame(
         {"store": [a[0], b[0]], "dept": [a[1], b[1]], "ds": ["2012-01-06"] * 2, "y": [1, 2]}

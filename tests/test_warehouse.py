@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from salesflow import sqlstore
-from salesflow import warehouse as wh
+from salesflow.storage import sqlstore
+from salesflow.storage import warehouse as wh
 from tests.pg import PG_URL, drop_table, postgres_or_skip
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "InvalidCursor",
     "UnknownSeriesKey",
     "audit_events",
+    "check_warehouse",
     "dispose_engines",
     "engine_for",
     "forecast_page",
@@ -137,6 +138,14 @@ def _reading(url: str) -> Iterator[Connection | None]:
         return
     with connect(engine_for(url), url) as conn:
         yield conn
+
+
+def check_warehouse(settings: Settings) -> None:
+    """Raise ``WarehouseUnavailable`` unless the warehouse answers (a SQLite file that does
+    not exist yet counts as reachable: nothing was written)."""
+    with _reading(settings.warehouse_url) as conn:
+        if conn is not None:
+            conn.exec_driver_sql("SELECT 1")
 
 
 def _missing_table(conn: Connection, table: sa.Table) -> bool:

@@ -39,7 +39,7 @@ def e2e_timings() -> dict[str, float]:
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """The PostgreSQL test URL; skip when unreachable, unless CI=true (then fail)."""
-    from salesflow.warehouse import WarehouseUnavailable, check_connection
+    from salesflow.storage.warehouse import WarehouseUnavailable, check_connection
 
     try:
         check_connection(PG_URL)

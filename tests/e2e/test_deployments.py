@@ -128,7 +128,7 @@ def run_deployment(stack: Stack, key: str, timings: dict[str, float]) -> Finishe
 @pytest.fixture(scope="session")
 def champion(stack: Stack, e2e_timings: dict[str, float]) -> tuple[FinishedRun, Any]:
     """The training deployment's run and the model version that became champion."""
-    from salesflow.registry import get_alias_version
+    from salesflow.modelling.registry import get_alias_version
 
     run = run_deployment(stack, "train", e2e_timings)
     tracking_uri = f"sqlite:///{stack.local_dir / 'mlflow.db'}"
@@ -212,8 +212,8 @@ def test_training_deployment_registers_a_champion(champion):
 
 def _expected_series() -> tuple[set[str], int, dt.date]:
     """The test config's series that pass the history gate, its horizon, the next origin."""
-    from salesflow.settings import load_settings
-    from salesflow.sources import load_sales
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_sales
 
     with pytest.MonkeyPatch.context() as mp:
         for k in [k for k in os.environ if k.startswith("SALESFLOW_")]:
@@ -240,7 +240,7 @@ def test_batch_forecast_deployment_writes_every_series_once(
 ):
     """`prefect deployment run 'batch-forecast/weekly'` writes series x horizon rows of the
     champion to PostgreSQL; running it again for the same origin replaces them."""
-    from salesflow.warehouse import count_rows, read_forecasts
+    from salesflow.storage.warehouse import count_rows, read_forecasts
 
     _, version = champion
     assert version is not None, "training did not produce a champion"

@@ -207,7 +207,7 @@ def _decision_events(client: Any, flow_run_id: uuid.UUID) -> list:
 
 def _versions(tracking_uri: str, name: str) -> dict[str, dict[str, str]]:
     """Version -> tags of every version of the registered model ``name``."""
-    from salesflow.registry import client
+    from salesflow.modelling.registry import client
 
     found = client(tracking_uri).search_model_versions(f"name = '{name}'")
     return {str(mv.version): dict(mv.tags) for mv in found}
@@ -224,8 +224,8 @@ def test_drift_event_triggers_retrain_that_promotes(
     from flows.batch_forecast import batch_forecast_flow
     from flows.monitor import monitor_flow
     from flows.training import training_flow
-    from salesflow.lifecycle import read_audit
-    from salesflow.registry import get_alias_version
+    from salesflow.governance.lifecycle import read_audit
+    from salesflow.modelling.registry import get_alias_version
 
     sc = scenario
     t0 = time.perf_counter()

@@ -1,0 +1,1 @@
+"""The ``salesflow`` command line: commands, errors, status, preflight checks."""

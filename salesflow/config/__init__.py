@@ -1,0 +1,1 @@
+"""Settings: the typed sections, their layering from YAML and the environment, checks."""

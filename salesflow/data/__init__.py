@@ -1,0 +1,1 @@
+"""Data in: sources, the canonical frame, the synthetic generator, validation (GX)."""

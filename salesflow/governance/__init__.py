@@ -1,0 +1,1 @@
+"""Model lifecycle: promotion policy, promote / reject / roll back, audit, retraining."""

@@ -1,0 +1,1 @@
+"""The forecaster: model, backtest, metrics, training, scoring, MLflow registry, reports."""

@@ -1,0 +1,356 @@
+"""The forecaster: one global XGBoost model over all series, direct multi-horizon.
+
+Each training row is (series, origin, horizon) with the features of ``features.build``;
+the target is the sales of the target date divided by the series' scale, minus a seasonal
+baseline (:func:`seasonal_base`); rows are weighted by scale x holiday weight, so the
+absolute-error objective is WMAE in sales units.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from features.build import (
+    FeatureSpec,
+    Grid,
+    feature_names,
+    make_grid,
+    origin_features,
+    period_step,
+    training_frame,
+)
+from salesflow.data.schema import DATE, ID, SalesData
+
+INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
+GROUP_SOURCES = ("seas_lag", "seas_mean3", "level_ratio")
+log = logging.getLogger(__name__)
+
+
+def seasonal_base(rows: pd.DataFrame, column: str = "seas_base") -> np.ndarray:
+    """The scaled baseline the trees correct: last season's value from the denoised history
+    times the shrunk level change (``seas_base``; for daily data the weekly profile,
+    ``prof_base``), else the recent level (the mean of the last 4 periods, 28 days for daily
+    data: :func:`features.build.recent_level`), else 0. Trees cannot extrapolate, so
+    learning a correction to a baseline (not the level itself) keeps spikes like Christmas
+    within reach. ``column``: models fitted before salesflow 0.2 corrected ``seas_lag``."""
+    base = rows[column].to_numpy(dtype=float)
+    for col in ("recent_level", "roll_mean_4", "lag_1"):
+        if col in rows:
+            base = np.where(np.isnan(base), rows[col].to_numpy(dtype=float), base)
+    return np.nan_to_num(base, nan=0.0)
+
+
+class GlobalForecaster:
+    """scikit-learn style: settings in ``__init__``, learned state in ``*_`` attributes."""
+
+    def __init__(
+        self,
+        horizon: int = 39,
+        spec: FeatureSpec | None = None,
+        params: dict[str, Any] | None = None,
+        min_train_history: int = 52,
+        origin_stride: int = 2,
+        holiday_weight: float = 5.0,
+        min_forecast: float | None = 0.0,
+        native_categorical: bool = False,
+    ) -> None:
+        self.horizon = horizon
+        self.spec = spec or FeatureSpec()
+        self.params = dict(params or {})
+        self.min_train_history = min_train_history
+        self.origin_stride = origin_stride
+        self.holiday_weight = holiday_weight
+        self.min_forecast = min_forecast
+        self.native_categorical = native_categorical
+
+    # ---- design matrix -------------------------------------------------------------
+    def _static_codes(self, data: SalesData) -> pd.DataFrame:
+        """unique_id plus one numeric column per key and static attribute."""
+        st = data.static_frame()
+        out = pd.DataFrame({ID: st[ID]})
+        for col in [*data.keys, *data.static]:
+            if col in self.categories_:
+                cats = self.categories_[col]
+                out[f"static_{col}"] = pd.Categorical(st[col].astype(str), categories=cats).codes
+                out[f"static_{col}"] = out[f"static_{col}"].replace(-1, np.nan)
+            else:
+                out[f"static_{col}"] = pd.to_numeric(st[col], errors="coerce")
+        return out
+
+    def _learn_categories(self, data: SalesData) -> None:
+        st = data.static_frame()
+        self.categories_ = {
+            c: sorted(st[c].astype(str).unique())
+            for c in [*data.keys, *data.static]
+            if not pd.api.types.is_numeric_dtype(st[c])
+        }
+        cats = getattr(data, "categorical", [])
+        h = data.history
+        self.cov_categories_ = {c: sorted(h[c].dropna().astype(str).unique()) for c in cats}
+
+    def _coded(self, frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
+        """``frame`` with each categorical covariate as its code among the categories seen
+        in training (a float; unknown values become missing, with a warning naming them)."""
+        cats = getattr(self, "cov_categories_", {})
+        if frame is None or not cats:
+            return frame
+        out = frame.copy()
+        for c, known in cats.items():
+            if c not in out:
+                continue
+            text = out[c].astype("string")
+            unknown = sorted(set(text.dropna()) - set(known))
+            if unknown:
+                n = int(text.isin(unknown).sum())
+                self.unknown_categories_[c] = unknown
+                log.warning(
+                    "%s: %d rows of categorical covariate %r hold values not seen in "
+                    "training %s: treated as missing",
+                    what,
+                    n,
+                    c,
+                    unknown[:10],
+                )
+            codes = pd.Categorical(text, categories=known).codes.astype(float)
+            out[c] = np.where(codes < 0, np.nan, codes)
+        return out
+
+    def _grid(self, history: pd.DataFrame, future, data: SalesData, extend: int = 0) -> Grid:
+        """The model's grid of ``history`` and ``future``: categorical covariates coded,
+        closed days missing, the configured holidays, series grouped."""
+        self.unknown_categories_: dict[str, list[str]] = {}
+        grid = make_grid(
+            self._coded(history, "history"),
+            self._coded(future, "future"),
+            getattr(self, "grid_covariates_", self.covariates_),  # older models: numeric only
+            data.freq,
+            extend=extend,
+            holidays=self.spec.holidays,
+            open_column=self.spec.open_column,
+        )
+        return self._with_groups(grid, data)
+
+    def _feature_types(self) -> list[str]:
+        """XGBoost's type of each feature: with ``native_categorical``, ``c`` for coded
+        categorical covariates and text statics (XGBoost's own categorical splits), ``q``
+        otherwise; without it every feature is ``q`` (categories as ordinal codes)."""
+        if not getattr(self, "native_categorical", False):
+            return ["q"] * len(self.feature_names_)
+        cat = {f"cov_{c}" for c in self.spec.categorical}
+        cat |= {f"static_{c}" for c in self.categories_}
+        return ["c" if f in cat else "q" for f in self.feature_names_]
+
+    def _group_keys(self, data: SalesData) -> list[str]:
+        """Key columns that group several series (e.g. store, dept); none for a single key."""
+        return list(data.keys) if len(data.keys) > 1 else []
+
+    def _design(self, frame: pd.DataFrame, data: SalesData) -> pd.DataFrame:
+        static = self._static_codes(data)
+        x = frame[[ID]].merge(static, on=ID, how="left")
+        feats = frame[self.dynamic_features_].reset_index(drop=True)
+        out = pd.concat([feats, x.drop(columns=[ID]).reset_index(drop=True)], axis=1)
+        out = pd.concat([out, self._group_features(frame, data)], axis=1)
+        return out[self.feature_names_].astype(np.float32)
+
+    def _group_features(self, frame: pd.DataFrame, data: SalesData) -> pd.DataFrame:
+        """Per key column k and source feature f, ``grp_<k>_<f>``: the mean of f over the
+        series sharing k (e.g. all stores of a department) at the same origin and target
+        date. The sources are scaled and computed before the origin, so this is too; it
+        denoises last season's single-week values with the group's shape."""
+        codes = data.static_frame().set_index(ID)
+        out = pd.DataFrame(index=range(len(frame)))
+        by_date = [frame["origin"].to_numpy(), frame[DATE].to_numpy()]
+        for k in self._group_keys(data):
+            grp = frame[ID].map(codes[k]).to_numpy()
+            for f in GROUP_SOURCES:
+                vals = frame[f].reset_index(drop=True)
+                out[f"grp_{k}_{f}"] = vals.groupby([*by_date, grp]).transform("mean").to_numpy()
+        return out
+
+    def _with_groups(self, grid: Grid, data: SalesData) -> Grid:
+        """``grid`` with its series labelled by the last key (e.g. the department of a
+        store x department series): the series that share a seasonal shape, denoised
+        together (:func:`features.seasonal.denoised_history`). No groups for a single key."""
+        if len(data.keys) < 2:
+            return grid
+        labels = data.static_frame().set_index(ID)[data.keys[-1]].astype(str)
+        return replace(grid, group=labels.reindex(grid.ids).fillna("").to_numpy(dtype=str))
+
+    # ---- fit / predict ---------------------------------------------------------------
+    def training_rows(self, data: SalesData) -> pd.DataFrame:
+        """Leak-free training rows of ``data``: one per (series, origin, horizon) whose
+        target is observed. Columns: unique_id, origin, ds, scale, y, then the features."""
+        self.freq_, self.keys_, self.covariates_ = data.freq, list(data.keys), list(data.covariates)
+        self.static_cols_ = list(data.static)
+        categorical = list(getattr(data, "categorical", []))
+        self.grid_covariates_ = [*self.covariates_, *categorical]
+        self.spec = replace(
+            self.spec, open_column=getattr(data, "open", None), categorical=tuple(categorical)
+        )
+        self._learn_categories(data)
+        self.dynamic_features_ = feature_names(self.spec, self.grid_covariates_)
+        self.group_features_ = [
+            f"grp_{k}_{f}" for k in self._group_keys(data) for f in GROUP_SOURCES
+        ]
+        self.feature_names_ = (
+            self.dynamic_features_
+            + self.group_features_
+            + [f"static_{c}" for c in [*data.keys, *data.static]]
+        )
+        grid = self._grid(data.history, None, data)
+        end = len(grid.dates)
+        return training_frame(
+            grid, end, self.horizon, self.spec, self.min_train_history, self.origin_stride
+        )
+
+    def fit(self, data: SalesData, rows: pd.DataFrame | None = None) -> GlobalForecaster:
+        """Learn from ``data.history`` (all of it is treated as known); ``rows`` are the
+        output of :meth:`training_rows` on the same data, built here when not given."""
+        t0 = time.perf_counter()
+        train = self.training_rows(data) if rows is None else rows
+        if rows is not None and not hasattr(self, "feature_names_"):
+            raise ValueError("rows given to fit() must come from this model's training_rows()")
+        x = self._design(train, data)
+        hol = np.where(train["is_holiday"].to_numpy() > 0, self.holiday_weight, 1.0)
+        self.base_column_ = "prof_base" if self.spec.weekly_season else "seas_base"
+        base = seasonal_base(train, self.base_column_)
+        target = train["y"].to_numpy() / train["scale"].to_numpy() - base
+        self.model_ = xgb.XGBRegressor(
+            objective="reg:absoluteerror",
+            enable_categorical=True,
+            feature_types=self._feature_types(),
+            **self.params,
+        )
+        self.model_.fit(x, target, sample_weight=train["scale"] * hol)
+        self.trained_until_ = data.last_date
+        self.n_train_rows_ = len(train)
+        self.n_series_ = data.n_series
+        self.train_series_ = sorted(data.history[ID].unique())
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.residual_quantiles_: pd.DataFrame | None = None
+        return self
+
+    def next_origin(self, data: SalesData) -> pd.Timestamp:
+        """The first period after the data's last observation."""
+        return data.last_date + period_step(data.freq)
+
+    def predict(
+        self,
+        data: SalesData,
+        origin: pd.Timestamp | str | None = None,
+        with_baseline: bool = False,
+    ) -> pd.DataFrame:
+        """Forecast every series with history before ``origin`` for horizons 1..horizon.
+
+        ``origin`` defaults to the period after the last observation. Observations at or
+        after ``origin`` are never read. Columns out: unique_id, the keys, origin, ds,
+        horizon, forecast, scale, and lo_80/hi_80/lo_95/hi_95 once intervals are set;
+        ``with_baseline``: also ``baseline``, the seasonal baseline the trees corrected
+        (``forecast - baseline`` is the model's correction, in sales units).
+        """
+        self._check_fitted()
+        origin = pd.Timestamp(origin) if origin is not None else self.next_origin(data)
+        known = data.as_of(origin - period_step(data.freq))
+        grid = self._grid(known.history, known.future, data, extend=self.horizon)
+        feats = origin_features(grid, grid.index_of(origin), self.horizon, self.spec)
+        feats = feats.drop(columns=["y"])
+        resid = self.model_.predict(self._design(feats, data))
+        # A champion pickled before the baseline change has no base_column_: raw seas_lag.
+        base = seasonal_base(feats, getattr(self, "base_column_", "seas_lag"))
+        pred = (base + resid) * feats["scale"].to_numpy()
+        out = feats[[ID, "origin", DATE, "horizon", "scale"]].copy()
+        out["horizon"] = out["horizon"].astype(int)
+        out["forecast"] = pred.astype(float)
+        if with_baseline:
+            out["baseline"] = base * feats["scale"].to_numpy()
+        out = out.merge(data.static_frame()[[ID, *self.keys_]], on=ID, how="left")
+        out = self._add_intervals(out)
+        return self._closed_and_floor(out, grid)
+
+    def _closed_and_floor(self, out: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+        """Forecasts and bounds clipped at ``min_forecast`` (None: not clipped); with an
+        open covariate, a ``closed`` column and exactly 0 on the days it says closed."""
+        values = [c for c in ("forecast", "lo_80", "hi_80", "lo_95", "hi_95") if c in out]
+        floor = getattr(self, "min_forecast", None)
+        if floor is not None:
+            out[values] = out[values].clip(lower=floor)
+        col = self.spec.open_column
+        if col is None:
+            return out
+        k = grid.covariates.index(col)
+        rows = np.searchsorted(grid.ids, out[ID].to_numpy())
+        cols = grid.dates.get_indexer(pd.DatetimeIndex(out[DATE]))
+        ok = cols >= 0
+        open_ = np.full(len(out), np.nan)
+        open_[ok] = grid.cov[rows[ok], cols[ok], k]
+        out["closed"] = open_ == 0
+        out.loc[out["closed"], values] = 0.0
+        return out
+
+    def set_intervals(self, backtest: pd.DataFrame) -> GlobalForecaster:
+        """Learn interval widths from backtest rows (columns: horizon, y, forecast, scale):
+        quantiles of the scaled residual per horizon."""
+        if "closed" in backtest:  # a closed day's forecast is 0 by rule, not by the model
+            backtest = backtest[~backtest["closed"].astype(bool)]
+        r = backtest.assign(res=(backtest["y"] - backtest["forecast"]) / backtest["scale"])
+        qs = sorted({q for pair in INTERVAL_LEVELS.values() for q in pair})
+        table = r.groupby("horizon")["res"].quantile(qs).unstack()
+        table.columns = [f"q{q}" for q in qs]
+        self.residual_quantiles_ = table
+        # The backtest's forecasts are the reference for prediction drift in monitoring.
+        last = (
+            backtest[backtest["origin"] == backtest["origin"].max()]
+            if "origin" in backtest
+            else backtest
+        )
+        self.reference_forecasts_ = last[[c for c in (ID, DATE, "forecast") if c in last]].copy()
+        return self
+
+    def _add_intervals(self, out: pd.DataFrame) -> pd.DataFrame:
+        q = getattr(self, "residual_quantiles_", None)
+        if q is None:
+            return out
+        q = q.reindex(range(1, self.horizon + 1)).ffill().bfill()
+        for level, (lo, hi) in INTERVAL_LEVELS.items():
+            ql = q[f"q{lo}"].reindex(out["horizon"]).to_numpy()
+            qh = q[f"q{hi}"].reindex(out["horizon"]).to_numpy()
+            out[f"lo_{level}"] = out["forecast"] + np.minimum(ql, 0) * out["scale"]
+            out[f"hi_{level}"] = out["forecast"] + np.maximum(qh, 0) * out["scale"]
+        return out
+
+    def clone(self) -> GlobalForecaster:
+        """An unfitted forecaster with the same settings (sklearn's ``clone``)."""
+        return GlobalForecaster(
+            self.horizon,
+            self.spec,
+            self.params,
+            self.min_train_history,
+            self.origin_stride,
+            self.holiday_weight,
+            getattr(self, "min_forecast", None),
+            getattr(self, "native_categorical", False),
+        )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise ValueError("this GlobalForecaster is not fitted yet: call fit(data) first")
+
+    def describe(self) -> dict[str, Any]:
+        """Parameters worth logging: horizon, features spec, XGBoost params, training size."""
+        return {
+            "horizon": self.horizon,
+            "min_train_history": self.min_train_history,
+            "origin_stride": self.origin_stride,
+            "holiday_weight": self.holiday_weight,
+            "min_forecast": getattr(self, "min_forecast", None),
+            "native_categorical": getattr(self, "native_categorical", False),
+            **{f"feat_{k}": v for k, v in asdict(self.spec).items()},
+            **{f"xgb_{k}": v for k, v in self.params.items()},
+        }

@@ -1,0 +1,1 @@
+"""After the forecast: realized accuracy and drift checks (Evidently)."""

@@ -1,0 +1,1 @@
+"""The warehouse: forecast tables, idempotent transactional writes, locks."""

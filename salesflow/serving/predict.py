@@ -36,6 +36,7 @@ from salesflow.serving.predict_inputs import (
     PredictInputError,
     RowError,
     apply_overrides,
+    history_start,
     peer_series,
     resolve_override,
     resolve_series,
@@ -50,6 +51,7 @@ __all__ = [
     "PredictResult",
     "RowError",
     "forecast_dates",
+    "forecast_origin",
     "peer_series",
     "predict_series",
     "resolve_series",
@@ -78,7 +80,7 @@ _BASELINE = PerObject(2)
 # --- origin and window ---------------------------------------------------------------------
 
 
-def _origin(model: GlobalForecaster, data: SalesData, origin: Any) -> pd.Timestamp:
+def forecast_origin(model: GlobalForecaster, data: SalesData, origin: Any) -> pd.Timestamp:
     """The forecast origin: the period after the last observation by default; a given one
     must be a period date after the first observation and not after that default."""
     latest = model.next_origin(data)
@@ -100,7 +102,7 @@ def _origin(model: GlobalForecaster, data: SalesData, origin: Any) -> pd.Timesta
 
 def forecast_dates(model: GlobalForecaster, data: SalesData, origin: Any = None) -> pd.Index:
     """The target dates of the forecast window (horizon 1 first)."""
-    start = _origin(model, data, origin)
+    start = forecast_origin(model, data, origin)
     step = period_step(data.freq)
     return pd.DatetimeIndex([start + step * h for h in range(model.horizon)])
 
@@ -143,7 +145,9 @@ def predict_series(
     unknown series, key, covariate, date, horizon or origin, or a series with no history
     before the origin."""
     ids = resolve_series(data, series)
-    start = _origin(model, data, origin)
+    start = forecast_origin(model, data, origin)
+    starts = history_start(data)
+    _require_history([i for i in ids if starts[i] >= start], start)
     window = forecast_dates(model, data, start)
     targets = [resolve_override(o, ids, data, model, window) for o in overrides]
     if not targets and start == model.next_origin(data):
@@ -154,14 +158,17 @@ def predict_series(
             pred, records = _predict_with(model, data, ids, targets, start)
         except UserError as exc:  # e.g. a known-ahead covariate missing in the window
             raise PredictInputError(str(exc)) from None
-    missing = [i for i in ids if i not in set(pred[ID])]
+    _require_history([i for i in ids if i not in set(pred[ID])], start)
+    return PredictResult(_shape(pred, ids, data.keys), records, [], start)
+
+
+def _require_history(missing: list[str], start: pd.Timestamp) -> None:
     if missing:
         shown = ", ".join(missing[:SHOWN]) + (" .." if len(missing) > SHOWN else "")
         raise PredictInputError(
             f"{len(missing)} series have no observation before the origin {start.date()} "
             f"and cannot be forecast: {shown}"
         )
-    return PredictResult(_shape(pred, ids, data.keys), records, [], start)
 
 
 def _shape(pred: pd.DataFrame, ids: list[str], keys: list[str]) -> pd.DataFrame:

@@ -111,7 +111,7 @@ class PerObject:
 
 
 _INDEX = PerObject(4)
-_BASELINE = PerObject(2)
+_STARTS = PerObject(4)
 
 
 def series_index(data: SalesData) -> pd.DataFrame:
@@ -122,6 +122,11 @@ def series_index(data: SalesData) -> pd.DataFrame:
         return st.assign(**{k: st[k].astype(str) for k in data.keys}).set_index(ID)
 
     return _INDEX.get((data,), make)
+
+
+def history_start(data: SalesData) -> pd.Series:
+    """The first observation's date of every series (index: unique_id)."""
+    return _STARTS.get((data,), lambda: data.history.groupby(ID)[DATE].min())
 
 
 def resolve_series(data: SalesData, series: list[dict[str, str]]) -> list[str]:

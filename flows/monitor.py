@@ -41,7 +41,7 @@ def monitor_flow(
     data = validate_data(data, settings.validation, settings.data.as_of, settings.model.horizon)
     check_data(settings, data, "monitor", model, identity["version"])
     cmp, joined = measure_accuracy(data, identity, settings)
-    drift = check_drift(data, model, joined, settings)
+    drift = check_drift(data, model, joined, settings, identity["version"])
     backtest = identity.get("backtest_wmae")
     degraded = bool(
         cmp.current_wmae is not None

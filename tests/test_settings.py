@@ -220,8 +220,11 @@ def test_unknown_salesflow_variable_fails(monkeypatch, var, suggestion):
 
 
 def test_project_variables_are_not_unknown(tmp_path, monkeypatch):
-    """SALESFLOW_ENV/HOME/TEST_*, the *.url_env variables and nested settings all pass."""
-    (tmp_path / "base.yaml").write_text("data:\n  url_env: SALESFLOW_SALES_DB\n")
+    """SALESFLOW_ENV/HOME/TEST_*, the *.url_env and admin token variables and nested
+    settings all pass."""
+    (tmp_path / "base.yaml").write_text(
+        "data:\n  url_env: SALESFLOW_SALES_DB\nserving:\n  admin_token_env: SALESFLOW_OPS_TOKEN\n"
+    )
     for var, value in {
         "SALESFLOW_ENV": "dev",
         "SALESFLOW_HOME": str(tmp_path),
@@ -229,12 +232,22 @@ def test_project_variables_are_not_unknown(tmp_path, monkeypatch):
         "SALESFLOW_TEST_PG_URL": PG_WITH_PASSWORD,
         "SALESFLOW_WAREHOUSE_URL": PG_WITH_PASSWORD,
         "SALESFLOW_SALES_DB": PG_WITH_PASSWORD,
+        "SALESFLOW_OPS_TOKEN": "secret",
         "SALESFLOW_MONITOR__DRIFT__THRESHOLD": "0.01",
         "SALESFLOW_DATA__LONG__KEYS": '["store"]',
     }.items():
         monkeypatch.setenv(var, value)
     s = load_settings(config_dir=tmp_path)
     assert (s.monitor.drift.threshold, s.data.long.key_columns) == (0.01, ["store"])
+    assert s.serving.admin_token_env == "SALESFLOW_OPS_TOKEN"
+    monkeypatch.setenv("SALESFLOW_ADMIN_TOKEN", "secret")  # the default token's variable
+    assert load_settings("test").serving.admin_token_env == "SALESFLOW_ADMIN_TOKEN"
+
+
+def test_serving_page_size_within_its_maximum():
+    """serving.page_size above serving.max_page_size is a settings error naming both."""
+    with pytest.raises(SettingsError, match="serving.page_size 600 exceeds serving.max_page_size"):
+        load_settings("test", serving={"page_size": 600, "max_page_size": 100})
 
 
 def test_sql_source_url_checked_at_load(monkeypatch):

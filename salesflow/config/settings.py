@@ -234,19 +234,28 @@ def load_settings(
         raise SettingsError(format_validation_error(exc, origin)) from None
     finally:
         _yaml_layer.reset(token)
-    check_unknown_variables(Settings, (settings.warehouse.url_env, settings.data.url_env))
+    named = (settings.warehouse.url_env, settings.data.url_env, settings.serving.admin_token_env)
+    check_unknown_variables(Settings, named)
     check_urls(settings)
     return settings
 
 
 def _url_variables(*layers: dict[str, Any]) -> list[str | None]:
-    """The ``*.url_env`` names the YAML files or the overrides give (before validation)."""
-    out: list[str | None] = [WarehouseSection.model_fields["url_env"].default]
+    """The variables the ``*.url_env`` and ``serving.admin_token_env`` settings name in the
+    YAML files or the overrides (before validation), and their defaults."""
+    out: list[str | None] = [
+        WarehouseSection.model_fields["url_env"].default,
+        ServingSection.model_fields["admin_token_env"].default,
+    ]
     for layer in layers:
-        for section in ("warehouse", "data"):
+        for section, key in (
+            ("warehouse", "url_env"),
+            ("data", "url_env"),
+            ("serving", "admin_token_env"),
+        ):
             value = layer.get(section)
-            if isinstance(value, dict) and isinstance(value.get("url_env"), str):
-                out.append(value["url_env"])
+            if isinstance(value, dict) and isinstance(value.get(key), str):
+                out.append(value[key])
     return out
 
 

@@ -317,7 +317,15 @@ def test_predict_batch_csv(client, served):
     assert r.headers["content-type"].startswith("text/csv")
     assert r.headers["X-Model-Version"] == "1" and r.headers["X-Row-Errors"] == "1"
     frame = pd.read_csv(io.StringIO(r.text), dtype=str)
-    assert f"{store}/{dept}" in set(frame["unique_id"])
+    assert set(frame["unique_id"]) == {f"{store}/{dept}"} and set(frame["model_version"]) == {"1"}
+    files = {"file": ("series.csv", text, "text/csv")}
+    body = client.post("/predict/batch", files=files, headers={"Accept": "application/json"})
+    assert body.json()["n_series"] == 1 and body.json()["model"]["version"] == "1"
+    assert [e["row"] for e in body.json()["errors"]] == [3]
+    assert body.json()["csv"] == r.text
+    bad = client.post("/predict/batch", files={"file": ("x.csv", b"\xff\xfe\x00", "text/csv")})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "file"]
+    assert client.post("/predict/batch").status_code == 422
 
 
 # --- limits, errors, admin, metrics ---------------------------------------------------
@@ -346,6 +354,9 @@ def test_too_many_series_is_413(served, monkeypatch):
     with TestClient(create_app(served.settings(max_predict_series=2))) as c:
         series = [{"store": "1", "dept": str(i)} for i in range(3)]
         r = c.post("/predict", json={"series": series})
+        assert r.status_code == 413 and "max_predict_series" in r.json()["detail"]
+        text = "store,dept\n" + "".join(f"1,{i}\n" for i in range(1, 4))
+        r = c.post("/predict/batch", files={"file": ("s.csv", text, "text/csv")})
         assert r.status_code == 413 and "max_predict_series" in r.json()["detail"]
 
 
@@ -456,3 +467,15 @@ def test_cors_only_when_configured(served, monkeypatch):
         assert allowed["access-control-allow-origin"] == "https://planner.example"
         other = c.get("/health", headers={"Origin": "https://evil.example"}).headers
         assert "access-control-allow-origin" not in other
+
+
+def test_serve_command_options():
+    """`salesflow serve` takes --env, --host and --port (a bad port is refused)."""
+    from salesflow.cli import build_parser
+
+    from salesflow.errors import UserError
+
+    args = build_parser().parse_args(["serve", "--env", "test", "--port", "8123"])
+    assert (args.env, args.port, args.host) == ("test", 8123, None) and callable(args.func)
+    with pytest.raises(UserError, match="not a port number"):
+        build_parser().parse_args(["serve", "--port", "70000"])

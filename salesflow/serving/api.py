@@ -32,6 +32,7 @@ from salesflow.serving.api_metrics import ApiMetrics, BodyLimitAndMetrics
 from salesflow.serving.api_models import (
     AccuracyResponse,
     AuditResponse,
+    BatchResponse,
     ErrorResponse,
     ForecastsResponse,
     HealthResponse,
@@ -339,21 +340,31 @@ def _predict_routes(app: FastAPI, state: ServingState) -> None:
         state.metrics.predictions.labels("predict", loaded.version).inc(result.n_series)
         return PredictResponse(model=state.model_ref(), **result.body)
 
-    @app.post("/predict/batch", tags=["predict"], response_class=Response, responses=_CSV)
+    @app.post(
+        "/predict/batch",
+        tags=["predict"],
+        response_model=BatchResponse,
+        responses={**_CSV, 413: {"model": ErrorResponse}},
+    )
     async def predict_batch(
+        request: Request,
         file: Annotated[
             UploadFile,
             File(description="CSV: one row per series (key columns), optional override columns"),
         ],
-    ) -> Response:
-        """A CSV of series in, a CSV of forecasts out (row-level errors in X-Row-Errors and
-        in the CSV), at most serving.max_predict_series series."""
+    ) -> Any:
+        """A CSV of series in (key columns, optional covariate, horizon or date, value or
+        multiply), a CSV of forecasts out; rows that cannot be used are left out and
+        counted in X-Row-Errors. ``Accept: application/json`` answers JSON with the row
+        errors and the CSV. At most serving.max_predict_series series (more: 413)."""
         loaded = state.champion()
         raw = await file.read()
         with _user_errors("body", "file"):
             text = api_io.decode_csv(raw)
             result = await run_in_threadpool(
-                api_io.predict_batch, loaded, state.history.get(), text, limit
+                api_io.predict_batch, loaded, state.history.get, text, limit
             )
         state.metrics.predictions.labels("batch", loaded.version).inc(result.n_series)
+        if api_io.wants_json(request):
+            return BatchResponse(model=state.model_ref(), **api_io.batch_body(result))
         return api_io.batch_response(result)

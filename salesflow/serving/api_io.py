@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import pandas as pd
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 from salesflow.serving.api_models import PredictRequest
 from salesflow.serving.champion import LoadedChampion
@@ -20,6 +22,7 @@ from salesflow.serving.queries import FORECAST_FIELDS, ForecastPage
 
 __all__ = [
     "Predicted",
+    "batch_body",
     "batch_response",
     "decode_csv",
     "field_error",
@@ -29,6 +32,7 @@ __all__ = [
     "predict_batch",
     "records",
     "wants_csv",
+    "wants_json",
 ]
 
 _BOUNDS = ("lo_80", "hi_80", "lo_95", "hi_95")
@@ -143,7 +147,7 @@ def predict(loaded: LoadedChampion, data: Any, request: PredictRequest) -> Predi
         }
         row.update({b: _plain(r.get(b)) for b in _BOUNDS})
         rows.append(row)
-    errors = [{"row": e.row, "keys": e.series, "message": e.message} for e in result.errors]
+    errors = _row_errors(result.errors)
     origin = getattr(result, "origin", None)
     body = {
         "origin": pd.Timestamp(origin).date() if origin is not None else None,
@@ -161,14 +165,37 @@ def decode_csv(raw: bytes) -> str:
         raise ValueError("the file is not UTF-8 text: upload a CSV") from None
 
 
-def predict_batch(loaded: LoadedChampion, data: Any, text: str, max_series: int) -> Any:
-    """Run :func:`salesflow.serving.predict_batch.predict_batch_csv`."""
+def predict_batch(
+    loaded: LoadedChampion, data: Callable[[], Any], text: str, max_series: int
+) -> Any:
+    """Run :func:`salesflow.serving.predict_batch.predict_batch_csv` on the history
+    ``data()``; more series than ``max_series`` is a 413."""
     from salesflow.serving.predict_batch import predict_batch_csv
+    from salesflow.serving.predict_inputs import PredictInputError
 
-    return predict_batch_csv(loaded.model, data, text, max_series)
+    extra = {"model_name": loaded.name, "model_version": loaded.version}
+    try:
+        return predict_batch_csv(loaded.model, data(), text, max_series, extra_columns=extra)
+    except PredictInputError as exc:
+        if "more than the limit" in str(exc):
+            raise HTTPException(413, f"{exc} (serving.max_predict_series)") from None
+        raise
+
+
+def _row_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    return [{"row": e.row, "keys": e.series, "message": e.message} for e in errors]
+
+
+def batch_body(result: Any) -> dict[str, Any]:
+    """The JSON answer's fields: n_series, errors, csv."""
+    return {"n_series": result.n_series, "errors": _row_errors(result.errors), "csv": result.csv}
 
 
 def batch_response(result: Any) -> Response:
     """The forecasts CSV, with the number of row errors and series in headers."""
     headers = {"X-Row-Errors": str(len(result.errors)), "X-Series": str(result.n_series)}
     return Response(result.csv, media_type="text/csv", headers=headers)
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "").lower()

@@ -15,6 +15,7 @@ __all__ = [
     "AccuracyRow",
     "AuditEvent",
     "AuditResponse",
+    "BatchResponse",
     "ErrorResponse",
     "FieldError",
     "ForecastRow",
@@ -188,7 +189,7 @@ class PredictedRow(BaseModel):
 
 
 class RowErrorOut(BaseModel):
-    row: int | None = Field(None, description="the input row (0-based), if it has one")
+    row: int | None = Field(None, description="its CSV line (the header is line 1), if any")
     keys: dict[str, str] | None = None
     message: str
 
@@ -199,6 +200,13 @@ class PredictResponse(BaseModel):
     forecasts: list[PredictedRow]
     overridden: list[dict[str, Any]] = Field(description="the inputs that were overridden")
     errors: list[RowErrorOut]
+
+
+class BatchResponse(BaseModel):
+    model: ModelRef
+    n_series: int = Field(description="series forecast")
+    errors: list[RowErrorOut] = Field(description="input rows left out, with why")
+    csv: str = Field(description="the forecasts as CSV")
 
 
 class ReloadResponse(BaseModel):

@@ -80,7 +80,10 @@ class ChampionHolder:
         uri = self.settings.tracking_uri
         mv = get_alias_version(uri, self.name, self.alias)
         if mv is None:
-            raise LookupError(f"no version of {self.name!r} has the alias {self.alias!r} yet")
+            raise LookupError(
+                f"no version of {self.name!r} has the alias {self.alias!r} yet: train one "
+                "(salesflow train)"
+            )
         cur = self._current
         if cur is not None and cur.version == str(mv.version) and not force:
             self._reason = ""

@@ -240,6 +240,8 @@ def test_project_variables_are_not_unknown(tmp_path, monkeypatch):
     s = load_settings(config_dir=tmp_path)
     assert (s.monitor.drift.threshold, s.data.long.key_columns) == (0.01, ["store"])
     assert s.serving.admin_token_env == "SALESFLOW_OPS_TOKEN"
+    for var in ("SALESFLOW_OPS_TOKEN", "SALESFLOW_SALES_DB"):
+        monkeypatch.delenv(var)
     monkeypatch.setenv("SALESFLOW_ADMIN_TOKEN", "secret")  # the default token's variable
     assert load_settings("test").serving.admin_token_env == "SALESFLOW_ADMIN_TOKEN"
 

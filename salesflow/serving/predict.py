@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.build import period_step
@@ -40,6 +41,7 @@ from salesflow.serving.predict_inputs import (
     peer_series,
     resolve_override,
     resolve_series,
+    rows_of,
     series_index,
     subset,
 )
@@ -83,14 +85,15 @@ _BASELINE = PerObject(2)
 def forecast_origin(model: GlobalForecaster, data: SalesData, origin: Any) -> pd.Timestamp:
     """The forecast origin: the period after the last observation by default; a given one
     must be a period date after the first observation and not after that default."""
-    latest = model.next_origin(data)
+    index = series_index(data)
+    latest = index.last + period_step(data.freq)  # model.next_origin, without a scan
     if origin is None:
         return latest
     try:
         ts = pd.Timestamp(origin)
     except (TypeError, ValueError):
         raise PredictInputError(f"origin {origin!r} is not a date: use YYYY-MM-DD") from None
-    first = pd.Timestamp(data.history[DATE].min())
+    first = index.first
     step = period_step(data.freq)
     if ts <= first or ts > latest or (ts - first) % step != pd.Timedelta(0):
         raise PredictInputError(
@@ -126,7 +129,7 @@ def _predict_with(
     part = subset(data, peer_series(data, ids))
     known = part.as_of(origin - period_step(data.freq))
     known, _, _ = fill_future_covariates(known, origin, model.horizon)
-    future, records = apply_overrides(known.future, targets, series_index(data))
+    future, records = apply_overrides(known.future, targets, series_index(data).keys)
     pred = model.predict(replace(known, future=future), origin=origin)
     return pred[pred[ID].isin(set(ids))], records
 
@@ -150,9 +153,9 @@ def predict_series(
     _require_history([i for i in ids if starts[i] >= start], start)
     window = forecast_dates(model, data, start)
     targets = [resolve_override(o, ids, data, model, window) for o in overrides]
-    if not targets and start == model.next_origin(data):
+    if not targets and start == forecast_origin(model, data, None):
         full = warm_predictions(model, data)
-        pred, records = full[full[ID].isin(set(ids))], list[dict[str, Any]]()
+        pred, records = rows_of(full, ids), list[dict[str, Any]]()
     else:
         try:
             pred, records = _predict_with(model, data, ids, targets, start)
@@ -172,12 +175,9 @@ def _require_history(missing: list[str], start: pd.Timestamp) -> None:
 
 
 def _shape(pred: pd.DataFrame, ids: list[str], keys: list[str]) -> pd.DataFrame:
-    """unique_id, keys, ds, horizon, forecast and bounds, by requested series then horizon."""
-    out = pred.copy()
-    for b in BOUNDS:
-        if b not in out:
-            out[b] = float("nan")
-    order = {i: n for n, i in enumerate(ids)}
-    out = out.assign(_order=out[ID].map(order)).sort_values(["_order", "horizon"])
+    """unique_id, keys, ds, horizon, forecast and bounds, by requested series then horizon
+    (NaN bounds for a model without intervals)."""
+    order = pd.Series(range(len(ids)), index=ids).reindex(pred[ID]).to_numpy()
+    rows = np.lexsort((pred["horizon"].to_numpy(), order))
     cols = [ID, *keys, DATE, "horizon", "forecast", *BOUNDS]
-    return out[cols].reset_index(drop=True)
+    return pred.iloc[rows].reindex(columns=cols).reset_index(drop=True)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from salesflow.errors import UserError
 from salesflow.model import GlobalForecaster
-from salesflow.schema import DATE, ID, SalesData, make_unique_id
+from salesflow.schema import DATE, ID, SalesData
 
 __all__ = [
     "Override",
@@ -111,22 +111,38 @@ class PerObject:
 
 
 _INDEX = PerObject(4)
-_STARTS = PerObject(4)
+_POSITIONS = PerObject(8)
 
 
-def series_index(data: SalesData) -> pd.DataFrame:
-    """One row per series: unique_id and the key columns as text (as given in requests)."""
+@dataclass(frozen=True)
+class SeriesIndex:
+    """The data's series: ``keys`` (index: unique_id, one text column per key, as given in
+    requests), the ``ids`` of each tuple of key texts, the first and last observed dates."""
 
-    def make() -> pd.DataFrame:
+    keys: pd.DataFrame
+    ids: dict[tuple[str, ...], str]
+    start: pd.Series
+    first: pd.Timestamp
+    last: pd.Timestamp
+
+
+def series_index(data: SalesData) -> SeriesIndex:
+    """The :class:`SeriesIndex` of ``data``, worked out once per data."""
+
+    def make() -> SeriesIndex:
         st = data.static_frame()[[ID, *data.keys]]
-        return st.assign(**{k: st[k].astype(str) for k in data.keys}).set_index(ID)
+        keys = st.assign(**{k: st[k].astype(str) for k in data.keys}).set_index(ID)
+        tuples = keys[list(data.keys)].itertuples(index=False, name=None)
+        ids = dict(zip(tuples, keys.index, strict=True))
+        start = data.history.groupby(ID)[DATE].min()
+        return SeriesIndex(keys, ids, start, start.min(), data.last_date)
 
     return _INDEX.get((data,), make)
 
 
 def history_start(data: SalesData) -> pd.Series:
     """The first observation's date of every series (index: unique_id)."""
-    return _STARTS.get((data,), lambda: data.history.groupby(ID)[DATE].min())
+    return series_index(data).start
 
 
 def resolve_series(data: SalesData, series: list[dict[str, str]]) -> list[str]:
@@ -143,17 +159,16 @@ def resolve_series(data: SalesData, series: list[dict[str, str]]) -> list[str]:
             raise PredictInputError(
                 f"series {dict(s)}: key columns {what}; a series is given by {keys}"
             )
-    frame = pd.DataFrame([{k: str(s[k]).strip() for k in keys} for s in series])
-    ids = list(dict.fromkeys(make_unique_id(frame, keys)))
     index = series_index(data)
-    unknown = [i for i in ids if i not in index.index]
+    given = list(dict.fromkeys(tuple(str(s[k]).strip() for k in keys) for s in series))
+    unknown = ["/".join(t) for t in given if t not in index.ids]
     if unknown:
         shown = ", ".join(unknown[:SHOWN]) + (" .." if len(unknown) > SHOWN else "")
         raise PredictInputError(
             f"{len(unknown)} series not in the data ({'/'.join(keys)}: {shown}); "
-            f"the data has {len(index):,} series"
+            f"the data has {len(index.ids):,} series"
         )
-    return ids
+    return [index.ids[t] for t in given]
 
 
 def peer_series(data: SalesData, ids: list[str]) -> list[str]:
@@ -161,7 +176,7 @@ def peer_series(data: SalesData, ids: list[str]) -> list[str]:
     keys): the series whose history the model reads to forecast ``ids``."""
     if len(data.keys) < 2:
         return list(ids)
-    index = series_index(data)
+    index = series_index(data).keys
     mine = index.loc[ids]
     near = pd.Series(False, index=index.index)
     for k in data.keys:
@@ -169,12 +184,23 @@ def peer_series(data: SalesData, ids: list[str]) -> list[str]:
     return list(index.index[near.to_numpy()])
 
 
+def rows_of(frame: pd.DataFrame, ids: list[str], owner: Any = None) -> pd.DataFrame:
+    """The rows of ``frame`` whose unique_id is in ``ids``, in ``frame``'s order. Each
+    series' row positions are worked out once per ``frame`` (kept while ``owner``, the
+    object holding it, lives; default: the frame itself)."""
+    positions = _POSITIONS.get(
+        (owner if owner is not None else frame, frame),
+        lambda: frame.groupby(ID, sort=False).indices,
+    )
+    parts = [positions[i] for i in ids if i in positions]
+    rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=int)
+    return frame.iloc[rows]
+
+
 def subset(data: SalesData, ids: list[str]) -> SalesData:
-    keep = set(ids)
+    """``data`` with the history and future rows of ``ids`` only."""
     return replace(
-        data,
-        history=data.history[data.history[ID].isin(keep)],
-        future=data.future[data.future[ID].isin(keep)],
+        data, history=rows_of(data.history, ids, data), future=rows_of(data.future, ids, data)
     )
 
 
@@ -211,7 +237,7 @@ def resolve_override(
         raise PredictInputError(
             f"override keys {unknown} are not key columns: use some of {list(data.keys)}"
         )
-    index = series_index(data).loc[ids]
+    index = series_index(data).keys.loc[ids]
     hit = pd.Series(True, index=index.index)
     for k, v in o.keys.items():
         hit &= index[k] == str(v).strip()

@@ -23,6 +23,7 @@ from salesflow.serving.predict import (
     BOUNDS,
     Override,
     PredictInputError,
+    TooManySeries,
     forecast_dates,
     peer_series,
     predict_series,
@@ -336,6 +337,14 @@ def test_batch_file_errors_name_the_problem(champion, small_data, text, message)
     """Whole-file problems raise PredictInputError naming them (the limit included)."""
     with pytest.raises(PredictInputError, match=message):
         predict_batch_csv(champion, small_data, text, 2)
+
+
+def test_batch_series_limit_is_its_own_error(champion, small_data):
+    """More distinct series than max_series: TooManySeries (the API's 413), repeats count once."""
+    text = "store,dept\n1,1\n1,1\n1,2\n"
+    assert predict_batch_csv(champion, small_data, text, 2).n_series == 2
+    with pytest.raises(TooManySeries, match="2 series, more than the limit of 1"):
+        predict_batch_csv(champion, small_data, text, 1)
 
 
 def test_batch_with_only_bad_rows_gives_a_header_and_errors(champion, small_data):

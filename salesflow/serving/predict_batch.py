@@ -28,6 +28,7 @@ from salesflow.serving.predict_inputs import (
     Override,
     PredictInputError,
     RowError,
+    TooManySeries,
     history_start,
     resolve_override,
     resolve_series,
@@ -54,7 +55,7 @@ class BatchResult:
 def read_batch_csv(text: str, keys: list[str], max_series: int) -> pd.DataFrame:
     """The rows of the CSV as text (stripped; empty cells ''), with a ``line`` column.
     PredictInputError for an empty file, no rows, missing key columns, unknown columns, a
-    malformed line or more than ``max_series`` distinct series."""
+    malformed line; :class:`TooManySeries` for more than ``max_series`` distinct series."""
     text = text.lstrip("\ufeff")
     if not text.strip():
         raise PredictInputError(f"the CSV is empty: give a header line {','.join(keys)}")
@@ -84,7 +85,7 @@ def read_batch_csv(text: str, keys: list[str], max_series: int) -> pd.DataFrame:
             rows[c] = ""
     n = len(rows.drop_duplicates(keys))
     if n > max_series:
-        raise PredictInputError(
+        raise TooManySeries(
             f"the CSV names {n:,} series, more than the limit of {max_series:,} per "
             "request: split it into smaller files"
         )

@@ -29,6 +29,7 @@ __all__ = [
     "Override",
     "PredictInputError",
     "RowError",
+    "TooManySeries",
     "apply_overrides",
     "peer_series",
     "resolve_override",
@@ -40,6 +41,10 @@ SHOWN = 5  # unknown names listed in a message
 
 class PredictInputError(UserError):
     """A prediction request names something the data or the model does not have."""
+
+
+class TooManySeries(PredictInputError):
+    """A request names more series than allowed (the message names the limit)."""
 
 
 @dataclass(frozen=True)

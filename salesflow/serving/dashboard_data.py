@@ -237,10 +237,10 @@ def run_batch(
 
 
 def row_errors(errors: list[Any]) -> pd.DataFrame:
-    """The rows a batch left out: CSV line, series, why."""
+    """The rows a batch left out: CSV line (the header is line 1), series, why; as text."""
     rows = [
         {
-            "line": e.row,
+            "line": "–" if e.row is None else str(e.row),
             "series": ", ".join(f"{k}={v}" for k, v in (e.series or {}).items()) or "–",
             "error": e.message,
         }

@@ -8,7 +8,6 @@ import streamlit as st
 from salesflow.serving import dashboard_data as dd
 from salesflow.serving.dashboard import loaders
 from salesflow.serving.dashboard.common import command, formatted
-from salesflow.serving.predict_inputs import PredictInputError
 from salesflow.settings import Settings
 
 
@@ -35,6 +34,8 @@ def render(settings: Settings) -> None:
     upload = st.file_uploader("CSV of series", type=["csv"], key="batch_csv")
     if upload is None:
         return
+    from salesflow.serving.predict_inputs import PredictInputError
+
     try:
         result = dd.run_batch(
             model,

@@ -1,6 +1,7 @@
 """The ``salesflow`` command: run the flows from a terminal.
 
 salesflow train [--env dev] [--source walmart --path DIR] [--as-of DATE]
+salesflow serve | dashboard [--env dev] [--port N]
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from salesflow.commands.cli_lifecycle import (
     train_gate_args,
 )
 from salesflow.commands.cli_status import FLOW_COMMANDS, add_status_command, run_tags
+from salesflow.serving.cli_dashboard import add_dashboard_command
+from salesflow.serving.cli_serve import add_serve_command
 
 
 def _label(model: str) -> str:
@@ -187,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_retrain)
     add_rollback_command(sub)
     add_status_command(sub)
+    add_serve_command(sub)
+    add_dashboard_command(sub)
     return p
 
 

@@ -79,6 +79,7 @@ class PredictResult:
 
 
 _BASELINE = PerObject(2)
+_FILLED = PerObject(2)
 
 
 # --- origin and window ---------------------------------------------------------------------
@@ -114,8 +115,27 @@ def forecast_dates(model: GlobalForecaster, data: SalesData, origin: Any = None)
 
 def warm_predictions(model: GlobalForecaster, data: SalesData) -> pd.DataFrame:
     """The whole panel's forecasts at the default origin (the batch forecast's), made once
-    per (model, data) and kept: requests without overrides are cut from them."""
+    per (model, data) and kept: requests without overrides are cut from them. Also readies
+    the inputs what-if requests at that origin start from (:func:`_filled_inputs`)."""
+    _filled_inputs(model, data)
     return _BASELINE.get((model, data), lambda: score_series(model, data)[0])
+
+
+def _filled_inputs(model: GlobalForecaster, data: SalesData) -> SalesData | None:
+    """The whole panel cut before the default origin, its future covariates filled for the
+    forecast window as the batch forecast fills them; kept per (model, data). None when
+    the panel cannot be filled (a known-ahead value missing for some series): requests
+    then fill their own series and say so if theirs are the ones missing."""
+
+    def make() -> SalesData | None:
+        origin = forecast_origin(model, data, None)
+        try:
+            known = data.as_of(origin - period_step(data.freq))
+            return fill_future_covariates(known, origin, model.horizon)[0]
+        except UserError:
+            return None
+
+    return _FILLED.get((model, data), make)
 
 
 def _predict_with(
@@ -127,10 +147,15 @@ def _predict_with(
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The forecasts of ``ids`` from their history and their peers' (see
     :func:`peer_series`), the future covariates filled as the batch forecast fills them
-    and then overridden."""
-    part = subset(data, peer_series(data, ids))
-    known = part.as_of(origin - period_step(data.freq))
-    known, _, _ = fill_future_covariates(known, origin, model.horizon)
+    and then overridden. Filling is per series, so at the default origin the peers' rows
+    are cut from the whole panel filled once."""
+    peers = peer_series(data, ids)
+    filled = _filled_inputs(model, data) if origin == forecast_origin(model, data, None) else None
+    if filled is not None:
+        known = subset(filled, peers)
+    else:
+        known = subset(data, peers).as_of(origin - period_step(data.freq))
+        known = fill_future_covariates(known, origin, model.horizon)[0]
     future, records = apply_overrides(known.future, targets, series_index(data).keys)
     pred = model.predict(replace(known, future=future), origin=origin)
     return pred[pred[ID].isin(set(ids))], records

@@ -93,6 +93,7 @@ def test_store_summary_sums_each_store_over_the_horizon():
     assert out["series"].to_dict() == {"1": 3, "2": 2}
     assert out.loc["1", "last_date"] == pd.Timestamp("2012-01-13")
     assert dd.store_summary(totals.iloc[:0]).empty
+    assert set(dd.top_stores(totals, 1)["store"]) == {"2"}
 
 
 def test_accuracy_by_origin_weights_horizons_by_their_rows():

@@ -131,6 +131,15 @@ def store_summary(totals: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()[cols]
 
 
+def top_stores(totals: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The :func:`~salesflow.serving.queries.store_totals` rows of the ``n`` stores with
+    the largest totals over the horizon (a chart of a thousand lines says nothing)."""
+    if totals.empty:
+        return totals
+    best = totals.groupby("store")["forecast"].sum().nlargest(n).index
+    return totals[totals["store"].isin(best)].reset_index(drop=True)
+
+
 def accuracy_by_origin(acc: pd.DataFrame) -> pd.DataFrame:
     """Realized accuracy rows (per version, origin, horizon) pooled per model version and
     origin: metrics weighted by each horizon's row count ``n``; coverage as shares."""

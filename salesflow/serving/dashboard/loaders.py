@@ -26,7 +26,8 @@ def latest_origin(_settings: Settings, key: str) -> dt.date | None:
     return queries.latest_origin(_settings)
 
 
-@st.cache_data(ttl=TTL, show_spinner="Reading the forecasts ...")
+# Keyed by origin: a new forecast origin is a new entry, so the series list can live long.
+@st.cache_data(ttl=600, show_spinner="Reading the forecasts ...", max_entries=4)
 def all_forecasts(_settings: Settings, key: str, origin: dt.date) -> pd.DataFrame:
     return queries.series_forecast(_settings, {}, origin)
 

@@ -9,6 +9,8 @@ from salesflow.serving.dashboard import charts, loaders
 from salesflow.serving.dashboard.common import command, formatted
 from salesflow.settings import Settings
 
+CHART_STORES = 15
+
 
 def render(settings: Settings) -> None:
     st.header("Totals per store")
@@ -18,6 +20,20 @@ def render(settings: Settings) -> None:
         st.info(f"No forecasts yet: run {command(settings, 'forecast')}.")
         return
     totals = loaders.store_totals(settings, key, origin)
-    st.caption(f"Forecast origin {origin}: the sum of every series' forecast per store.")
-    st.altair_chart(charts.store_chart(totals), width="stretch")
-    st.table(formatted(dd.store_summary(totals), decimals=0), hide_index=True)
+    summary = dd.store_summary(totals)
+    shown = dd.top_stores(totals, CHART_STORES)
+    more = len(summary) - shown["store"].nunique()
+    st.caption(
+        f"Forecast origin {origin}: the sum of every series' forecast per store"
+        + (
+            f"; the chart shows the {CHART_STORES} largest stores ({more} more below)."
+            if more
+            else "."
+        )
+    )
+    st.altair_chart(charts.store_chart(shown), width="stretch")
+    table = formatted(summary, decimals=0)
+    if len(table) <= 100:
+        st.table(table, hide_index=True)
+    else:  # a long HTML table is slow to draw: a scrolling grid instead
+        st.dataframe(table, hide_index=True)

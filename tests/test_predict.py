@@ -236,6 +236,7 @@ def test_an_override_with_keys_changes_only_that_series(promo_model, promo_data)
             r"keys \['aisle'\] are not key columns",
         ),
         (_series("1/1"), [Override(covariate="cpi", value="high")], None, "'high' .* not a number"),
+        (_series("1/1"), [Override(covariate="cpi", multiply=1e300)], None, "beyond"),
         (_series("1/1"), [], "2030-01-04", "origin 2030-01-04 is not a forecast origin"),
         (_series("1/1"), [], "2011-06-02", "origin 2011-06-02 is not"),  # a Thursday
         (_series("1/1"), [], "soon", "origin 'soon' is not a date"),
@@ -305,16 +306,18 @@ def test_batch_bad_rows_become_row_errors(champion, small_data):
         "1,2,cpi,1.5,,1,\n"  # 7: horizon not whole
         "1,2,cpi,99,,1,\n"  # 8: outside the window
         "1,2,,,,5,\n"  # 9: no covariate
-        "1,1,,,,,\n"  # 10: repeats line 2
-        "2,3,cpi,2,,,1.1\n"  # 11: good
+        "1,2,cpi,1,,1e300,\n"  # 10: too large for the model
+        "1,1,,,,,\n"  # 11: repeats line 2
+        "2,3,cpi,2,,,1.1\n"  # 12: good
     )
     got = predict_batch_csv(champion, small_data, text, 20)
     lines = {e.row: e.message for e in got.errors}
-    assert sorted(lines) == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert sorted(lines) == [3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert "not in the data" in lines[3] and "'dept'" in lines[4] and "empty" in lines[4]
     assert "horizon 'x' is not a number" in lines[5]
     assert "'much'" in lines[6] and "whole number" in lines[7] and "horizon 99" in lines[8]
-    assert "without a covariate" in lines[9] and "repeats line 2" in lines[10]
+    assert "without a covariate" in lines[9] and "beyond" in lines[10]
+    assert "repeats line 2" in lines[11]
     assert got.errors[0].series == {"store": "9", "dept": "9"}
     assert got.n_series == 2
     assert sorted(got.frame[ID].unique()) == ["1/1", "2/3"]

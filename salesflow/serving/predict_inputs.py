@@ -296,6 +296,7 @@ def _override_change(
         ) from None
     if not math.isfinite(number):
         raise PredictInputError(f"override value of {o.covariate!r} must be a finite number")
+    _require_float32(pd.Series([number]), o.covariate)
     return number, None, False
 
 
@@ -316,6 +317,7 @@ def apply_overrides(
         else:
             number = before.astype(float) * t.multiply if t.multiply is not None else t.value
             after = pd.Series(number, index=rows, dtype=float)
+            _require_float32(after, t.covariate)
             out[t.covariate] = out[t.covariate].astype(float)
         out.loc[rows, t.covariate] = after
         series = index.loc[out.loc[rows, ID]].to_dict("records")
@@ -331,6 +333,16 @@ def apply_overrides(
                 }
             )
     return out, records
+
+
+def _require_float32(values: pd.Series, covariate: str) -> None:
+    """The model reads 32-bit floats: a value beyond their range would be infinite."""
+    limit = float(np.finfo(np.float32).max)
+    if (values.abs() > limit).any():
+        raise PredictInputError(
+            f"override of {covariate!r} gives values beyond +-{limit:.3g}, more than the "
+            "model can read: use a smaller value or factor"
+        )
 
 
 def plain(v: Any) -> Any:

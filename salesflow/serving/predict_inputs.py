@@ -171,9 +171,13 @@ def resolve_series(data: SalesData, series: list[dict[str, str]]) -> list[str]:
         shown = ", ".join(unknown[:SHOWN]) + (" .." if len(unknown) > SHOWN else "")
         raise PredictInputError(
             f"{len(unknown)} series not in the data ({'/'.join(keys)}: {shown}); "
-            f"the data has {len(index.ids):,} series"
+            f"the data has {len(index.ids):,} series, e.g. {_example(keys, index)}"
         )
     return [index.ids[t] for t in given]
+
+
+def _example(keys: list[str], index: SeriesIndex) -> dict[str, str]:
+    return dict(zip(keys, next(iter(index.ids)), strict=True)) if index.ids else {}
 
 
 def peer_series(data: SalesData, ids: list[str]) -> list[str]:

@@ -68,9 +68,8 @@ def _write_forecasts(settings, model, data, version: str, origin=None) -> pd.Dat
     return rows
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Served:
-    """Train once per module; register two versions; write forecasts, accuracy, audit."""
+def build_served(local_dir: Path) -> Served:
+    """Train on the test panel; register two versions; write forecasts, accuracy, audit."""
     from salesflow.monitoring import join_actuals, realized_accuracy, write_accuracy
     from salesflow.promotion import promote_audited
     from salesflow.sources import load_sales
@@ -80,7 +79,7 @@ def served(tmp_path_factory) -> Served:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
         mp.delenv(TOKEN_ENV, raising=False)
-        srv = Served(tmp_path_factory.mktemp("api") / "local", {}, None, pd.DataFrame())
+        srv = Served(local_dir, {}, None, pd.DataFrame())
         s = srv.settings()
         data = load_sales(s.data)
         bt = evaluate(data, s)
@@ -96,7 +95,13 @@ def served(tmp_path_factory) -> Served:
         rows = read_forecasts(s.warehouse_url)
         srv.data = data
         srv.latest = rows[rows["forecast_origin"] == rows["forecast_origin"].max()]
-        yield srv
+        return srv
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Served:
+    """A champion, its registry and warehouse, built once per module."""
+    return build_served(tmp_path_factory.mktemp("api") / "local")
 
 
 @pytest.fixture()

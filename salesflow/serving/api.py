@@ -11,7 +11,6 @@ Every response carries ``X-Model-Name``/``X-Model-Version`` and every JSON body 
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import logging
 import os
@@ -36,6 +35,7 @@ from salesflow.serving.api_models import (
     ErrorResponse,
     ForecastsResponse,
     HealthResponse,
+    IsoDate,
     ModelInfoResponse,
     ModelRef,
     ModelsResponse,
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": what}
     for code, what in {
+        400: "malformed request body",
         413: "request body too large",
         422: "invalid input (one entry per field)",
         500: "internal error (logged by the server; no details in the response)",
@@ -291,10 +292,10 @@ def _read_routes(app: FastAPI, state: ServingState) -> None:
     def forecasts(
         request: Request,
         origin: Annotated[
-            dt.date | None, Query(description="forecast origin (default: latest)")
+            IsoDate | None, Query(description="forecast origin (default: latest)")
         ] = None,
-        start: Annotated[dt.date | None, Query(description="first target date")] = None,
-        end: Annotated[dt.date | None, Query(description="last target date")] = None,
+        start: Annotated[IsoDate | None, Query(description="first target date")] = None,
+        end: Annotated[IsoDate | None, Query(description="last target date")] = None,
         after: Annotated[
             str | None, Query(max_length=2000, description="next_cursor of the previous page")
         ] = None,

@@ -4,9 +4,9 @@ exact, so clients and the fuzz tests can rely on it."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from salesflow.serving.predict import Override
 
@@ -21,6 +21,7 @@ __all__ = [
     "ForecastRow",
     "ForecastsResponse",
     "HealthResponse",
+    "IsoDate",
     "ModelInfoResponse",
     "ModelRef",
     "ModelVersion",
@@ -32,6 +33,21 @@ __all__ = [
     "ReloadResponse",
     "RowErrorOut",
 ]
+
+
+def _iso_date(value: Any) -> Any:
+    """Only ISO dates (YYYY-MM-DD) as dates: pydantic would take 0 for 1970-01-01."""
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a date must be written YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not a date: write YYYY-MM-DD") from None
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
 
 
 class ModelRef(BaseModel):
@@ -171,7 +187,7 @@ class PredictRequest(BaseModel):
 
     series: list[dict[str, str]] = Field(min_length=1)
     overrides: list[Override] = Field(default_factory=list)
-    origin: dt.date | None = Field(
+    origin: IsoDate | None = Field(
         None, description="forecast origin (default: the period after the last observation)"
     )
 

@@ -431,3 +431,20 @@ def test_a_failed_reload_keeps_serving_the_loaded_history(walmart_copy):
     assert cache.get() is first and cache.version == 1
     with pytest.raises(OSError, match="disk went away"):
         HistoryCache(walmart_copy[0], loader=loader).get()
+
+
+def test_signature_of_a_long_folder_follows_its_side_files(tmp_path):
+    """A long-format folder's signature covers the history, static and future files."""
+    from salesflow.serving.history import source_signature
+
+    for name in ("train.csv.zip", "store.csv", "future.csv", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    data = load_settings("rossmann", data={"path": str(tmp_path)}).data
+    before = source_signature(data)
+    names = sorted(Path(p).name for p, _, _ in before)
+    assert names == ["future.csv", "store.csv", "train.csv.zip"]
+    (tmp_path / "notes.txt").write_text("not read by the source")
+    assert source_signature(data) == before
+    (tmp_path / "future.csv").write_text("a longer future")
+    assert source_signature(data) != before
+    assert source_signature(load_settings("test").data) == ()  # synthetic: nothing to watch

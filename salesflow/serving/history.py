@@ -14,9 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import astuple
 from pathlib import Path
 
+from salesflow.canonical import SourceError
 from salesflow.errors import redact
+from salesflow.long_format import long_files
 from salesflow.schema import SalesData
 from salesflow.settings import DataSection, Settings
 from salesflow.sources import load_sales
@@ -29,16 +32,17 @@ Signature = tuple[tuple[str, int, int], ...]
 
 
 def _source_paths(data: DataSection) -> list[Path]:
-    """The files and folders a file source reads (the sql source's side files included)."""
-    paths = [Path(data.path)] if data.path and data.source in ("walmart", "long") else []
-    long = data.long
-    side = [long.static_path, long.future_path, long.covariates_path]
-    base = Path(data.path) if data.path and Path(data.path).is_dir() else None
-    for p in side:
-        if p:
-            path = Path(p)
-            paths.append(base / path if base is not None and not path.is_absolute() else path)
-    return paths
+    """The files (or the Walmart folder) the source reads, side files of long/sql included;
+    none for the synthetic source or when the settings name no readable path yet."""
+    if data.source == "walmart":
+        return [Path(data.path)] if data.path else []
+    if data.source not in ("long", "sql"):
+        return []
+    try:
+        files = long_files(data.path if data.source == "long" else None, data.long)
+    except SourceError:  # the load reports it, naming the setting
+        return []
+    return [Path(p) for p in astuple(files) if p is not None]
 
 
 def source_signature(data: DataSection) -> Signature:

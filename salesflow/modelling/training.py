@@ -72,6 +72,16 @@ def fit_champion_candidate(data: SalesData, settings: Settings, bt: BacktestResu
     return make_forecaster(settings).fit(data).set_intervals(bt.frame)
 
 
+def held_out_bands(model: GlobalForecaster, frame: pd.DataFrame) -> pd.DataFrame:
+    """The backtest rows of the last origin with 80/95 % bounds whose widths come from the
+    other origins' residuals only (honest bands for the plot); no bounds with one origin."""
+    last = frame[frame["origin"] == frame["origin"].max()].copy()
+    others = frame[frame["origin"] < frame["origin"].max()]
+    if others.empty:
+        return last
+    return model.clone().set_intervals(others)._add_intervals(last)
+
+
 @dataclass
 class RunRecord:
     """Everything the registration step logs to MLflow."""
@@ -114,7 +124,7 @@ def run_record(
         tags=tags,
         figures={
             "feature_importance": plots.feature_importance(model.feature_names_, gains),
-            "forecast_vs_actual": plots.forecast_vs_actual(bt.frame),
+            "forecast_vs_actual": plots.forecast_vs_actual(held_out_bands(model, bt.frame)),
             "error_by_horizon": plots.error_by_horizon(by_h),
         },
         tables={

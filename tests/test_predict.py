@@ -205,6 +205,39 @@ def test_an_override_with_keys_changes_only_that_series(promo_model, promo_data)
     assert len(got.overridden) == promo_model.horizon
 
 
+@pytest.fixture(scope="module")
+def event_data(small_data):
+    """The small panel with a categorical covariate 'event' ("0" or "a"; "a" lifts sales)."""
+    rng = np.random.default_rng(2)
+
+    def event(frame):
+        return frame.assign(event=rng.choice(["0", "a"], len(frame), p=[0.8, 0.2]))
+
+    history = event(small_data.history)
+    history["y"] = history["y"] * np.where(history["event"] == "a", 1.5, 1.0)
+    return replace(
+        small_data, history=history, future=event(small_data.future), categorical=["event"]
+    )
+
+
+def test_a_categorical_override_sets_the_category(settings, event_data):
+    """A categorical covariate takes a category (JSON 0 is "0") and the model reads it
+    (event "a" everywhere forecasts more than "0" everywhere); multiply is refused."""
+    model = make_forecaster(settings).fit(event_data)
+    got = predict_series(
+        model, event_data, _series("1/1"), [Override(covariate="event", value=0.0, horizon=1)]
+    )
+    (record,) = got.overridden
+    assert record["after"] == "0" and record["before"] in ("0", "a")
+    every = {
+        c: predict_series(model, event_data, _series("1/1"), [Override(covariate="event", value=c)])
+        for c in ("0", "a")
+    }
+    assert every["a"].frame["forecast"].mean() > 1.2 * every["0"].frame["forecast"].mean()
+    with pytest.raises(PredictInputError, match="'event' is categorical"):
+        predict_series(model, event_data, _series("1/1"), [Override(covariate="event", multiply=2)])
+
+
 # --- errors ------------------------------------------------------------------------------
 
 

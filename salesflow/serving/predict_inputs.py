@@ -289,7 +289,9 @@ def _override_change(
             raise PredictInputError(
                 f"covariate {o.covariate!r} is categorical: give a value, not multiply"
             )
-        return str(o.value).strip(), None, True
+        v = o.value
+        text = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()
+        return text, None, True  # JSON 0 means the category "0", not "0.0"
     if o.value is None:
         return None, o.multiply, False
     try:

@@ -12,6 +12,7 @@ that contains it, e.g. with ``W-FRI`` Christmas 2010 (a Saturday) is the week en
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,14 @@ def holiday_calendar(start: pd.Timestamp, end: pd.Timestamp, freq: str) -> pd.Da
     """Holiday periods between ``start`` and ``end``.
 
     Columns out: ``ds`` (period label), ``holiday`` (name), ``holiday_date`` (the day).
+    A pure function of its arguments, kept for the few ranges a run asks for (a copy is
+    returned, so callers may change it).
     """
+    return _holiday_calendar(pd.Timestamp(start), pd.Timestamp(end), freq).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _holiday_calendar(start: pd.Timestamp, end: pd.Timestamp, freq: str) -> pd.DataFrame:
     hd = holiday_dates(range(pd.Timestamp(start).year - 1, pd.Timestamp(end).year + 2))
     hd["ds"] = period_end(hd["date"], freq)
     hd = hd.rename(columns={"date": "holiday_date"})

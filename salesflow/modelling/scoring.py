@@ -66,7 +66,8 @@ def fill_future_covariates(
         from features.calendar import is_holiday_period
 
         cal = is_holiday_period(fut[DATE], data.freq)
-        fut["is_holiday"] = fut["is_holiday"].fillna(pd.Series(cal, index=fut.index)).astype(bool)
+        known = fut["is_holiday"].astype("boolean")  # object -> nullable bool: no downcast warning
+        fut["is_holiday"] = known.fillna(pd.Series(cal, index=fut.index)).astype(bool)
     columns = [c for c in data.history.columns if c != "y"]
     future = fut[columns].reset_index(drop=True)
     return replace(data, future=future), int(missing.any(axis=1).sum()), filled_cols

@@ -357,6 +357,10 @@ def render(r: dict[str, Any]) -> str:
         parts += _rossmann_report.section(r)
     if walmart:
         parts += _speed(r) + _scale(r)
+    if "api" in r:  # written by bench_api.py; kept when run_all re-renders
+        from bench_api import render_section
+
+        parts += [render_section(r["api"])]
     if r.get("notes"):
         parts += ["## Notes", "", *[f"- {n}" for n in r["notes"]], ""]
     return "\n".join(parts).rstrip() + "\n"

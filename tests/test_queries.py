@@ -117,6 +117,25 @@ def test_pages_cover_the_latest_origin_once(warehouse):
     assert row["model_version"] == "3" and isinstance(row["horizon"], int)
 
 
+def test_next_pages_stay_on_the_first_pages_origin(warehouse):
+    """A newer origin written between two pages does not change the origin of the walk."""
+    from salesflow.warehouse import write_forecasts
+
+    from salesflow.serving.queries import forecast_page
+
+    first = forecast_page(warehouse, limit=3)
+    assert first.origin == ORIGINS[-1]
+    newer = _rows(WEEKLY).assign(
+        forecast_origin=lambda f: f["forecast_origin"] + dt.timedelta(weeks=8),
+        target_date=lambda f: f["target_date"] + dt.timedelta(weeks=8),
+    )
+    write_forecasts(warehouse.warehouse_url, newer, warehouse.warehouse.table, runs_table=None)
+    second = forecast_page(warehouse, after=first.next_cursor, limit=3)
+    assert {r["forecast_origin"] for r in second.rows} == {ORIGINS[-1]}
+    assert second.rows[0]["unique_id"] >= first.rows[-1]["unique_id"]
+    assert forecast_page(warehouse, limit=1).origin == ORIGINS[-1] + dt.timedelta(weeks=8)
+
+
 def test_filters_by_keys_origin_and_dates(warehouse):
     """All keys select one series (escaped ids too); store alone its depts; dates bound."""
     from salesflow.serving.queries import forecast_page

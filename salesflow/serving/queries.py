@@ -1,5 +1,6 @@
 """Read-only queries behind the API and the dashboard: stored forecasts (keyset pages),
-store totals, model versions, audit events, realized accuracy and the champion's facts.
+store totals; and, from :mod:`salesflow.serving.queries_registry` (re-exported), model
+versions, audit events, realized accuracy and the champion's facts.
 
 Every function takes the settings and reads the configured warehouse / MLflow registry;
 a missing SQLite file, table or model gives an empty result, never an error. An
@@ -16,26 +17,27 @@ import datetime as dt
 import json
 import math
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from salesflow.errors import UserError
-from salesflow.lifecycle import read_audit
-from salesflow.monitoring import accuracy_table
 from salesflow.schema import make_unique_id
+from salesflow.serving.queries_registry import (
+    audit_events,
+    model_info,
+    model_versions,
+    realized_accuracy,
+)
 from salesflow.settings import Settings
 from salesflow.sqlengine import connect, sqlite_path
-from salesflow.sqlstore import read_frame
 from salesflow.warehouse import forecasts_table
-
-if TYPE_CHECKING:
-    from salesflow.serving.champion import LoadedChampion
 
 __all__ = [
     "FORECAST_FIELDS",
@@ -55,7 +57,6 @@ __all__ = [
     "store_totals",
 ]
 
-STATUS_TAG = "salesflow.status"
 FORECAST_FIELDS = (
     "unique_id",
     "series_keys",
@@ -127,6 +128,7 @@ def dispose_engines() -> None:
         for engine in _ENGINES.values():
             engine.dispose()
         _ENGINES.clear()
+        _KEY_NAMES.clear()
 
 
 @contextmanager
@@ -192,44 +194,52 @@ def forecast_page(
     limit: int = 500,
     model_name: str | None = None,
 ) -> ForecastPage:
-    """Stored forecasts of one origin (default: the latest), ordered by (unique_id,
-    target_date), at most ``limit`` rows after the cursor ``after``.
+    """Stored forecasts of one origin (default: the latest; with ``after``, the cursor's),
+    ordered by (unique_id, target_date), at most ``limit`` rows after the cursor ``after``.
 
     ``keys`` filters by series keys (all of them: one series; some: every series with those
     values); ``start``/``end`` bound the target date (inclusive). Raises
     :class:`UnknownSeriesKey` for a key the series do not have, :class:`InvalidCursor` for a
-    cursor not made here, ``ValueError`` for ``limit`` < 1.
+    cursor not made here, ``ValueError`` for ``limit`` < 1. One query in the common case
+    (the latest origin is a subquery; the series keys are cached per model).
     """
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     name = model_name or settings.model.name
     position = _decode_cursor(after) if after else None
-    origin = origin or latest_origin(settings, name)
-    if origin is None:
-        return ForecastPage([], None, None)
-    t = _forecasts(settings)
-    url = settings.warehouse_url
-    where = [t.c.model_name == name, t.c.forecast_origin == origin]
+    if origin is None and position is not None:
+        origin = position[2]  # the next pages stay on the first page's origin
+    t, url = _forecasts(settings), settings.warehouse_url
+    where = [t.c.model_name == name, t.c.forecast_origin == (origin or _latest(t, name))]
     if keys:
-        series = _series_filter(url, t, where, keys)
+        series = _series_filter(url, t, name, where, keys)
         if series is None:
-            return ForecastPage([], origin, None)
+            return ForecastPage([], origin or latest_origin(settings, name), None)
         where.append(series)
     if start is not None:
         where.append(t.c.target_date >= start)
     if end is not None:
         where.append(t.c.target_date <= end)
     if position is not None:
-        uid, day = position  # >= on unique_id bounds the index scan; the rest filters
+        uid, day, _ = position  # >= on unique_id bounds the index scan; the rest filters
         where += [t.c.unique_id >= uid, sa.or_(t.c.unique_id > uid, t.c.target_date > day)]
     cols = [t.c[c] for c in FORECAST_FIELDS]
     query = sa.select(*cols).where(*where).order_by(t.c.unique_id, t.c.target_date)
     rows = [_row(r._mapping) for r in _run(url, t, query.limit(limit + 1))]
+    if not rows:
+        return ForecastPage([], origin or latest_origin(settings, name), None)
     cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        cursor = _encode_cursor(rows[-1]["unique_id"], rows[-1]["target_date"])
-    return ForecastPage(rows, origin, cursor)
+        last = rows[-1]
+        cursor = _encode_cursor(last["unique_id"], last["target_date"], last["forecast_origin"])
+    return ForecastPage(rows, rows[0]["forecast_origin"], cursor)
+
+
+def _latest(t: sa.Table, name: str) -> Any:
+    return (
+        sa.select(sa.func.max(t.c.forecast_origin)).where(t.c.model_name == name).scalar_subquery()
+    )
 
 
 def _row(m: Any) -> dict[str, Any]:
@@ -265,18 +275,19 @@ def _as_date(v: Any) -> dt.date | None:
     return pd.Timestamp(v).date()
 
 
-def _encode_cursor(unique_id: str, target_date: dt.date) -> str:
-    raw = json.dumps([unique_id, target_date.isoformat()], separators=(",", ":"))
+def _encode_cursor(unique_id: str, target_date: dt.date, origin: dt.date | None) -> str:
+    days = [target_date.isoformat(), origin.isoformat() if origin else None]
+    raw = json.dumps([unique_id, *days], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[str, dt.date]:
+def _decode_cursor(cursor: str) -> tuple[str, dt.date, dt.date | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        uid, day = json.loads(raw)
+        uid, day, origin = json.loads(raw)
         if not isinstance(uid, str) or not isinstance(day, str):
-            raise ValueError("not a (series, date) pair")
-        return uid, dt.date.fromisoformat(day)
+            raise ValueError("not a (series, date, origin) triple")
+        return uid, dt.date.fromisoformat(day), dt.date.fromisoformat(origin) if origin else None
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor(
             f"cursor {cursor[:60]!r} is not one this service returned: pass the next_cursor "
@@ -285,7 +296,7 @@ def _decode_cursor(cursor: str) -> tuple[str, dt.date]:
 
 
 def _series_filter(
-    url: str, t: sa.Table, where: list[Any], keys: dict[str, str]
+    url: str, t: sa.Table, model: str, where: list[Any], keys: dict[str, str]
 ) -> sa.ColumnElement[bool] | None:
     """The condition selecting the series with ``keys`` (None: no series can match).
 
@@ -293,7 +304,7 @@ def _series_filter(
     primary-key index). Only ``store``/``dept``: their columns. Otherwise the origin's
     series ids are matched key by key here and selected by id.
     """
-    names = _key_names(url, t, where)
+    names = _key_names(url, t, model)
     if names is None:
         return None
     if unknown := sorted(set(keys) - set(names)):
@@ -319,10 +330,23 @@ def _matches(unique_id: str, wanted: dict[int, str], n_keys: int) -> bool:
     return all(values[i] == v for i, v in wanted.items())
 
 
-def _key_names(url: str, t: sa.Table, where: list[Any]) -> list[str] | None:
-    """The series keys, in order, of the forecasts matching ``where`` (None: no rows)."""
-    rows = _run(url, t, sa.select(t.c.series_keys).where(*where).limit(1))
-    return list(_keys_of(rows[0][0])) if rows else None
+_KEYS_TTL_S = 30.0
+_KEY_NAMES: dict[tuple[str, str | None, str, str], tuple[float, list[str]]] = {}
+
+
+def _key_names(url: str, t: sa.Table, model: str) -> list[str] | None:
+    """The series keys, in order, of the model's forecasts (None: it has none); cached
+    for a few seconds, as every filtered request needs them."""
+    cache_key = (url, t.schema, t.name, model)
+    hit = _KEY_NAMES.get(cache_key)
+    if hit is not None and time.monotonic() - hit[0] < _KEYS_TTL_S:
+        return hit[1]
+    rows = _run(url, t, sa.select(t.c.series_keys).where(t.c.model_name == model).limit(1))
+    if not rows:
+        return None
+    names = list(_keys_of(rows[0][0]))
+    _KEY_NAMES[cache_key] = (time.monotonic(), names)
+    return names
 
 
 def series_forecast(
@@ -387,148 +411,3 @@ def store_totals(settings: Settings, origin: dt.date | None = None) -> pd.DataFr
     return (
         out.assign(_n=order).sort_values(["_n", "store", "target_date"]).drop(columns="_n")
     ).reset_index(drop=True)
-
-
-# --- registry, audit, accuracy --------------------------------------------------------------
-
-
-def _registry_missing(settings: Settings) -> bool:
-    uri = settings.tracking_uri
-    path = sqlite_path(uri) if uri.startswith("sqlite:") else None
-    return path is not None and not path.exists()
-
-
-def model_versions(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
-    """The model's versions, newest first: version, aliases, status (the
-    ``salesflow.status`` tag or None), trained_until, env, created (UTC), run_id,
-    backtest_wmae (the run's ``model_wmae``) and wmae_vs_seasonal_naive; [] if none."""
-    if _registry_missing(settings):
-        return []
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    uri, name = settings.tracking_uri, settings.model.name
-    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    try:
-        aliases = c.get_registered_model(name).aliases
-        found = c.search_model_versions(f"name = '{name}'")
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code):
-            return []
-        raise
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(str(version), []).append(alias)
-    out = []
-    for mv in sorted(found, key=lambda m: int(m.version), reverse=True)[:limit]:
-        tags = mv.tags or {}
-        metrics = _run_metrics(c, mv.run_id)
-        out.append(
-            {
-                "version": str(mv.version),
-                "aliases": sorted(by_version.get(str(mv.version), [])),
-                "status": tags.get(STATUS_TAG),
-                "trained_until": tags.get("trained_until"),
-                "env": tags.get("env"),
-                "created": _ms_time(mv.creation_timestamp),
-                "run_id": mv.run_id,
-                "backtest_wmae": metrics.get("model_wmae"),
-                "wmae_vs_seasonal_naive": metrics.get("model_wmae_vs_seasonal_naive"),
-            }
-        )
-    return out
-
-
-def _run_metrics(c: Any, run_id: str | None) -> dict[str, float]:
-    from mlflow.exceptions import MlflowException
-
-    if not run_id:
-        return {}
-    try:
-        return dict(c.get_run(run_id).data.metrics)
-    except MlflowException:
-        return {}
-
-
-def _ms_time(ms: int | None) -> dt.datetime | None:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC) if ms else None
-
-
-def audit_events(settings: Settings, limit: int = 200) -> list[dict[str, Any]]:
-    """The model's audit rows (promote / reject / rollback), newest first: event_id, at
-    (UTC datetime), action, from_version, to_version, reason, actor, env, flow_run_id and
-    metrics (parsed JSON, or None)."""
-    rows = read_audit(
-        settings.warehouse_url,
-        settings.monitor.audit_table,
-        settings.warehouse.schema_name,
-        settings.model.name,
-    )
-    out = []
-    for r in rows.iloc[::-1].head(limit).to_dict("records"):
-        item = {k: (None if _is_null(v) else v) for k, v in r.items()}
-        item["at"] = pd.Timestamp(r["at"]).to_pydatetime() if not _is_null(r["at"]) else None
-        item["metrics"] = _json_or_none(r.get("metrics"))
-        out.append(item)
-    return out
-
-
-def _is_null(v: Any) -> bool:
-    return v is None or (not isinstance(v, (dict, list, str)) and bool(pd.isna(v)))
-
-
-def _json_or_none(text: Any) -> Any:
-    if not isinstance(text, str):
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
-def realized_accuracy(settings: Settings) -> pd.DataFrame:
-    """The model's realized-accuracy rows (:func:`salesflow.monitoring.accuracy_table`
-    columns), ordered by version, origin, horizon; empty when none were computed yet."""
-    table = accuracy_table(settings.monitor.accuracy_table, settings.warehouse.schema_name)
-    return read_frame(settings.warehouse_url, table, model_name=settings.model.name)
-
-
-# --- the loaded champion --------------------------------------------------------------------
-
-
-def model_info(settings: Settings, loaded: LoadedChampion) -> dict[str, Any]:
-    """The facts of the loaded champion: name, version, alias, run_id, loaded_at,
-    trained_until, horizon, freq, keys, covariates, features, data_fingerprint,
-    code_version and the backtest metrics of its MLflow run (empty if unreadable)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    model = loaded.model
-    uri = settings.tracking_uri
-    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    tags: dict[str, str] = {}
-    with suppress(MlflowException):
-        tags = dict(c.get_model_version(loaded.name, loaded.version).tags or {})
-    metrics = _run_metrics(c, loaded.run_id)
-    trained = getattr(model, "trained_until_", None)
-    return {
-        "name": loaded.name,
-        "version": loaded.version,
-        "alias": loaded.alias,
-        "run_id": loaded.run_id,
-        "loaded_at": loaded.loaded_at,
-        "trained_until": _as_date(trained) if trained is not None else None,
-        "horizon": int(getattr(model, "horizon", 0) or 0) or None,
-        "freq": getattr(model, "freq_", None),
-        "keys": list(getattr(model, "keys_", []) or []),
-        "covariates": list(getattr(model, "covariates_", []) or []),
-        "features": list(getattr(model, "feature_names_", []) or []),
-        "data_fingerprint": tags.get("data_fingerprint"),
-        "code_version": tags.get("code_version"),
-        "env": tags.get("env"),
-        "backtest": {k: float(v) for k, v in sorted(metrics.items()) if _finite(v)},
-    }
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 
 from salesflow.errors import UserError, redact
 from salesflow.serving import api_io, queries
-from salesflow.serving.api_metrics import ApiMetrics, BodyLimitAndMetrics
+from salesflow.serving.api_metrics import BodyLimitAndMetrics
 from salesflow.serving.api_models import (
     AccuracyResponse,
     AuditResponse,
@@ -37,14 +37,14 @@ from salesflow.serving.api_models import (
     HealthResponse,
     IsoDate,
     ModelInfoResponse,
-    ModelRef,
     ModelsResponse,
     PredictRequest,
     PredictResponse,
     ReadyResponse,
     ReloadResponse,
 )
-from salesflow.serving.champion import ChampionHolder, LoadedChampion
+from salesflow.serving.api_state import ServingState
+from salesflow.serving.champion import ChampionHolder
 from salesflow.serving.history import HistoryCache
 from salesflow.settings import Settings
 from salesflow.sqlengine import WarehouseUnavailable
@@ -69,40 +69,6 @@ _CSV: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ServingState:
-    """What the routes share: settings, the champion, the history, metrics, caches."""
-
-    def __init__(self, settings: Settings, holder: ChampionHolder, history: HistoryCache) -> None:
-        self.settings, self.holder, self.history = settings, holder, history
-        self.metrics = ApiMetrics()
-        self._info: dict[tuple[str, str], dict[str, Any]] = {}
-        holder.on_change(self._changed)
-
-    def _changed(self, loaded: LoadedChampion) -> None:
-        self.history.invalidate()  # a new champion reads the history as it is now
-        self.metrics.show_model(loaded.name, loaded.version)
-
-    def model_ref(self) -> ModelRef:
-        cur = self.holder.current
-        return ModelRef(name=self.holder.name, version=cur.version if cur else None)
-
-    def header_model(self) -> tuple[str, str | None]:
-        cur = self.holder.current
-        return self.holder.name, cur.version if cur else None
-
-    def champion(self) -> LoadedChampion:
-        cur = self.holder.current
-        if cur is None:
-            raise HTTPException(503, f"no champion loaded: {self.holder.reason}")
-        return cur
-
-    def model_info(self, loaded: LoadedChampion) -> dict[str, Any]:
-        key = (loaded.version, loaded.loaded_at.isoformat())
-        if key not in self._info:
-            self._info = {key: queries.model_info(self.settings, loaded)}
-        return self._info[key]
-
-
 def create_app(
     settings: Settings,
     holder: ChampionHolder | None = None,
@@ -119,6 +85,7 @@ def create_app(
         if state.holder.current is None:
             await run_in_threadpool(state.holder.refresh)
         state.metrics.show_model(*state.header_model())
+        state.warm()
         state.holder.start()
         try:
             yield

@@ -82,7 +82,19 @@ def test_picked_series_shows_the_warehouse_rows_and_actuals(local):
     assert abs(shown["actual"].map(_number).to_numpy() - want.to_numpy()).max() < 0.006
     origin = rows["forecast_origin"].iloc[0].strftime("%Y-%m-%d")
     assert any(f"forecast origin {origin}" in c.value for c in at.caption)
-    assert at.query_params.get("store") == ["2"] or at.query_params.get("store") == "2"
+    assert (at.query_params.get("store"), at.query_params.get("dept")) == ("2", "3")
+
+
+def test_a_shared_link_opens_its_series(local):
+    """``?store=3&dept=2`` opens that series; an unknown value falls back to the first."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update({"store": "3", "dept": "2"})
+    at.run()
+    assert not at.exception and any("Series `3/2`" in c.value for c in at.caption)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update({"store": "99"})
+    at.run()
+    assert any("Series `1/1`" in c.value for c in at.caption)
 
 
 def test_store_totals_are_the_sums_of_the_stored_forecasts(local):

@@ -99,6 +99,7 @@ def coverage_chart(acc: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
             y=alt.Y("coverage:Q", title="share of actuals inside", scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("model_version:N", title="version"),
             strokeDash=alt.StrokeDash("interval:N"),
+            shape=alt.Shape("interval:N"),
             tooltip=[
                 "model_version:N",
                 "interval:N",

@@ -385,6 +385,21 @@ def test_failure_is_500_without_a_trace(served, monkeypatch, caplog):
     assert "secret-detail" in caplog.text
 
 
+def test_unreachable_warehouse_is_503(served, monkeypatch):
+    """A warehouse that does not answer: data routes 503 without its address, /ready says
+    why (password hidden), /health stays 200."""
+    from salesflow.serving.api import create_app
+
+    monkeypatch.setenv("SALESFLOW_WAREHOUSE_URL", "postgresql+psycopg://u:pw-123@127.0.0.1:1/x")
+    with TestClient(create_app(served.settings())) as c:
+        r = c.get("/forecasts")
+        assert r.status_code == 503 and "127.0.0.1" not in r.text and "pw-123" not in r.text
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and "pw-123" not in ready.text
+        assert "cannot reach the warehouse" in ready.json()["reasons"][0]
+        assert c.get("/health").status_code == 200
+
+
 def test_admin_reload_needs_the_token_and_picks_up_a_moved_alias(served, monkeypatch):
     """Token unset: 404; wrong: 401; right: the new alias target is served at once."""
     from salesflow.registry import client as mlflow_client

@@ -139,8 +139,10 @@ def _handlers(app: FastAPI, state: ServingState) -> None:
         return _error(state, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(WarehouseUnavailable)
-    async def _warehouse(_r: Request, exc: WarehouseUnavailable) -> JSONResponse:
-        return _error(state, 503, redact(exc))
+    async def _warehouse(request: Request, exc: WarehouseUnavailable) -> JSONResponse:
+        # The (redacted) URL names internal hosts: in the server log and /ready only.
+        log.warning("%s %s: %s", request.method, request.url.path, redact(exc))
+        return _error(state, 503, "the warehouse is unreachable: try again later (see /ready)")
 
     @app.exception_handler(Exception)
     async def _failure(request: Request, exc: Exception) -> JSONResponse:

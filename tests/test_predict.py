@@ -18,6 +18,7 @@ from salesflow.settings import load_settings
 from salesflow.sources import load_sales
 from salesflow.training import make_forecaster
 
+from salesflow.errors import UserError
 from salesflow.serving.history import HistoryCache
 from salesflow.serving.predict import (
     BOUNDS,
@@ -90,6 +91,7 @@ def test_predict_series_equals_batch_scoring(champion, small_data):
     got = predict_series(champion, small_data, _series("1/2", "3/3"))
     want = _batch(champion, small_data, ["1/2", "3/3"])
     pd.testing.assert_frame_equal(got.frame, want)
+    assert got.notes["path"] == "cached"
     assert got.origin == small_data.last_date + pd.Timedelta(weeks=1)
     assert got.overridden == [] and got.errors == []
     assert got.frame[list(BOUNDS)].notna().all().all()
@@ -100,7 +102,7 @@ def test_peer_path_equals_batch_scoring_at_an_earlier_origin(champion, small_dat
     origin = small_data.last_date - pd.Timedelta(weeks=10)
     got = predict_series(champion, small_data, _series("2/3"), origin=origin)
     pd.testing.assert_frame_equal(got.frame, _batch(champion, small_data, ["2/3"], origin))
-    assert got.origin == origin
+    assert got.origin == origin and got.notes["path"] == "peers"
 
 
 def test_a_no_op_override_keeps_the_batch_forecast(champion, small_data):
@@ -109,6 +111,7 @@ def test_a_no_op_override_keeps_the_batch_forecast(champion, small_data):
         champion, small_data, _series("1/1"), [Override(covariate="temperature", multiply=1)]
     )
     pd.testing.assert_frame_equal(got.frame, _batch(champion, small_data, ["1/1"]))
+    assert got.notes["path"] == "peers"
     assert len(got.overridden) == champion.horizon
     assert all(r["before"] == r["after"] for r in got.overridden)
 
@@ -133,6 +136,21 @@ def test_walmart_folder_predictions_equal_batch_scoring(champion):
     ids = sorted(data.history[ID].unique())
     got = predict_series(champion, data, _series(*ids))
     pd.testing.assert_frame_equal(got.frame, _batch(champion, data, ids))
+
+
+def test_a_missing_known_ahead_value_blocks_only_its_series(champion, small_data):
+    """markdown1 known ahead but missing for 3/4 in the window: the batch forecast fails;
+    1/1 (no peer of 3/4) is still forecast, 3/4 is refused with a message naming it."""
+    future = small_data.future.copy()
+    future.loc[(future[ID] == "3/4") & (future[DATE] == future[DATE].min()), "markdown1"] = np.nan
+    data = replace(small_data, future=future, known_ahead=["markdown1"])
+    with pytest.raises(UserError, match="known-ahead covariate 'markdown1' is missing"):
+        score_series(champion, data)
+    got = predict_series(champion, data, _series("1/1"))
+    pd.testing.assert_frame_equal(got.frame, _batch(champion, small_data, ["1/1"]))
+    assert got.notes["path"] == "peers"
+    with pytest.raises(PredictInputError, match="'markdown1' is missing for 1 series"):
+        predict_series(champion, data, _series("3/4"))
 
 
 # --- overrides -----------------------------------------------------------------------------

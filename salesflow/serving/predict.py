@@ -69,7 +69,9 @@ BOUNDS = ("lo_80", "hi_80", "lo_95", "hi_95")
 class PredictResult:
     """``frame``: unique_id, the key columns, ds, horizon, forecast, lo_80, hi_80, lo_95,
     hi_95 (NaN bounds for a model without intervals), by requested series then horizon.
-    ``overridden``: one dict per changed input (series, covariate, date, before, after)."""
+    ``overridden``: one dict per changed input (series, covariate, date, before, after).
+    ``notes``: ``path`` — ``cached`` (cut from the whole panel's forecast) or ``peers``
+    (forecast with the series' peers for this request)."""
 
     frame: pd.DataFrame
     overridden: list[dict[str, Any]]
@@ -113,12 +115,20 @@ def forecast_dates(model: GlobalForecaster, data: SalesData, origin: Any = None)
     return pd.DatetimeIndex([start + step * h for h in range(model.horizon)])
 
 
-def warm_predictions(model: GlobalForecaster, data: SalesData) -> pd.DataFrame:
+def warm_predictions(model: GlobalForecaster, data: SalesData) -> pd.DataFrame | None:
     """The whole panel's forecasts at the default origin (the batch forecast's), made once
-    per (model, data) and kept: requests without overrides are cut from them. Also readies
-    the inputs what-if requests at that origin start from (:func:`_filled_inputs`)."""
-    _filled_inputs(model, data)
-    return _BASELINE.get((model, data), lambda: score_series(model, data)[0])
+    per (model, data) and kept: requests without overrides are cut from them. None when
+    the whole panel cannot be forecast (a known-ahead value missing for some series):
+    requests then forecast their own series. Also readies the inputs of what-if requests
+    at that origin (:func:`_filled_inputs`). Thread-safe; slow the first time (the batch
+    forecast's time), so the API calls it off the request path."""
+
+    def make() -> pd.DataFrame | None:
+        if _filled_inputs(model, data) is None:
+            return None
+        return score_series(model, data)[0]
+
+    return _BASELINE.get((model, data), make)
 
 
 def _filled_inputs(model: GlobalForecaster, data: SalesData) -> SalesData | None:
@@ -180,8 +190,10 @@ def predict_series(
     _require_history([i for i in ids if starts[i] >= start], start)
     window = forecast_dates(model, data, start)
     targets = [resolve_override(o, ids, data, model, window) for o in overrides]
+    full = None
     if not targets and start == forecast_origin(model, data, None):
         full = warm_predictions(model, data)
+    if full is not None:
         pred, records = rows_of(full, ids), list[dict[str, Any]]()
     else:
         try:
@@ -189,7 +201,8 @@ def predict_series(
         except UserError as exc:  # e.g. a known-ahead covariate missing in the window
             raise PredictInputError(str(exc)) from None
     _require_history([i for i in ids if i not in set(pred[ID])], start)
-    return PredictResult(_shape(pred, ids, data.keys), records, [], start)
+    notes = {"path": "cached" if full is not None else "peers", "series": len(ids)}
+    return PredictResult(_shape(pred, ids, data.keys), records, [], start, notes)
 
 
 def _require_history(missing: list[str], start: pd.Timestamp) -> None:

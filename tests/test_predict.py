@@ -499,3 +499,38 @@ def test_signature_of_a_long_folder_follows_its_side_files(tmp_path):
     (tmp_path / "future.csv").write_text("a longer future")
     assert source_signature(data) != before
     assert source_signature(load_settings("test").data) == ()  # synthetic: nothing to watch
+
+
+# --- daily data (Rossmann-like: one key, open/closed days, known-ahead promo) ------------
+
+
+@pytest.fixture(scope="module")
+def daily():
+    """Three stores of daily sales closed on Sundays, promo known ahead, and a model."""
+    from tests.test_features_daily import _daily, _model
+
+    data = _daily(n_stores=3, days=420, future=14)
+    return _model().fit(data), data
+
+
+def test_daily_predictions_equal_batch_scoring(daily):
+    """One key: the series alone is all the model reads; both paths equal the batch's."""
+    model, data = daily
+    pred, _ = score_series(model, data)
+    want = pred[pred[ID] == "2"].sort_values("horizon")
+    for overrides in ([], [Override(covariate="promo", multiply=1)]):
+        got = predict_series(model, data, [{"store": "2"}], overrides)
+        assert got.notes["path"] == ("peers" if overrides else "cached")
+        np.testing.assert_array_equal(got.frame["forecast"], want["forecast"])
+
+
+def test_closing_a_store_for_a_day_forecasts_zero_that_day(daily):
+    """open=0 on an open day reaches the model's closed-day rule: that day's forecast is 0."""
+    model, data = daily
+    base = predict_series(model, data, [{"store": "1"}]).frame
+    h = int(base.loc[base["forecast"] > 0, "horizon"].iloc[0])
+    got = predict_series(
+        model, data, [{"store": "1"}], [Override(covariate="open", horizon=h, value=0)]
+    )
+    assert got.frame.loc[got.frame["horizon"] == h, "forecast"].item() == 0
+    assert got.overridden[0]["before"] == 1.0 and got.overridden[0]["after"] == 0.0

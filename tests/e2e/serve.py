@@ -21,10 +21,9 @@ from .procs import Background, Processes, clean_env, free_port, log_tail
 SERVER_START_TIMEOUT_S = 90
 READY_TIMEOUT_S = 90
 MODEL_NAME = "salesflow-forecaster"  # configs/test.yaml keeps base.yaml's model.name
-# The bearer token's variable (serving.admin_token_env). Not the default
-# SALESFLOW_ADMIN_TOKEN: the settings check rejects that name as an unknown SALESFLOW_*
-# variable (reported to the lead); the test names its own through the setting.
-ADMIN_TOKEN_ENV = "E2E_SERVE_ADMIN_TOKEN"
+# The bearer token's variable: serving.admin_token_env's default, as a user exports it (every
+# command must accept it: the unknown-variable check once refused it).
+ADMIN_TOKEN_ENV = "SALESFLOW_ADMIN_TOKEN"
 
 
 def venv_script(name: str) -> str:

@@ -4,7 +4,7 @@ and a temporary MLflow registry, then two API processes on free ports:
 
 - ``polling``: ``serving.poll_seconds`` 1 -- picks up a new champion by itself;
 - ``manual``: ``serving.poll_seconds`` 0 -- only ``POST /admin/reload`` (bearer token from
-  the variable named by ``serving.admin_token_env``) loads a new champion.
+  ``SALESFLOW_ADMIN_TOKEN``, exported for every command as a user would) loads a new champion.
 
 The API's answers are compared with the warehouse rows read here with SQL, and its
 on-demand predictions with the stored forecast of the same origin. The last test moves the
@@ -85,7 +85,6 @@ def served(
             SALESFLOW_PATHS__LOCAL_DIR=str(work / "local"),
             SALESFLOW_WAREHOUSE_URL=pg_url,
             SALESFLOW_WAREHOUSE__SCHEMA_NAME=schema,
-            SALESFLOW_SERVING__ADMIN_TOKEN_ENV=ADMIN_TOKEN_ENV,
             **{ADMIN_TOKEN_ENV: TOKEN},
         )
         t0 = time.perf_counter()

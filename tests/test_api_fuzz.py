@@ -30,7 +30,7 @@ SETTINGS = Served(LOCAL, {}, None, None).settings()
 HOLDER = ChampionHolder(SETTINGS)
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(SETTINGS, HOLDER))
 # Examples per operation: a few dozen keep the run under a minute on 2 busy cores.
-MAX_EXAMPLES = int(os.environ.get("SALESFLOW_FUZZ_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("SALESFLOW_TEST_FUZZ_EXAMPLES", "25"))
 
 
 @pytest.fixture(scope="module", autouse=True)

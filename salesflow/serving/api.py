@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -63,6 +64,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "no champion loaded, or the warehouse is unreachable",
     }.items()
 }
+_BEARER = HTTPBearer(auto_error=False, description="the token in serving.admin_token_env")
 _FORECAST_PARAMS = {"origin", "start", "end", "after", "limit"}
 _CSV: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
@@ -221,10 +223,12 @@ def _status_routes(app: FastAPI, state: ServingState) -> None:
         tags=["admin"],
         responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
     )
-    def reload(request: Request) -> ReloadResponse:
+    def reload(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> ReloadResponse:
         """Look up the champion alias now and load the version it names (bearer token from
         the environment variable named by serving.admin_token_env; unset: disabled)."""
-        _check_token(request, state.settings.serving.admin_token_env)
+        _check_token(credentials, state.settings.serving.admin_token_env)
         before = state.holder.current
         reloaded = state.holder.refresh()
         after = state.holder.current
@@ -240,17 +244,14 @@ def _status_routes(app: FastAPI, state: ServingState) -> None:
         )
 
 
-def _check_token(request: Request, variable: str) -> None:
+def _check_token(credentials: HTTPAuthorizationCredentials | None, variable: str) -> None:
     expected = os.environ.get(variable, "")
     if not expected:
         raise HTTPException(
             404, f"admin reload is disabled: set the environment variable {variable}"
         )
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), expected.encode()
-    ):
+    token = credentials.credentials.strip() if credentials else ""
+    if not hmac.compare_digest(token.encode(), expected.encode()):
         raise HTTPException(
             401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )

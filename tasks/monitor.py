@@ -14,7 +14,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
-from salesflow.drift import (
+from salesflow.config.settings import Settings
+from salesflow.data.schema import SalesData
+from salesflow.governance.lifecycle import check_audit_writable, record_audit, rollback
+from salesflow.governance.policy import RollbackDecision
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.registry import get_alias_version
+from salesflow.modelling.report import report_links
+from salesflow.monitor.drift import (
     DriftResult,
     feature_drift,
     prediction_drift,
@@ -22,16 +29,9 @@ from salesflow.drift import (
     save_report_html,
     target_drift,
 )
-from salesflow.lifecycle import check_audit_writable, record_audit, rollback
-from salesflow.loop import RealizedComparison, compare_realized
-from salesflow.model import GlobalForecaster
-from salesflow.monitoring import join_actuals, realized_accuracy, write_accuracy
-from salesflow.policy import RollbackDecision
-from salesflow.registry import get_alias_version
-from salesflow.report import report_links
-from salesflow.schema import SalesData
-from salesflow.settings import Settings
-from salesflow.warehouse import read_forecasts
+from salesflow.monitor.loop import RealizedComparison, compare_realized
+from salesflow.monitor.monitoring import join_actuals, realized_accuracy, write_accuracy
+from salesflow.storage.warehouse import read_forecasts
 from tasks import TRANSIENT_IO_RETRIES
 
 

@@ -20,12 +20,12 @@ def local(tmp_path_factory):
     """A local dir with a champion, its forecasts from 12 periods before the data's end and
     a monitor run; SALESFLOW_ENV=test points the app at it for the module's tests."""
     from prefect.testing.utilities import prefect_test_harness
-    from salesflow.settings import load_settings
-    from salesflow.sources import load_sales
 
     from flows.batch_forecast import batch_forecast_flow
     from flows.monitor import monitor_flow
     from flows.training import training_flow
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_sales
 
     root = tmp_path_factory.mktemp("dashboard")
     with pytest.MonkeyPatch.context() as mp:
@@ -54,7 +54,7 @@ def _number(text: str) -> float:
 
 
 def _warehouse(root) -> pd.DataFrame:
-    from salesflow.warehouse import read_forecasts
+    from salesflow.storage.warehouse import read_forecasts
 
     return read_forecasts(f"sqlite:///{root}/warehouse.db")
 
@@ -62,8 +62,8 @@ def _warehouse(root) -> pd.DataFrame:
 def test_picked_series_shows_the_warehouse_rows_and_actuals(local):
     """Picking store 2 / dept 3 shows that series' stored forecast and bounds (to the
     cent), its origin, and the actuals of the data source on the dates that have them."""
-    from salesflow.settings import load_settings
-    from salesflow.sources import load_sales
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_sales
 
     at = _app()
     at.selectbox(key="key_store").set_value("2").run()
@@ -110,8 +110,8 @@ def test_store_totals_are_the_sums_of_the_stored_forecasts(local):
 def test_accuracy_model_history_and_drift_pages(local):
     """Accuracy pools the stored accuracy rows (their row count), model history names the
     champion and the first promotion, the drift page shows the monitor run's summary."""
-    from salesflow.monitoring import accuracy_table
-    from salesflow.sqlstore import read_frame
+    from salesflow.monitor.monitoring import accuracy_table
+    from salesflow.storage.sqlstore import read_frame
 
     acc = read_frame(f"sqlite:///{local}/warehouse.db", accuracy_table())
     shown = _app("Accuracy").table[0].value

@@ -122,7 +122,7 @@ def test_accuracy_by_origin_weights_horizons_by_their_rows():
 
 
 def _result(kind: str, drifted: list[str], columns: list[str]):
-    from salesflow.drift_result import ColumnDrift, DriftResult
+    from salesflow.monitor.drift_result import ColumnDrift, DriftResult
 
     cols = [
         ColumnDrift(c, "wasserstein", 0.1, 0.5 if c in drifted else 0.01, c in drifted)

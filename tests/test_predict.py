@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
-from salesflow.schema import DATE, ID
-from salesflow.scoring import fill_future_covariates, score_series
-from salesflow.settings import load_settings
-from salesflow.sources import load_sales
-from salesflow.training import make_forecaster
 
+from salesflow.config.settings import load_settings
+from salesflow.data.schema import DATE, ID
+from salesflow.data.sources import load_sales
 from salesflow.errors import UserError
+from salesflow.modelling.scoring import fill_future_covariates, score_series
+from salesflow.modelling.training import make_forecaster
 from salesflow.serving.history import HistoryCache
 from salesflow.serving.predict import (
     BOUNDS,
@@ -118,7 +118,7 @@ def test_a_no_op_override_keeps_the_batch_forecast(champion, small_data):
 
 def test_peers_share_a_key_value():
     """The peers of store 1/dept 2 are store 1's departments and dept 2's stores."""
-    from salesflow.schema import SalesData, make_unique_id
+    from salesflow.data.schema import SalesData, make_unique_id
 
     keys = pd.MultiIndex.from_product([[1, 2, 3], [1, 2]], names=["store", "dept"]).to_frame()
     h = keys.reset_index(drop=True).assign(ds=pd.Timestamp("2012-01-06"), y=1.0)

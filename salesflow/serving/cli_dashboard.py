@@ -47,7 +47,7 @@ def streamlit_argv(env: str, port: int, host: str) -> list[str]:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
 
     settings = load_settings(args.env)  # a bad env or setting fails here, in one line
     port = args.port or settings.serving.dashboard_port

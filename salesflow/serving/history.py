@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import astuple
 from pathlib import Path
 
-from salesflow.canonical import SourceError
+from salesflow.config.settings import DataSection, Settings
+from salesflow.data.canonical import SourceError
+from salesflow.data.long_format import long_files
+from salesflow.data.schema import SalesData
+from salesflow.data.sources import load_sales
 from salesflow.errors import redact
-from salesflow.long_format import long_files
-from salesflow.schema import SalesData
-from salesflow.settings import DataSection, Settings
-from salesflow.sources import load_sales
 
 __all__ = ["HistoryCache", "source_signature"]
 

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from features.build import period_step
+from salesflow.data.schema import DATE, ID, SalesData
 from salesflow.errors import UserError
-from salesflow.model import GlobalForecaster
-from salesflow.schema import DATE, ID, SalesData
-from salesflow.scoring import fill_future_covariates, score_series
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.scoring import fill_future_covariates, score_series
 from salesflow.serving.predict_inputs import (
     SHOWN,
     Override,

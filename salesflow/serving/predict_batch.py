@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from salesflow.model import GlobalForecaster
-from salesflow.schema import DATE, SalesData
+from salesflow.data.schema import DATE, SalesData
+from salesflow.modelling.model import GlobalForecaster
 from salesflow.serving.predict import BOUNDS, forecast_dates, forecast_origin, predict_series
 from salesflow.serving.predict_inputs import (
     Override,

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from salesflow.data.schema import DATE, ID, SalesData
 from salesflow.errors import UserError
-from salesflow.model import GlobalForecaster
-from salesflow.schema import DATE, ID, SalesData
+from salesflow.modelling.model import GlobalForecaster
 
 __all__ = [
     "Override",

@@ -112,7 +112,8 @@ def _table(page) -> pd.DataFrame:
 def test_picked_series_shows_its_warehouse_forecast(chromium, local, dashboard, tmp_path):
     """Store 3 / dept 2 in the browser: the table shows its 8 stored forecasts and bounds."""
     from playwright.sync_api import expect, sync_playwright
-    from salesflow.warehouse import read_forecasts
+
+    from salesflow.storage.warehouse import read_forecasts
 
     rows = read_forecasts(f"sqlite:///{local}/warehouse.db").query("unique_id == '3/2'")
     rows = rows.sort_values("target_date")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from salesflow.config.settings import Settings, load_settings
 from salesflow.serving.dashboard import batch, drift, forecasts, models, stores
-from salesflow.settings import Settings, load_settings
 
 PAGES: dict[str, Callable[[Settings], None]] = {
     "Forecasts": forecasts.render,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from salesflow.config.settings import Settings
 from salesflow.serving import dashboard_data as dd
 from salesflow.serving.dashboard import loaders
 from salesflow.serving.dashboard.common import command, formatted
-from salesflow.settings import Settings
 
 
 def render(settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from salesflow.settings import Settings
+from salesflow.config.settings import Settings
 
 
 def command(settings: Settings, name: str) -> str:

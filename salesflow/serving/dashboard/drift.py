@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from salesflow.config.settings import Settings
 from salesflow.serving import dashboard_data as dd
 from salesflow.serving.dashboard.common import command
-from salesflow.settings import Settings
 
 
 def render(settings: Settings) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from salesflow.config.settings import Settings
 from salesflow.serving import dashboard_data as dd
 from salesflow.serving.dashboard import charts, loaders
 from salesflow.serving.dashboard.common import command, formatted
-from salesflow.settings import Settings
 
 
 def render(settings: Settings) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from salesflow.config.settings import Settings
 from salesflow.serving import queries
-from salesflow.settings import Settings
 
 TTL = 30  # seconds a warehouse read is reused
 
@@ -73,7 +73,7 @@ def history(settings: Settings) -> Any:
 
 @st.cache_resource(show_spinner="Loading the champion ...", max_entries=2)
 def _champion(_settings: Settings, key: str, version: str) -> Any:
-    from salesflow.registry import load_forecaster
+    from salesflow.modelling.registry import load_forecaster
 
     model, _mv = load_forecaster(
         _settings.tracking_uri, _settings.model.name, _settings.mlflow.champion_alias
@@ -83,7 +83,7 @@ def _champion(_settings: Settings, key: str, version: str) -> Any:
 
 def champion(settings: Settings) -> tuple[Any, str] | None:
     """The champion model and its version (reloaded when the alias moves); None if none."""
-    from salesflow.registry import get_alias_version
+    from salesflow.modelling.registry import get_alias_version
 
     mv = get_alias_version(
         settings.tracking_uri, settings.model.name, settings.mlflow.champion_alias

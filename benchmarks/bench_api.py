@@ -21,8 +21,11 @@ requests, requests/s over the case's wall time. The client runs on the same mach
 service (2 cores here) and takes CPU from it; the load average before and after each case
 is recorded, because other work on the machine changes the figures.
 
-Writes ``api`` into ``benchmarks/results.json`` (other keys untouched) and the "API"
-section of ``benchmarks/RESULTS.md`` (other sections untouched); ``--no-write`` prints only.
+Writes the run into ``benchmarks/results.json`` as ``api.runs.sqlite`` (or
+``api.runs.postgresql``, ``api.runs.url``; other runs and keys untouched) and renders the
+"API" section of ``benchmarks/RESULTS.md`` from all the runs there (other sections
+untouched; ``run_all.py`` keeps it through :func:`render_section`). ``--no-write`` prints
+only.
 """
 
 from __future__ import annotations
@@ -82,29 +85,38 @@ def _run(args: list[str], env: dict[str, str], log: Path) -> float:
     return round(time.perf_counter() - start, 1)
 
 
-def _has_state(env: dict[str, str]) -> bool:
-    """The work folder already has a champion and forecasts of it."""
+def _state(env: dict[str, str]) -> tuple[bool, bool]:
+    """(a champion exists, forecasts exist) in the work folder / warehouse of ``env``."""
     code = (
-        "from salesflow.settings import load_settings\n"
-        "from salesflow.registry import get_alias_version\n"
+        "from salesflow.config.settings import load_settings\n"
+        "from salesflow.modelling.registry import get_alias_version\n"
         "from salesflow.serving.queries import latest_origin\n"
         "s = load_settings()\n"
         "mv = get_alias_version(s.tracking_uri, s.model.name, s.mlflow.champion_alias)\n"
-        "raise SystemExit(0 if mv is not None and latest_origin(s) is not None else 1)\n"
+        "print(mv is not None, mv is not None and latest_origin(s) is not None)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=HERE.parent)
-    return done.returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=HERE.parent, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"[bench_api] reading the state failed:\n{done.stderr[-2000:]}")
+    champion, forecasts = done.stdout.split()[-2:]
+    return champion == "True", forecasts == "True"
 
 
 def prepare_state(pg_url: str | None, retrain: bool) -> dict[str, Any]:
-    """The quick start's champion and forecasts in :data:`WORK` (reused when there)."""
+    """The quick start's champion and forecasts in :data:`WORK` (each reused when there;
+    with ``--pg-url`` the forecasts are written to PostgreSQL by the same champion)."""
     WORK.mkdir(parents=True, exist_ok=True)
     env = _env(pg_url)
-    if not retrain and _has_state(env):
-        return {"reused": True}
-    train = _run([_script("salesflow"), "train"], env, WORK / "train.log")
-    forecast = _run([_script("salesflow"), "forecast"], env, WORK / "forecast.log")
-    return {"reused": False, "train_s": train, "forecast_s": forecast}
+    champion, forecasts = _state(env)
+    out: dict[str, Any] = {"reused_champion": champion and not retrain}
+    if retrain or not champion:
+        out["train_s"] = _run([_script("salesflow"), "train"], env, WORK / "train.log")
+    out["reused_forecasts"] = forecasts and not retrain and champion
+    if not out["reused_forecasts"]:
+        out["forecast_s"] = _run([_script("salesflow"), "forecast"], env, WORK / "forecast.log")
+    return out
 
 
 def _free_port() -> int:
@@ -220,7 +232,12 @@ async def _loop(
 
 
 async def _measure(url: str, send: Request, concurrency: int, duration: float) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # Idle connections expire before uvicorn's 5 s keep-alive timeout closes them: reusing
+    # one the server is closing fails with ReadError (the last requests of the warm-up can
+    # take seconds at concurrency 64 while other connections wait idle).
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
         counter = [0]
         until = time.perf_counter() + WARMUP_S
@@ -288,27 +305,24 @@ def _cell(case: dict[str, Any], key: str) -> str:
     return "n/a" if v is None else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}"
 
 
-def render_section(api: dict[str, Any]) -> str:
-    """The RESULTS.md section of ``api`` (from results.json)."""
-    m, setup = api["machine"], api["setup"]
+def render_run(run: dict[str, Any]) -> list[str]:
+    """The lines of one run (a warehouse) of the API section."""
+    m, setup = run["machine"], run["setup"]
     lines = [
-        SECTION,
+        f"### {setup['warehouse']}",
         "",
-        f"`{api['command']}` on {m['date']}: {m['cores']} cores, {m['cpu_model']}, "
+        f"`{run['command']}` on {m['date']}: {m['cores']} cores, {m['cpu_model']}, "
         f"Python {m['python']}, fastapi {m['packages'].get('fastapi')}, uvicorn "
-        f"{m['packages'].get('uvicorn')}. Service: {setup['service']}; warehouse: "
-        f"{setup['warehouse']}; {setup['series']} series, horizon {setup['horizon']}.",
-        "",
-        "Async httpx clients on the same machine, back to back for "
-        f"{api['duration_s']:g} s per case after a {WARMUP_S:g} s warm-up; each request names "
-        "one series (in turn over all of them). Latency over successful requests.",
+        f"{m['packages'].get('uvicorn')}. Service: {setup['service']}; "
+        f"{setup['model']}, {setup['series']} series, horizon {setup['horizon']}; "
+        f"{run['duration_s']:g} s per case.",
         "",
         "| request | concurrency | requests | req/s | p50 ms | p90 ms | p99 ms | max ms "
         "| errors | load 1m before / after |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     names = {"forecasts": "GET /forecasts (1 series)", "predict": "POST /predict (1 series)"}
-    for kind, by_c in api["cases"].items():
+    for kind, by_c in run["cases"].items():
         for case in by_c.values():
             cells = [_cell(case, k) for k in ("requests", "rps", "p50_ms", "p90_ms")]
             cells += [_cell(case, k) for k in ("p99_ms", "max_ms", "errors")]
@@ -316,18 +330,37 @@ def render_section(api: dict[str, Any]) -> str:
             lines.append(
                 f"| {names[kind]} | {case['concurrency']} | {' | '.join(cells)} | {load} |"
             )
-    g, v = api["goals"], api["verdict"]
+    g, v = run["goals"], run["verdict"]
     met = ", ".join(str(c) for c in v["forecasts_p99_and_rps_met_at"]) or "none"
     pmet = ", ".join(str(c) for c in v["predict_p99_met_at"]) or "none"
     lines += [
         "",
         f"Goals (issue #14): `/forecasts` p99 <= {g['forecasts_p99_ms']:g} ms at >= "
-        f"{g['forecasts_rps']:g} req/s -- met at concurrency {met}; `/predict` p99 <= "
-        f"{g['predict_p99_ms']:g} ms -- met at concurrency {pmet}.",
+        f"{g['forecasts_rps']:g} req/s: met at concurrency {met}; `/predict` p99 <= "
+        f"{g['predict_p99_ms']:g} ms: met at concurrency {pmet}.",
     ]
-    if api.get("notes"):
-        lines += ["", *[f"- {n}" for n in api["notes"]]]
-    return "\n".join(lines) + "\n"
+    if run.get("notes"):
+        lines += ["", *[f"- {n}" for n in run["notes"]]]
+    return [*lines, ""]
+
+
+def render_section(api: dict[str, Any]) -> str:
+    """The RESULTS.md section of ``api`` (results.json's ``api``: one run per warehouse)."""
+    lines = [
+        SECTION,
+        "",
+        "`salesflow serve` on the quick start's state (synthetic data, dev settings), measured "
+        "by `benchmarks/bench_api.py`: async httpx clients on the same machine send requests "
+        "back to back after a "
+        f"{WARMUP_S:g} s warm-up; each request names one series (in turn over all of them); "
+        "latency over the successful requests. The machine is shared: the 1-minute load "
+        "average before and after each case is in the table (2 cores: a load above 2 means "
+        "the service waited for CPU).",
+        "",
+    ]
+    for run in api.get("runs", {}).values():
+        lines += render_run(run)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def replace_section(markdown: str, section: str) -> str:
@@ -349,14 +382,17 @@ def replace_section(markdown: str, section: str) -> str:
     return "\n".join([*new, *lines[at:]]).rstrip("\n") + "\n"
 
 
-def write_results(api: dict[str, Any]) -> None:
+def write_results(label: str, run: dict[str, Any]) -> None:
+    """``run`` as ``api.runs[label]`` of results.json (other runs and keys kept) and the
+    API section of RESULTS.md rendered again."""
     results = HERE / "results.json"
     data = json.loads(results.read_text()) if results.exists() else {}
-    data["api"] = api
+    api = data.setdefault("api", {})
+    api.setdefault("runs", {})[label] = run
     write_json(results, data)
     md = HERE / "RESULTS.md"
     md.write_text(replace_section(md.read_text() if md.exists() else "", render_section(api)))
-    print(f"[bench_api] wrote api into {results} and {md}")
+    print(f"[bench_api] wrote api.runs.{label} into {results} and {md}")
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -377,13 +413,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     machine = describe_machine(PACKAGES)
-    setup: dict[str, Any] = {"warehouse": "given service" if args.url else "SQLite (quick start)"}
+    setup: dict[str, Any] = {
+        "warehouse": f"Service at {args.url}" if args.url else "SQLite warehouse (quick start)"
+    }
     proc = None
     url = args.url
     if url is None:
         setup.update(prepare_state(args.pg_url, args.retrain))
         if args.pg_url:
-            setup["warehouse"] = f"PostgreSQL, table {PG_TABLE}"
+            setup["warehouse"] = f"PostgreSQL warehouse (table {PG_TABLE})"
         proc, url, ready_s = start_service(args.pg_url)
         setup.update(
             service="salesflow serve --no-access-log (started here, one uvicorn process)",
@@ -411,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if proc is not None:
             stop_service(proc)
     command = "python benchmarks/bench_api.py " + shlex.join(argv or sys.argv[1:])
-    api = {
+    run = {
         "command": command.strip(),
         "machine": machine,
         "setup": setup,
@@ -421,10 +459,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "verdict": judge(cases),
         "notes": args.note,
     }
+    label = "url" if args.url else "postgresql" if args.pg_url else "sqlite"
     if not args.no_write:
-        write_results(api)
-    print(render_section(api))
-    return api
+        write_results(label, run)
+    print("\n".join(render_run(run)))
+    return run
 
 
 if __name__ == "__main__":

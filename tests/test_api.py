@@ -27,7 +27,7 @@ class Served:
     latest: pd.DataFrame
 
     def settings(self, **serving: Any):
-        from salesflow.settings import load_settings
+        from salesflow.config.settings import load_settings
 
         s = {"poll_seconds": 0, "page_size": 10, "max_page_size": 25, "admin_token_env": TOKEN_ENV}
         return load_settings(
@@ -36,8 +36,8 @@ class Served:
 
 
 def _register(settings, model, data, bt) -> str:
-    from salesflow.registry import log_and_register
-    from salesflow.training import example_input, run_record
+    from salesflow.modelling.registry import log_and_register
+    from salesflow.modelling.training import example_input, run_record
 
     rec = run_record(model, data, bt, settings)
     reg = log_and_register(
@@ -59,8 +59,8 @@ def _register(settings, model, data, bt) -> str:
 
 
 def _write_forecasts(settings, model, data, version: str, origin=None) -> pd.DataFrame:
-    from salesflow.scoring import score_series, warehouse_rows
-    from salesflow.warehouse import write_forecasts
+    from salesflow.modelling.scoring import score_series, warehouse_rows
+    from salesflow.storage.warehouse import write_forecasts
 
     pred, _ = score_series(model, data, origin)
     rows = warehouse_rows(pred, model.keys_, settings.model.name, version, "run", None)
@@ -70,11 +70,11 @@ def _write_forecasts(settings, model, data, version: str, origin=None) -> pd.Dat
 
 def build_served(local_dir: Path) -> Served:
     """Train on the test panel; register two versions; write forecasts, accuracy, audit."""
-    from salesflow.monitoring import join_actuals, realized_accuracy, write_accuracy
-    from salesflow.promotion import promote_audited
-    from salesflow.sources import load_sales
-    from salesflow.training import evaluate, fit_champion_candidate
-    from salesflow.warehouse import read_forecasts
+    from salesflow.data.sources import load_sales
+    from salesflow.governance.promotion import promote_audited
+    from salesflow.modelling.training import evaluate, fit_champion_candidate
+    from salesflow.monitor.monitoring import join_actuals, realized_accuracy, write_accuracy
+    from salesflow.storage.warehouse import read_forecasts
 
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
@@ -141,8 +141,7 @@ def test_health_ready_and_model_on_every_response(client):
 
 def test_not_ready_without_a_champion(tmp_path, monkeypatch):
     """An empty registry: /ready 503 saying why, /model/info and /predict 503, reads work."""
-    from salesflow.settings import load_settings
-
+    from salesflow.config.settings import load_settings
     from salesflow.serving.api import create_app
 
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
@@ -402,8 +401,7 @@ def test_unreachable_warehouse_is_503(served, monkeypatch):
 
 def test_admin_reload_needs_the_token_and_picks_up_a_moved_alias(served, monkeypatch):
     """Token unset: 404; wrong: 401; right: the new alias target is served at once."""
-    from salesflow.registry import client as mlflow_client
-
+    from salesflow.modelling.registry import client as mlflow_client
     from salesflow.serving.api import create_app
 
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
@@ -436,8 +434,7 @@ def test_poll_picks_up_a_moved_alias_without_restart(served, monkeypatch):
     """With serving.poll_seconds > 0 the served version follows the alias by itself."""
     import time
 
-    from salesflow.registry import client as mlflow_client
-
+    from salesflow.modelling.registry import client as mlflow_client
     from salesflow.serving.api import create_app
 
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
@@ -491,8 +488,7 @@ def test_cors_only_when_configured(served, monkeypatch):
 
 def test_serve_command_options():
     """`salesflow serve` takes --env, --host and --port (a bad port is refused)."""
-    from salesflow.cli import build_parser
-
+    from salesflow.commands.cli import build_parser
     from salesflow.errors import UserError
 
     args = build_parser().parse_args(["serve", "--env", "test", "--port", "8123"])

@@ -19,7 +19,7 @@ HORIZON = 5
 
 def _rows(keys: dict[str, list[str]], model: str = "salesflow-forecaster") -> pd.DataFrame:
     """Forecast rows of every key combination x origin x horizon (forecast = a seeded draw)."""
-    from salesflow.schema import make_unique_id
+    from salesflow.data.schema import make_unique_id
 
     names = list(keys)
     grid = pd.MultiIndex.from_product(list(keys.values()), names=names).to_frame(index=False)
@@ -51,7 +51,7 @@ OTHER = {"region": ["north", "south"], "shop": ["1", "2", "3"], "sku": ["x", "y"
 
 
 def _settings(tmp_path, monkeypatch, url: str, table: str):
-    from salesflow.settings import load_settings
+    from salesflow.config.settings import load_settings
 
     monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
     return load_settings(
@@ -65,9 +65,8 @@ def _settings(tmp_path, monkeypatch, url: str, table: str):
 def warehouse(request, tmp_path, monkeypatch):
     """Settings on a warehouse holding weekly rows of the default model and rows of a model
     with other keys (region, shop, sku)."""
-    from salesflow.warehouse import write_forecasts
-
     from salesflow.serving.queries import dispose_engines
+    from salesflow.storage.warehouse import write_forecasts
 
     table = f"fc_q_{uuid.uuid4().hex[:8]}"
     if request.param == "sqlite":
@@ -119,9 +118,8 @@ def test_pages_cover_the_latest_origin_once(warehouse):
 
 def test_next_pages_stay_on_the_first_pages_origin(warehouse):
     """A newer origin written between two pages does not change the origin of the walk."""
-    from salesflow.warehouse import write_forecasts
-
     from salesflow.serving.queries import forecast_page
+    from salesflow.storage.warehouse import write_forecasts
 
     first = forecast_page(warehouse, limit=3)
     assert first.origin == ORIGINS[-1]

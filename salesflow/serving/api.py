@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from salesflow.config.settings import Settings
 from salesflow.errors import UserError, redact
 from salesflow.serving import api_io, queries
 from salesflow.serving.api_metrics import BodyLimitAndMetrics
@@ -47,8 +48,7 @@ from salesflow.serving.api_models import (
 from salesflow.serving.api_state import ServingState
 from salesflow.serving.champion import ChampionHolder
 from salesflow.serving.history import HistoryCache
-from salesflow.settings import Settings
-from salesflow.sqlengine import WarehouseUnavailable
+from salesflow.storage.sqlengine import WarehouseUnavailable
 
 __all__ = ["create_app"]
 

@@ -10,13 +10,13 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from salesflow.config.settings import Settings
 from salesflow.errors import redact
 from salesflow.serving import queries
 from salesflow.serving.api_metrics import ApiMetrics
 from salesflow.serving.api_models import ModelRef
 from salesflow.serving.champion import ChampionHolder, LoadedChampion
 from salesflow.serving.history import HistoryCache
-from salesflow.settings import Settings
 
 __all__ = ["ServingState"]
 

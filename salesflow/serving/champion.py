@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from salesflow.config.settings import Settings
 from salesflow.errors import redact
-from salesflow.registry import get_alias_version, load_forecaster
-from salesflow.settings import Settings
+from salesflow.modelling.registry import get_alias_version, load_forecaster
 
 __all__ = ["ChampionHolder", "LoadedChampion"]
 

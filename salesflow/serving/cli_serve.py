@@ -29,8 +29,8 @@ def _port(text: str) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from salesflow.config.settings import load_settings
     from salesflow.serving.api import create_app
-    from salesflow.settings import load_settings
 
     settings = load_settings(args.env)  # a bad env or setting fails here, in one line
     host = args.host or settings.serving.host

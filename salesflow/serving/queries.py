@@ -27,17 +27,17 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from salesflow.errors import UserError
-from salesflow.schema import make_unique_id
+from salesflow.config.settings import Settings
+from salesflow.data.schema import make_unique_id
+from salesflow.errors import UserError, redact
 from salesflow.serving.queries_registry import (
     audit_events,
     model_info,
     model_versions,
     realized_accuracy,
 )
-from salesflow.settings import Settings
-from salesflow.sqlengine import connect, sqlite_path
-from salesflow.warehouse import forecasts_table
+from salesflow.storage.sqlengine import WarehouseUnavailable, connect, redact_url, sqlite_path
+from salesflow.storage.warehouse import forecasts_table
 
 __all__ = [
     "FORECAST_FIELDS",
@@ -162,10 +162,19 @@ def _run(url: str, table: sa.Table, query: Any) -> list[sa.Row[Any]]:
             return []
         try:
             return list(conn.execute(query).all())
-        except (sa.exc.ProgrammingError, sa.exc.OperationalError):
-            if _missing_table(conn, table):
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
+            try:
+                missing = _missing_table(conn, table)
+            except sa.exc.DBAPIError:  # the connection broke: the database went away
+                raise _lost(url, exc) from None
+            if missing:
                 return []
             raise
+
+
+def _lost(url: str, exc: sa.exc.DBAPIError) -> WarehouseUnavailable:
+    reason = (str(exc.orig).strip().splitlines() or ["unknown error"])[0]
+    return WarehouseUnavailable(f"lost the warehouse at {redact_url(url)}: {redact(reason)}")
 
 
 def _forecasts(settings: Settings) -> sa.Table:

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from salesflow.lifecycle import read_audit
-from salesflow.monitoring import accuracy_table
-from salesflow.settings import Settings
-from salesflow.sqlengine import sqlite_path
-from salesflow.sqlstore import read_frame
+from salesflow.config.settings import Settings
+from salesflow.governance.lifecycle import read_audit
+from salesflow.monitor.monitoring import accuracy_table
+from salesflow.storage.sqlengine import sqlite_path
+from salesflow.storage.sqlstore import read_frame
 
 if TYPE_CHECKING:
     from salesflow.serving.champion import LoadedChampion

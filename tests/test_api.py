@@ -495,3 +495,33 @@ def test_serve_command_options():
     assert (args.env, args.port, args.host) == ("test", 8123, None) and callable(args.func)
     with pytest.raises(UserError, match="not a port number"):
         build_parser().parse_args(["serve", "--port", "70000"])
+
+
+def test_failed_reload_keeps_the_champion(served, monkeypatch, caplog):
+    """A version that cannot be loaded: the old champion keeps serving, the reload answers
+    503 saying why, and the server log has it."""
+    from salesflow.modelling.registry import ChampionUnreadable
+    from salesflow.modelling.registry import client as mlflow_client
+    from salesflow.serving import champion
+    from salesflow.serving.api import create_app
+
+    monkeypatch.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
+    monkeypatch.setenv(TOKEN_ENV, "tok")
+    s = served.settings()
+    mc = mlflow_client(s.tracking_uri)
+    with TestClient(create_app(s)) as c:
+        assert c.get("/health").headers["X-Model-Version"] == "1"
+
+        def unreadable(*_a, **_k):  # injected fault: version 2's artifact is unreadable
+            raise ChampionUnreadable("version 2 could not be loaded: artifact missing")
+
+        monkeypatch.setattr(champion, "load_forecaster", unreadable)
+        mc.set_registered_model_alias(s.model.name, "champion", "2")
+        try:
+            r = c.post("/admin/reload", headers={"Authorization": "Bearer tok"})
+            assert r.status_code == 503 and "artifact missing" in r.json()["detail"]
+            assert r.headers["X-Model-Version"] == "1"
+            assert c.get("/model/info").json()["version"] == "1"
+            assert "keeping version 1" in caplog.text
+        finally:
+            mc.set_registered_model_alias(s.model.name, "champion", "1")

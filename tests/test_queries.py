@@ -199,6 +199,20 @@ def test_series_forecast_and_store_totals(warehouse):
     assert (totals["n_series"] == len(WEEKLY["dept"])).all()
 
 
+@pytest.mark.parametrize(
+    "values",
+    [["1", "7"], ["a/b", "50%"], ["%2F", "x/y/z"], ["", "%"], ["10"], ["é/ü", "%25/"]],
+)
+def test_series_id_is_make_unique_id(values):
+    """The id built per request equals the one make_unique_id gave the stored rows."""
+    from salesflow.data.schema import make_unique_id
+    from salesflow.serving.queries import series_id
+
+    names = [f"k{i}" for i in range(len(values))]
+    frame = pd.DataFrame({n: [v] for n, v in zip(names, values, strict=True)})
+    assert series_id(values) == make_unique_id(frame, names).iloc[0]
+
+
 def test_nothing_written_yet_is_empty(tmp_path, monkeypatch):
     """No warehouse file, no table, no registry: empty results, and no file is created."""
     from salesflow.serving import queries

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import json
 import math
 import threading
@@ -28,7 +29,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from salesflow.config.settings import Settings
-from salesflow.data.schema import make_unique_id
 from salesflow.errors import UserError, redact
 from salesflow.serving.queries_registry import (
     audit_events,
@@ -54,6 +54,7 @@ __all__ = [
     "model_versions",
     "realized_accuracy",
     "series_forecast",
+    "series_id",
     "store_totals",
 ]
 
@@ -178,7 +179,14 @@ def _lost(url: str, exc: sa.exc.DBAPIError) -> WarehouseUnavailable:
 
 
 def _forecasts(settings: Settings) -> sa.Table:
-    return forecasts_table(settings.warehouse.table, settings.warehouse.schema_name)
+    return _table(settings.warehouse.table, settings.warehouse.schema_name)
+
+
+@functools.lru_cache(maxsize=32)
+def _table(name: str, schema: str | None) -> sa.Table:
+    # One Table object per name: SQLAlchemy caches compiled statements per Table, so a
+    # new one per request would compile every query again (~3 ms each).
+    return forecasts_table(name, schema)
 
 
 # --- forecasts ------------------------------------------------------------------------------
@@ -321,14 +329,20 @@ def _series_filter(
             f"unknown series key(s) {unknown}: the forecasts' series keys are {names}"
         )
     if set(keys) == set(names):
-        one = pd.DataFrame({k: [str(keys[k])] for k in names})
-        return t.c.unique_id == str(make_unique_id(one, names).iloc[0])
+        return t.c.unique_id == series_id([str(keys[k]) for k in names])
     if set(keys) <= {"store", "dept"}:
         return sa.and_(*(t.c[k] == str(v) for k, v in keys.items()))
     ids = [r[0] for r in _run(url, t, sa.select(t.c.unique_id).where(*where).distinct())]
     wanted = {names.index(k): str(v) for k, v in keys.items()}
     hits = [u for u in ids if _matches(u, wanted, len(names))]
     return t.c.unique_id.in_(hits) if hits else None
+
+
+def series_id(values: list[str]) -> str:
+    """The unique_id of the series with these key values (in key order), as
+    :func:`salesflow.schema.make_unique_id` builds it: "%" -> "%25" and "/" -> "%2F" inside
+    a value, values joined by "/" (here per value, without pandas: it is on every request)."""
+    return "/".join(v.replace("%", "%25").replace("/", "%2F") for v in values)
 
 
 def _matches(unique_id: str, wanted: dict[int, str], n_keys: int) -> bool:

@@ -4,6 +4,7 @@ request passes: the body-size limit (413), the model headers, and the request me
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,16 +46,18 @@ class ApiMetrics:
             ["name", "version"], registry=r,
         )  # fmt: skip
         self._shown: tuple[str, str] | None = None
+        self._lock = threading.Lock()  # the poll thread and requests both update the gauge
 
     def show_model(self, name: str, version: str | None) -> None:
         """Point the model gauge at ``name``/``version`` (the old label set is removed)."""
         label = (name, version or "none")
-        if label == self._shown:
-            return
-        if self._shown is not None:
-            self.model.remove(*self._shown)
-        self.model.labels(*label).set(1)
-        self._shown = label
+        with self._lock:
+            if label == self._shown:
+                return
+            if self._shown is not None:
+                self.model.remove(*self._shown)
+            self.model.labels(*label).set(1)
+            self._shown = label
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

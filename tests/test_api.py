@@ -261,6 +261,8 @@ def test_forecast_bad_queries_are_422(client, query, where):
     detail = r.json()["detail"]
     assert detail[0]["loc"][: len(where)] == where and detail[0]["msg"]
     assert r.json()["model"]["version"] == "1"
+    if query == "item=7":
+        assert "keys are ['store', 'dept']" in detail[0]["msg"] and "origin" in detail[0]["msg"]
 
 
 # --- predictions ------------------------------------------------------------------------

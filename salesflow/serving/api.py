@@ -66,6 +66,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _BEARER = HTTPBearer(auto_error=False, description="the token in serving.admin_token_env")
 _FORECAST_PARAMS = {"origin", "start", "end", "after", "limit"}
+_FORECAST_HINT = " (the other query parameters are origin, start, end, after and limit)"
 _CSV: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
 }
@@ -156,14 +157,14 @@ def _handlers(app: FastAPI, state: ServingState) -> None:
 
 
 @contextmanager
-def _user_errors(*loc: str) -> Iterator[None]:
-    """A user's mistake (UserError, ValueError from the core) as a 422 at ``loc``."""
+def _user_errors(*loc: str, hint: str = "") -> Iterator[None]:
+    """A user's mistake (UserError, ValueError from the core) as a 422 at ``loc``; an
+    unknown series key gets ``hint`` appended."""
     try:
         yield
     except (UserError, ValueError) as exc:
-        raise RequestValidationError(
-            [{"loc": loc, "msg": redact(exc), "type": "value_error"}]
-        ) from None
+        msg = redact(exc) + (hint if isinstance(exc, queries.UnknownSeriesKey) else "")
+        raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}]) from None
 
 
 # --- routes ---------------------------------------------------------------------------------
@@ -278,7 +279,7 @@ def _read_routes(app: FastAPI, state: ServingState) -> None:
         one series). ``Accept: text/csv`` answers CSV (the next cursor in X-Next-Cursor)."""
         keys = api_io.key_filters(request, _FORECAST_PARAMS)
         size = min(limit or state.settings.serving.page_size, state.settings.serving.max_page_size)
-        with _user_errors("query"):
+        with _user_errors("query", hint=_FORECAST_HINT):
             page = queries.forecast_page(state.settings, keys, origin, start, end, after, size)
         model = state.model_ref()
         if api_io.wants_csv(request):

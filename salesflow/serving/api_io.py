@@ -171,15 +171,13 @@ def predict_batch(
     """Run :func:`salesflow.serving.predict_batch.predict_batch_csv` on the history
     ``data()``; more series than ``max_series`` is a 413."""
     from salesflow.serving.predict_batch import predict_batch_csv
-    from salesflow.serving.predict_inputs import PredictInputError
+    from salesflow.serving.predict_inputs import TooManySeries
 
     extra = {"model_name": loaded.name, "model_version": loaded.version}
     try:
         return predict_batch_csv(loaded.model, data(), text, max_series, extra_columns=extra)
-    except PredictInputError as exc:
-        if "more than the limit" in str(exc):
-            raise HTTPException(413, f"{exc} (serving.max_predict_series)") from None
-        raise
+    except TooManySeries as exc:
+        raise HTTPException(413, f"{exc} (serving.max_predict_series)") from None
 
 
 def _row_errors(errors: list[Any]) -> list[dict[str, Any]]:

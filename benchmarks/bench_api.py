@@ -16,10 +16,14 @@ running service instead (its series are read from its ``/forecasts``).
 
 Each case is an async httpx loop (no other dependency): ``concurrency`` clients send
 requests back to back for ``--duration`` seconds after a warm-up; every request names one
-series, taken in turn from all the service's series. p50/p99 are over the successful
-requests, requests/s over the case's wall time. The client runs on the same machine as the
-service (2 cores here) and takes CPU from it; the load average before and after each case
-is recorded, because other work on the machine changes the figures.
+series, taken in turn from all the service's series; ``GET /health`` (no work behind it) is
+measured first, as the ceiling of uvicorn + FastAPI + this client on the machine, and
+``POST /predict`` twice: plain, and with the issue's what-if override (markdown 1 doubled
+in week 3). p50/p99
+are over the successful requests, requests/s over the case's wall time. The client runs on
+the same machine as the service (2 cores here) and takes CPU from it; the load average
+before and after each case is recorded, because other work on the machine changes the
+figures.
 
 Writes the run into ``benchmarks/results.json`` as ``api.runs.sqlite`` (or
 ``api.runs.postgresql``, ``api.runs.url``; other runs and keys untouched) and renders the
@@ -180,6 +184,15 @@ def list_series(url: str) -> list[dict[str, str]]:
     return list(seen.values())
 
 
+def health_request() -> Request:
+    """The baseline: no work behind it, so its ceiling is uvicorn + FastAPI + this client."""
+
+    async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:  # noqa: ARG001
+        return await client.get("/health")
+
+    return send
+
+
 def forecasts_request(series: list[dict[str, str]]) -> Request:
     async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
         return await client.get("/forecasts", params=series[i % len(series)])
@@ -189,10 +202,25 @@ def forecasts_request(series: list[dict[str, str]]) -> Request:
 
 def predict_request(series: list[dict[str, str]]) -> Request:
     """One series per request, every horizon of the champion (39 weeks with the dev
-    settings), no overrides."""
+    settings), no overrides (answered from the warm whole-panel forecast)."""
 
     async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
         return await client.post("/predict", json={"series": [series[i % len(series)]]})
+
+    return send
+
+
+def whatif_request(series: list[dict[str, str]]) -> Request:
+    """The issue's what-if: markdown 1 doubled in week 3. With an override the service
+    forecasts the series (and the peers its features read) from their history; without
+    one it answers from the champion's whole-panel forecast, made once at startup."""
+
+    async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        body = {
+            "series": [series[i % len(series)]],
+            "overrides": [{"covariate": "markdown1", "horizon": 3, "multiply": 2.0}],
+        }
+        return await client.post("/predict", json=body)
 
     return send
 
@@ -283,6 +311,7 @@ def judge(cases: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """The issue's goals against the measured cases."""
     f = [c for c in cases["forecasts"].values() if "p99_ms" in c and not c["errors"]]
     p = [c for c in cases["predict"].values() if "p99_ms" in c and not c["errors"]]
+    w = [c for c in cases.get("whatif", {}).values() if "p99_ms" in c and not c["errors"]]
     both = [
         c["concurrency"]
         for c in f
@@ -291,6 +320,9 @@ def judge(cases: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return {
         "forecasts_p99_and_rps_met_at": both,
         "forecasts_goal_met": bool(both),
+        "whatif_p99_met_at": [
+            c["concurrency"] for c in w if c["p99_ms"] <= GOALS["predict_p99_ms"]
+        ],
         "predict_p99_met_at": [
             c["concurrency"] for c in p if c["p99_ms"] <= GOALS["predict_p99_ms"]
         ],
@@ -321,7 +353,12 @@ def render_run(run: dict[str, Any]) -> list[str]:
         "| errors | load 1m before / after |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    names = {"forecasts": "GET /forecasts (1 series)", "predict": "POST /predict (1 series)"}
+    names = {
+        "health": "GET /health (baseline)",
+        "forecasts": "GET /forecasts (1 series)",
+        "predict": "POST /predict (1 series)",
+        "whatif": "POST /predict, what-if (1 series)",
+    }
     for kind, by_c in run["cases"].items():
         for case in by_c.values():
             cells = [_cell(case, k) for k in ("requests", "rps", "p50_ms", "p90_ms")]
@@ -333,11 +370,12 @@ def render_run(run: dict[str, Any]) -> list[str]:
     g, v = run["goals"], run["verdict"]
     met = ", ".join(str(c) for c in v["forecasts_p99_and_rps_met_at"]) or "none"
     pmet = ", ".join(str(c) for c in v["predict_p99_met_at"]) or "none"
+    wmet = ", ".join(str(c) for c in v.get("whatif_p99_met_at", [])) or "none"
     lines += [
         "",
         f"Goals (issue #14): `/forecasts` p99 <= {g['forecasts_p99_ms']:g} ms at >= "
         f"{g['forecasts_rps']:g} req/s: met at concurrency {met}; `/predict` p99 <= "
-        f"{g['predict_p99_ms']:g} ms: met at concurrency {pmet}.",
+        f"{g['predict_p99_ms']:g} ms: met at concurrency {pmet} (what-if: {wmet}).",
     ]
     if run.get("notes"):
         lines += ["", *[f"- {n}" for n in run["notes"]]]
@@ -355,7 +393,11 @@ def render_section(api: dict[str, Any]) -> str:
         f"{WARMUP_S:g} s warm-up; each request names one series (in turn over all of them); "
         "latency over the successful requests. The machine is shared: the 1-minute load "
         "average before and after each case is in the table (2 cores: a load above 2 means "
-        "the service waited for CPU).",
+        "the service waited for CPU). `GET /health` does no work: its rate is the ceiling of "
+        "uvicorn + FastAPI + this client here. `POST /predict` without overrides is cut from "
+        "the champion's whole-panel forecast, made once at startup; the what-if rows double "
+        "markdown 1 in week 3, so the service forecasts the series and the peers its features "
+        "read from their history.",
         "",
     ]
     for run in api.get("runs", {}).values():
@@ -435,8 +477,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         setup.update(series=len(series), horizon=info.get("horizon"))
         setup["model"] = f"{info.get('name')} version {info.get('version')}"
         requests = {
+            "health": health_request(),
             "forecasts": forecasts_request(series),
             "predict": predict_request(series),
+            "whatif": whatif_request(series),
         }
         cases: dict[str, dict[str, dict[str, Any]]] = {}
         for kind, send in requests.items():

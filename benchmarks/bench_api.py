@@ -337,6 +337,13 @@ def _cell(case: dict[str, Any], key: str) -> str:
     return "n/a" if v is None else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}"
 
 
+def _code(run: dict[str, Any]) -> str:
+    code = run.get("code") or {}
+    dirty = code.get("uncommitted") or []
+    extra = f" + {len(dirty)} uncommitted file(s): {', '.join(dirty[:5])}" if dirty else ""
+    return f"{code.get('commit')}{extra}"
+
+
 def render_run(run: dict[str, Any]) -> list[str]:
     """The lines of one run (a warehouse) of the API section."""
     m, setup = run["machine"], run["setup"]
@@ -347,7 +354,7 @@ def render_run(run: dict[str, Any]) -> list[str]:
         f"Python {m['python']}, fastapi {m['packages'].get('fastapi')}, uvicorn "
         f"{m['packages'].get('uvicorn')}. Service: {setup['service']}; "
         f"{setup['model']}, {setup['series']} series, horizon {setup['horizon']}; "
-        f"{run['duration_s']:g} s per case.",
+        f"{run['duration_s']:g} s per case. Code: commit {_code(run)}.",
         "",
         "| request | concurrency | requests | req/s | p50 ms | p90 ms | p99 ms | max ms "
         "| errors | load 1m before / after |",
@@ -437,6 +444,21 @@ def write_results(label: str, run: dict[str, Any]) -> None:
     print(f"[bench_api] wrote api.runs.{label} into {results} and {md}")
 
 
+def code_state() -> dict[str, Any]:
+    """The commit and the uncommitted files of the code the service runs (the checkout is
+    shared: what was measured may be ahead of the commit)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    status = git("status", "--porcelain", "--", "salesflow", "features", "configs")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "uncommitted": [ln[3:] for ln in status.splitlines()],
+    }
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -455,6 +477,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     machine = describe_machine(PACKAGES)
+    code = code_state()
     setup: dict[str, Any] = {
         "warehouse": f"Service at {args.url}" if args.url else "SQLite warehouse (quick start)"
     }
@@ -496,6 +519,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = {
         "command": command.strip(),
         "machine": machine,
+        "code": code,
         "setup": setup,
         "duration_s": args.duration,
         "cases": cases,

@@ -198,6 +198,22 @@ def test_forecasts_of_one_series_are_the_warehouse_rows(served: Served) -> None:
             assert _same(got[b], want[b]), (b, got, want.to_dict())
 
 
+def test_origin_and_date_filters_select_the_warehouse_rows(served: Served) -> None:
+    """origin= (the stored one) and start=/end= select the same rows as SQL does; an
+    origin without forecasts gives no rows."""
+    _, keys, rows = _one_series(served)
+    origin = rows["forecast_origin"].iloc[0].isoformat()
+    dates = [d.isoformat() for d in rows["target_date"]]
+    start, end = dates[1], dates[-2]  # a range inside the horizon
+    body = served.polling.get("/forecasts", params={**keys, "origin": origin}).json()
+    assert [r["target_date"] for r in body["rows"]] == dates
+    body = served.polling.get("/forecasts", params={**keys, "start": start, "end": end}).json()
+    assert [r["target_date"] for r in body["rows"]] == [d for d in dates if start <= d <= end]
+    assert len(body["rows"]) == len(dates) - 2
+    none = served.polling.get("/forecasts", params={**keys, "origin": "2001-01-05"})
+    assert none.status_code == 200 and none.json()["rows"] == []
+
+
 def test_pagination_walks_every_row_of_the_origin_once(served: Served) -> None:
     """Following next_cursor with a small limit visits every stored row of the origin
     exactly once, in (unique_id, target_date) order, and the last page has no cursor."""

@@ -9,6 +9,7 @@ is skipped locally and fails in CI (CI=true).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -128,7 +129,9 @@ def test_picked_series_shows_its_warehouse_forecast(chromium, local, dashboard, 
             expect(page.get_by_test_id("stTable").first).to_be_visible(timeout=60_000)
             _pick(page, "store", "3")
             _pick(page, "dept", "2")
-            expect(page.get_by_text("Series 3/2")).to_be_visible(timeout=30_000)
+            # the caption above the chart (the chart's own title "series 3/2" matches too)
+            caption = page.get_by_text(re.compile(r"^Series 3/2 · forecast origin"))
+            expect(caption).to_be_visible(timeout=30_000)
             expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
             page.wait_for_timeout(1000)  # let the chart finish drawing for the picture
             shown = _table(page)

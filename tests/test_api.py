@@ -426,6 +426,8 @@ def test_admin_reload_needs_the_token_and_picks_up_a_moved_alias(served, monkeyp
                 "previous_version": "1",
                 "version": "2",
             }
+            assert r.headers["X-Model-Version"] == "2"  # the reload's own answer agrees
+            assert r.headers.get_list("X-Model-Version") == ["2"]
             assert c.get("/health").headers["X-Model-Version"] == "2"
             assert c.get("/model/info").json()["version"] == "2"
         finally:

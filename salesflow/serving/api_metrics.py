@@ -88,12 +88,18 @@ class BodyLimitAndMetrics:
         start = time.perf_counter()
         name, version = self.model()
         status = {"code": 500}
-        extra = [(b"x-model-name", name.encode()), (b"x-model-version", (version or "").encode())]
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message["headers"] = [*message.get("headers", []), *extra]
+                # the model as the response leaves (a reload may have swapped it meanwhile)
+                now, ver = self.model()
+                extra = [
+                    (b"x-model-name", now.encode()),
+                    (b"x-model-version", (ver or "").encode()),
+                ]
+                own = [h for h in message.get("headers", []) if h[0].lower() not in _MODEL_HEADERS]
+                message["headers"] = [*own, *extra]
             await send(message)
 
         try:
@@ -120,6 +126,9 @@ class BodyLimitAndMetrics:
             return message
 
         return wrapped
+
+
+_MODEL_HEADERS = (b"x-model-name", b"x-model-version")
 
 
 def _content_length(scope: Scope) -> int | None:

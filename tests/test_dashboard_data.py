@@ -220,3 +220,16 @@ def test_streamlit_command_passes_the_env_after_the_double_dash():
     assert opts["--server.headless"] == "true" and opts["--server.port"] == "8600"
     assert opts["--server.address"] == "127.0.0.1"
     assert argv[argv.index("--") + 1 :] == ["--env", "rossmann"]
+
+
+def test_bad_port_is_one_line_before_streamlit_starts(capsys):
+    """serve and dashboard refuse a port outside 1-65535 as a usage error (exit 2)."""
+    from salesflow.commands.cli import main
+
+    for command in ("serve", "dashboard"):
+        assert main([command, "--port", "99999"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"salesflow: argument --port: '99999' is not a port number (1-65535) "
+            f"(see salesflow {command} --help)"
+        ]

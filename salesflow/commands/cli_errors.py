@@ -51,6 +51,17 @@ def parse_overrides(text: str | None) -> dict[str, Any] | None:
     return value
 
 
+def port_number(text: str) -> int:
+    """argparse ``type`` of a ``--port`` option: a TCP port (1-65535), else a usage error."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
+
+
 def parse_date(value: str | None, option: str) -> str | None:
     """``value`` checked as a date (returned as given); a UserError naming ``option``."""
     if value is None:

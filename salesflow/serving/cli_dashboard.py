@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from salesflow.commands.cli_errors import port_number
+
 APP = Path(__file__).resolve().parent / "dashboard" / "app.py"
 
 
@@ -69,14 +71,7 @@ def add_dashboard_command(subparsers: Any) -> argparse.ArgumentParser:
         "rollbacks; the last monitor run's drift; batch forecasts from a CSV. Ctrl-C stops it.",
     )
     p.add_argument("--env", help="config environment: configs/<env>.yaml (default: dev)")
-    p.add_argument("--port", type=int, help="port (default: serving.dashboard_port, 8501)")
+    p.add_argument("--port", type=port_number, help="port (default: serving.dashboard_port, 8501)")
     p.add_argument("--host", help="address to listen on (default: serving.host, 127.0.0.1)")
     p.set_defaults(func=_cmd_dashboard)
     return p
-
-
-if __name__ == "__main__":  # python -m salesflow.serving.cli_dashboard [--env ENV] ...
-    parser = argparse.ArgumentParser(prog="salesflow")
-    add_dashboard_command(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args(["dashboard", *sys.argv[1:]])
-    sys.exit(ns.func(ns))

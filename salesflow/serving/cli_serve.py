@@ -12,18 +12,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
 
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
-    return port
+from salesflow.commands.cli_errors import port_number
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -61,7 +52,7 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--env", help="config environment: configs/<env>.yaml (default: dev)")
     p.add_argument("--host", help="address to listen on (default: serving.host, 127.0.0.1)")
-    p.add_argument("--port", type=_port, help="port (default: serving.port, 8000)")
+    p.add_argument("--port", type=port_number, help="port (default: serving.port, 8000)")
     p.add_argument(
         "--log-level",
         default="info",
@@ -76,10 +67,3 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_serve)
     return p
-
-
-if __name__ == "__main__":  # python -m salesflow.serving.cli_serve [--env ENV] ...
-    parser = argparse.ArgumentParser(prog="salesflow")
-    add_serve_command(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args(["serve", *sys.argv[1:]])
-    sys.exit(ns.func(ns))

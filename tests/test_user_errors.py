@@ -182,7 +182,7 @@ def _unreadable_champion(mp: pytest.MonkeyPatch, w: World) -> None:
     def gone(*a, **k):  # injected fault: the artifact store lost the model
         raise OSError(errno.ENOENT, "No such file or directory", "mlartifacts/model")
 
-    mp.setattr("mlflow.pyfunc.load_model", gone)
+    mp.setattr("mlflow.artifacts.download_artifacts", gone)
 
 
 def _disk_full(mp: pytest.MonkeyPatch, w: World) -> None:

@@ -1,29 +1,46 @@
 """The MLflow side: log a trained forecaster, register it, manage aliases, load it back.
 
-The forecaster is logged as a pyfunc model wrapping the joblib-pickled
-:class:`~salesflow.model.GlobalForecaster`, so ``mlflow.pyfunc.load_model`` works too.
-Nothing is configured at import time; every function takes the tracking URI.
+The forecaster is logged as an MLflow "models from code" pyfunc model: the code is
+:mod:`salesflow.modelling.pyfunc_model`, the artifact ``forecaster`` is the folder of
+:mod:`salesflow.modelling.artifact` (JSON spec, XGBoost UBJSON, parquet). Nothing in it is
+pickled; :func:`load_forecaster` reads it with the package's own loader and never
+unpickles. Versions logged before (a cloudpickled pyfunc wrapping a joblib pickle) still
+load, with a warning to retire them. Nothing is configured at import time; every function
+takes the tracking URI.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
+import yaml
 
 from salesflow.data.schema import SalesData
 from salesflow.errors import UserError
+from salesflow.modelling import artifact
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.report import version_description
 
+log = logging.getLogger(__name__)
+
 # The model's code travels with it (code_paths), so serving it elsewhere needs only these.
-PIP_REQUIREMENTS = ["xgboost==3.2.0", "pandas==2.3.3", "numpy==2.4.6", "joblib", "mlflow==3.17.2"]
+PIP_REQUIREMENTS = [
+    "xgboost==3.2.0",
+    "pandas==2.3.3",
+    "numpy==2.4.6",
+    "pyarrow>=17",
+    "mlflow==3.17.2",
+]
+MODEL_CODE = Path(__file__).resolve().with_name("pyfunc_model.py")
+ARTIFACT_KEY = "forecaster"  # the pyfunc artifact holding the forecaster's folder
 _CODE_PATHS = [
     str(Path(__file__).resolve().parents[1]),  # the salesflow package
     str(Path(__file__).resolve().parents[2] / "features"),
@@ -111,31 +128,6 @@ def code_version() -> str:
         return f"salesflow-{version('salesflow')}"
 
 
-def _pyfunc():
-    import mlflow.pyfunc
-
-    class _Model(mlflow.pyfunc.PythonModel):
-        def load_context(self, context):
-            self.forecaster = joblib.load(context.artifacts["forecaster"])
-
-        def predict(self, context, model_input: pd.DataFrame, params=None):
-            """Input: history rows (y set) and future covariate rows (y empty)."""
-            f = self.forecaster
-            has_y = model_input["y"].notna()
-            data = SalesData(
-                model_input[has_y].reset_index(drop=True),
-                model_input[~has_y].drop(columns=["y"]).reset_index(drop=True),
-                f.keys_,
-                f.covariates_,
-                f.static_cols_,
-                f.freq_,
-                "pyfunc",
-            )
-            return f.predict(data)
-
-    return _Model()
-
-
 def log_and_register(
     model: GlobalForecaster,
     *,
@@ -168,13 +160,13 @@ def log_and_register(
             path = Path(tmp) / f"{name}.csv"
             table.to_csv(path, index=False)
             mlflow.log_artifact(str(path), "tables")
-        pkl = Path(tmp) / "forecaster.joblib"
-        joblib.dump(model, pkl)
+        folder = artifact.save_forecaster(model, Path(tmp) / ARTIFACT_KEY)
         out_example = model.predict(_example_data(model, input_example)).head(5)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=_pyfunc(),
-            artifacts={"forecaster": str(pkl)},
+            python_model=str(MODEL_CODE),
+            artifacts={ARTIFACT_KEY: str(folder)},
+            metadata={"salesflow_format": f"{artifact.FORMAT}/{artifact.FORMAT_VERSION}"},
             signature=infer_signature(_float_ints(input_example), _float_ints(out_example)),
             input_example=_float_ints(input_example.head(5)),
             pip_requirements=PIP_REQUIREMENTS,
@@ -236,8 +228,7 @@ def load_forecaster(tracking_uri: str, model_name: str, alias: str) -> tuple[Glo
         )
     mlflow = _mlflow(tracking_uri)
     try:
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
-        return pyfunc.unwrap_python_model().forecaster, mv
+        return _load_version(mlflow, model_name, mv), mv
     except Exception as exc:
         raise ChampionUnreadable(
             f"version {mv.version} of {model_name!r} (alias {alias!r}, MLflow run {mv.run_id}) "
@@ -245,6 +236,42 @@ def load_forecaster(tracking_uri: str, model_name: str, alias: str) -> tuple[Glo
             "a model (salesflow train) or point the alias at another version "
             "(salesflow rollback --to VERSION)"
         ) from exc
+
+
+def _load_version(mlflow: Any, model_name: str, mv: Any) -> GlobalForecaster:
+    """The forecaster of version ``mv``: its MLmodel (YAML) says the format. The current
+    one is read by :func:`artifact.load_forecaster` (no code from the registry is run, no
+    pickle); a legacy pickled one through MLflow's pyfunc loader, with a warning."""
+    uri = f"models:/{model_name}/{mv.version}"
+    tmp = Path(tempfile.mkdtemp(prefix="salesflow-model-"))
+    try:
+        spec = Path(mlflow.artifacts.download_artifacts(f"{uri}/MLmodel", dst_path=str(tmp)))
+        flavor = (yaml.safe_load(spec.read_text()) or {}).get("flavors", {})
+        pyfunc = flavor.get("python_function", {})
+        folder = pyfunc.get("artifacts", {}).get(ARTIFACT_KEY, {}).get("path")
+        if "python_model" in pyfunc:  # cloudpickled: salesflow before the no-pickle format
+            _warn_legacy(model_name, mv)
+            return mlflow.pyfunc.load_model(uri).unwrap_python_model().forecaster
+        if pyfunc.get("model_code_path") and folder:
+            local = mlflow.artifacts.download_artifacts(f"{uri}/{folder}", dst_path=str(tmp))
+            return artifact.load_forecaster(local)
+        raise artifact.ArtifactError(
+            f"{uri} is neither a salesflow forecaster ({artifact.FORMAT}) nor a legacy pickled one"
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _warn_legacy(model_name: str, mv: Any) -> None:
+    log.warning(
+        "version %s of %r (MLflow run %s) is a legacy pickled artifact (cloudpickle + "
+        "joblib): loading it unpickles, which can run any code that whoever wrote it to the "
+        "registry put in it. Retrain (salesflow train) and promote a new version, then "
+        "retire this one",
+        mv.version,
+        model_name,
+        mv.run_id,
+    )
 
 
 def champion_mismatch(model: GlobalForecaster, data: SalesData) -> list[str]:

@@ -308,8 +308,8 @@ def _no_unpickling(mp: pytest.MonkeyPatch) -> None:
 
 def test_champion_loads_without_unpickling(isolated_settings, weekly, mlflow_logs, recwarn):
     """Logging says nothing about pickle; load_forecaster (workers, API, dashboard) and
-    mlflow.pyfunc.load_model read the champion with every unpickler made to fail, and
-    their forecasts equal the original model's exactly."""
+    mlflow.pyfunc.load_model read the champion with every unpickler made to fail (and
+    MLflow's pickle switch off), and their forecasts equal the original model's exactly."""
     import mlflow
 
     model, data = weekly
@@ -318,6 +318,7 @@ def test_champion_loads_without_unpickling(isolated_settings, weekly, mlflow_log
     assert "pickle" not in said.lower()
     with pytest.MonkeyPatch.context() as mp:
         _no_unpickling(mp)
+        mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
         loaded, mv = registry.load_forecaster(isolated_settings.tracking_uri, MODEL, "champion")
         pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
     assert str(mv.version) == version
@@ -334,7 +335,8 @@ def test_legacy_pickled_champion_loads_with_a_warning(
 ):
     """A champion registered in the old pickled format still loads and forecasts the same,
     and the load logs a WARNING saying it is a legacy pickled artifact to retrain/retire
-    (MLflow itself warned about cloudpickle when it was logged)."""
+    (MLflow itself warned about cloudpickle when it was logged); with
+    MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false it is refused as unreadable."""
     model, data = weekly
     version = _log_legacy(isolated_settings, model, data, tmp_path)
     assert "CloudPickle" in mlflow_logs.text()
@@ -349,6 +351,10 @@ def test_legacy_pickled_champion_loads_with_a_warning(
     with pytest.MonkeyPatch.context() as mp:  # the unpicklers the other test blocks are these
         _no_unpickling(mp)
         with pytest.raises(registry.ChampionUnreadable, match="unpickling"):
+            registry.load_forecaster(isolated_settings.tracking_uri, MODEL, "champion")
+    with pytest.MonkeyPatch.context() as mp:  # how an operator refuses legacy champions
+        mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+        with pytest.raises(registry.ChampionUnreadable, match="pickle is disallowed"):
             registry.load_forecaster(isolated_settings.tracking_uri, MODEL, "champion")
 
 

@@ -295,3 +295,12 @@ def test_loading_writes_nothing(tmp_path):
     local = tmp_path / "never"
     load_settings("test", paths={"local_dir": str(local)})
     assert not local.exists()
+
+
+def test_an_mlflow_server_keeps_artifacts_in_its_own_store(monkeypatch):
+    """Local registry: artifacts under paths.local_dir; an http(s) server: its own store."""
+    monkeypatch.delenv("SALESFLOW_MLFLOW__TRACKING_URI", raising=False)
+    local = load_settings("test")
+    assert local.artifact_location and local.artifact_location.startswith("file:")
+    remote = load_settings("test", mlflow={"tracking_uri": "http://mlflow:5000"})
+    assert remote.artifact_location is None

@@ -145,7 +145,12 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.local_dir / 'mlflow.db'}"
 
     @property
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: a folder under ``paths.local_dir``
+        for a local registry; None for an MLflow server (http/https), whose own proxied
+        store (``mlflow-artifacts:/``) every host can read, unlike one machine's disk."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
         return (self.local_dir / "mlartifacts").as_uri()
 
     @property

@@ -98,12 +98,12 @@ def task_salesflow_single(data: str, origin: str, frame: str) -> dict[str, Any]:
 
 def task_train(walmart: str, frame: str) -> dict[str, Any]:
     """What ``salesflow train`` computes, without the Prefect and MLflow calls: load,
-    validate, build features, fit on all the data, backtest (``evaluate``: 3 origins),
+    validate, build features, fit on all the data beside the backtest (3 origins),
     intervals. The backtest frame goes to ``frame`` (salesflow's rolling-origin rows)."""
     from salesflow.config.settings import load_settings
     from salesflow.data.sources import load_walmart
     from salesflow.data.validation import drop_short_series, validate_sales
-    from salesflow.modelling.training import evaluate, make_forecaster
+    from salesflow.modelling.training import fit_and_evaluate, make_forecaster
 
     steps: dict[str, float] = {}
     start = t = time.perf_counter()
@@ -121,16 +121,17 @@ def task_train(walmart: str, frame: str) -> dict[str, Any]:
     model = make_forecaster(settings)
     rows = model.training_rows(data)
     lap("features")
-    model.fit(data, rows)
-    lap("fit")
-    bt = evaluate(data, settings)
-    model.set_intervals(bt.frame)
-    lap("backtest")
+    # As the flow: the final fit beside the backtest (model.concurrent_fits), so the two
+    # are timed together.
+    model, bt = fit_and_evaluate(data, settings, model, rows)
+    lap("fit_and_backtest")
     bt.frame.to_parquet(frame)
     return {
         "train_s": round(time.perf_counter() - start, 2),
         "step_s": steps,
         "train_rows": model.n_train_rows_,
+        "candidate_rows": getattr(model, "n_candidate_rows_", model.n_train_rows_),
+        "final_fit_s": round(model.fit_seconds_, 2),
         "series": data.n_series,
         "backtest_origins": bt.origins,
         "settings": {

@@ -24,7 +24,7 @@ from tasks.retrain import (
     make_holdout,
     refit_challenger,
 )
-from tasks.train import evaluate_backtest, prepare_model, train_model
+from tasks.train import fit_and_backtest, prepare_model
 from tasks.validate import validate_data
 
 
@@ -60,8 +60,7 @@ def _retrain(settings: Settings) -> dict[str, Any]:
     holdout = make_holdout(data, settings)
     model = prepare_model(settings)
     rows = build_features(holdout.train, model)
-    model = train_model(holdout.train, rows, model)
-    bt = evaluate_backtest(holdout.train, model, settings)
+    model, bt = fit_and_backtest(holdout.train, rows, model, settings)
     reg = register_model(model, holdout.train, bt, settings, step="challenger")
     decision = decide_promotion(
         model, reg.version, champion, champion_version, data, holdout, settings

@@ -18,7 +18,7 @@ from tasks.ingest import ingest_sales
 from tasks.locks import acquire_model_lock, release_model_lock
 from tasks.preflight import check_data, check_run
 from tasks.register import gate_first_champion, register_model
-from tasks.train import evaluate_backtest, prepare_model, train_model
+from tasks.train import fit_and_backtest, prepare_model
 from tasks.validate import validate_data
 
 
@@ -57,8 +57,7 @@ def _train(settings: Settings, force: bool, actor: str, force_reason: str | None
     check_data(settings, data, "train")
     model = prepare_model(settings)
     rows = build_features(data, model)
-    model = train_model(data, rows, model)
-    bt = evaluate_backtest(data, model, settings)
+    model, bt = fit_and_backtest(data, rows, model, settings)
     reg = register_model(model, data, bt, settings, step="train")
     gate = gate_first_champion(reg, bt, settings, force, actor, force_reason)
     promoted = gate["action"] == "promote"

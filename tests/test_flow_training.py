@@ -151,3 +151,29 @@ def test_retried_steps_register_once_and_audit_the_first_champion(harness, tmp_p
     assert [str(v.version) for v in versions] == ["1"]
     assert str(get_alias_version(uri, "salesflow-forecaster", "champion").version) == "1"
     assert _audit(tmp_path)[["action", "to_version"]].values.tolist() == [["promote", "1"]]
+
+
+def test_final_fit_runs_beside_the_backtest(harness, tmp_path, monkeypatch):
+    """With model.concurrent_fits > 1 the train-model and evaluate-backtest task runs overlap."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.training import training_flow
+
+    monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
+    state = training_flow(
+        env="test", overrides={"model": {"concurrent_fits": 2}}, return_state=True
+    )
+    assert state.is_completed()
+
+    async def task_runs():
+        async with get_client() as client:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            return await client.read_task_runs(flow_run_filter=flt)
+
+    runs = {r.name.rsplit("-", 1)[0]: r for r in asyncio.run(task_runs())}
+    fit, bt = runs["train-model"], runs["evaluate-backtest"]
+    assert fit.start_time < bt.end_time and bt.start_time < fit.end_time
+    assert runs["set-intervals"].start_time >= max(fit.end_time, bt.end_time)

@@ -325,7 +325,21 @@ class ModelSection(_Section):
     subsample: float = Field(0.8, gt=0, le=1)
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     min_child_weight: float = Field(1.0, ge=0)
+    max_train_rows: int | None = Field(
+        150000,
+        ge=1000,
+        description="the trees learn from at most this many training rows: a seeded random "
+        "sample drawn after the features are built (null: all rows)",
+    )
     n_jobs: int = Field(2, ge=1)
+    concurrent_fits: int = Field(
+        3,
+        ge=1,
+        le=8,
+        description="model fits a training run makes at a time: 2 runs the final fit beside "
+        "the backtest, 3 also fits two backtest origins at once; 1: one after the other "
+        "(the least memory)",
+    )
     seed: int = 7
     native_categorical: bool = Field(
         False,

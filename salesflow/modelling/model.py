@@ -60,6 +60,7 @@ class GlobalForecaster:
         holiday_weight: float = 5.0,
         min_forecast: float | None = 0.0,
         native_categorical: bool = False,
+        max_train_rows: int | None = None,
     ) -> None:
         self.horizon = horizon
         self.spec = spec or FeatureSpec()
@@ -69,6 +70,7 @@ class GlobalForecaster:
         self.holiday_weight = holiday_weight
         self.min_forecast = min_forecast
         self.native_categorical = native_categorical
+        self.max_train_rows = max_train_rows
 
     # ---- design matrix -------------------------------------------------------------
     def _static_codes(self, data: SalesData) -> pd.DataFrame:
@@ -228,14 +230,31 @@ class GlobalForecaster:
             feature_types=self._feature_types(),
             **self.params,
         )
-        self.model_.fit(x, target, sample_weight=train["scale"] * hol)
+        weight = train["scale"].to_numpy() * hol
+        keep = self._row_sample(len(train))
+        if keep is not None:  # after _design: group means read every row, as at prediction
+            x, target, weight = x.iloc[keep], target[keep], weight[keep]
+        self.model_.fit(x, target, sample_weight=weight)
         self.trained_until_ = data.last_date
-        self.n_train_rows_ = len(train)
+        self.n_train_rows_ = len(target)
+        self.n_candidate_rows_ = len(train)
         self.n_series_ = data.n_series
         self.train_series_ = sorted(data.history[ID].unique())
         self.fit_seconds_ = time.perf_counter() - t0
         self.residual_quantiles_: pd.DataFrame | None = None
         return self
+
+    def _row_sample(self, n: int) -> np.ndarray | None:
+        """Sorted positions of the ``max_train_rows`` rows the trees learn from, drawn
+        without replacement with the model's seed (the same rows for the same data); None
+        when every row is used. The absolute-error objective refits each leaf to the median
+        of its rows after every tree, so the fit time follows the row count: the cap bounds
+        it however long the history grows."""
+        cap = getattr(self, "max_train_rows", None)
+        if cap is None or n <= cap:
+            return None
+        rng = np.random.default_rng(int(self.params.get("random_state", 0)))
+        return np.sort(rng.choice(n, size=cap, replace=False))
 
     def next_origin(self, data: SalesData) -> pd.Timestamp:
         """The first period after the data's last observation."""
@@ -328,14 +347,15 @@ class GlobalForecaster:
     def clone(self) -> GlobalForecaster:
         """An unfitted forecaster with the same settings (sklearn's ``clone``)."""
         return GlobalForecaster(
-            self.horizon,
-            self.spec,
-            self.params,
-            self.min_train_history,
-            self.origin_stride,
-            self.holiday_weight,
-            getattr(self, "min_forecast", None),
-            getattr(self, "native_categorical", False),
+            horizon=self.horizon,
+            spec=self.spec,
+            params=self.params,
+            min_train_history=self.min_train_history,
+            origin_stride=self.origin_stride,
+            holiday_weight=self.holiday_weight,
+            min_forecast=getattr(self, "min_forecast", None),
+            native_categorical=getattr(self, "native_categorical", False),
+            max_train_rows=getattr(self, "max_train_rows", None),
         )
 
     def _check_fitted(self) -> None:
@@ -351,6 +371,7 @@ class GlobalForecaster:
             "holiday_weight": self.holiday_weight,
             "min_forecast": getattr(self, "min_forecast", None),
             "native_categorical": getattr(self, "native_categorical", False),
+            "max_train_rows": getattr(self, "max_train_rows", None),
             **{f"feat_{k}": v for k, v in asdict(self.spec).items()},
             **{f"xgb_{k}": v for k, v in self.params.items()},
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
         holiday_weight=settings.backtest.holiday_weight,
         min_forecast=m.min_forecast,
         native_categorical=m.native_categorical,
+        max_train_rows=m.max_train_rows,
     )
 
 
@@ -63,13 +65,41 @@ def evaluate(data: SalesData, settings: Settings) -> BacktestResult:
     """Rolling-origin backtest of the configured forecaster against the baselines."""
     b = settings.backtest
     return run_backtest(
-        data, lambda: make_forecaster(settings), b.n_origins, b.step, b.holiday_weight
+        data,
+        lambda: make_forecaster(settings),
+        b.n_origins,
+        b.step,
+        b.holiday_weight,
+        workers=max(1, settings.model.concurrent_fits - 1),
     )
 
 
 def fit_champion_candidate(data: SalesData, settings: Settings, bt: BacktestResult):
     """Fit on all the data; prediction intervals come from the backtest residuals."""
     return make_forecaster(settings).fit(data).set_intervals(bt.frame)
+
+
+def fit_and_evaluate(
+    data: SalesData,
+    settings: Settings,
+    model: GlobalForecaster | None = None,
+    rows: pd.DataFrame | None = None,
+) -> tuple[GlobalForecaster, BacktestResult]:
+    """What the training flow's fit and backtest steps compute, without Prefect (for
+    benchmarks and scripts): the final fit in a thread beside the backtest when
+    ``model.concurrent_fits`` > 1, then the intervals from the backtest. ``rows``: the
+    output of ``model.training_rows(data)``, built here when not given."""
+    model = make_forecaster(settings) if model is None else model
+    rows = model.training_rows(data) if rows is None else rows
+    if settings.model.concurrent_fits > 1:
+        with ThreadPoolExecutor(1, thread_name_prefix="final-fit") as ex:
+            fitted = ex.submit(model.fit, data, rows)
+            bt = evaluate(data, settings)
+            fitted.result()
+    else:
+        model.fit(data, rows)
+        bt = evaluate(data, settings)
+    return model.set_intervals(bt.frame), bt
 
 
 def held_out_bands(model: GlobalForecaster, frame: pd.DataFrame) -> pd.DataFrame:
@@ -108,6 +138,7 @@ def run_record(
         "data_end": str(data.last_date.date()),
         "freq": data.freq,
         "n_train_rows": model.n_train_rows_,
+        "n_candidate_rows": getattr(model, "n_candidate_rows_", model.n_train_rows_),
         "backtest_origins": ",".join(str(o.date()) for o in sorted(bt.frame["origin"].unique())),
         "features": ",".join(model.feature_names_),
     }

@@ -1,0 +1,191 @@
+"""Training time on the Walmart data, as users run it and step by step.
+
+Usage: ``python benchmarks/bench_train.py --walmart ../shared/data/walmart_recruiting``.
+
+Measures, one process each: (1) ``salesflow train --source walmart --path ...`` exactly as
+the README runs it (a temporary Prefect server, MLflow registration; a fresh local folder):
+wall time, peak RSS of the process tree, the backtest table it prints; (2) the same work
+without Prefect and MLflow, step by step (``_accuracy.task_train``); (3) one fit on the weeks
+before 2012-02-03 and its WMAE against seasonal naive (``_accuracy.task_salesflow_single``).
+The mlforecast + LightGBM fit time on that split is read from ``results.json`` (the last
+``run_all.py`` run, whose date is given). Writes ``benchmarks/training.json`` and
+``benchmarks/TRAINING.md`` with the machine's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from _accuracy import HOLIDAY_WEIGHT, prepare_data
+from _common import HERE, QUIET_ENV, describe_machine, run_measured, write_json
+
+ORIGIN = "2012-02-03"
+PACKAGES = ["salesflow", "xgboost", "pandas", "numpy", "prefect", "mlflow"]
+GOALS = {"train_s": 120.0, "fit_vs_mlforecast": 2.0, "ratio_vs_seasonal_naive": 0.80}
+
+
+def measure_cli(walmart: Path, work: Path) -> dict[str, Any]:
+    """``salesflow train`` on Walmart in a fresh local folder: wall, peak RSS, its table, and
+    how often the temporary Prefect server's SQLite said "database is locked" (Prefect
+    issues #10188, #18934: its event recorder then waits out SQLite's 60 s busy timeout)."""
+    work.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("salesflow")
+    setting = json.dumps({"paths": {"local_dir": str(work / "local")}})
+    cmd = [str(exe), "train", "--source", "walmart", "--path", str(walmart), "--set", setting]
+    print("[bench_train] salesflow train: started", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd, cwd=HERE.parent, env={**os.environ, **QUIET_ENV}, capture_output=True, text=True
+    )
+    wall = round(time.perf_counter() - start, 1)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    log = proc.stdout + proc.stderr
+    (work / "salesflow_train.log").write_text(log)
+    if proc.returncode != 0:
+        raise SystemExit(f"salesflow train failed (exit {proc.returncode}): see {work}")
+    row = re.compile(r"^(\d{4}-\d\d-\d\d)\s+[\d,.]+\s+[\d,.]+\s+([\d.]+)", re.M)
+    origins = {m[1]: float(m[2]) for m in row.finditer(proc.stdout)}
+    pooled = re.search(r"^salesflow\s+([\d,.]+)\s+.*?\s([\d.]+)\s+\S+$", proc.stdout, re.M)
+    print(f"[bench_train] salesflow train: {wall} s, peak {peak:.0f} MB", flush=True)
+    return {
+        "command": " ".join(cmd[:5]) + " --set '{paths.local_dir: <temp>}'",
+        "wall_s": wall,
+        "peak_mb_process_tree": round(peak, 1),
+        "prefect_sqlite_locked_errors": log.count("database is locked"),
+        "pooled_wmae": float(pooled[1].replace(",", "")) if pooled else None,
+        "pooled_vs_seasonal_naive": float(pooled[2]) if pooled else None,
+        "vs_seasonal_naive_by_origin": origins,
+    }
+
+
+def single_origin(frame: Path) -> dict[str, float]:
+    from salesflow.modelling.metrics import wmae
+
+    f = pd.read_parquet(frame)
+    a = wmae(f["y"], f["forecast"], f["is_holiday"], HOLIDAY_WEIGHT)
+    b = wmae(f["y"], f["seasonal_naive"], f["is_holiday"], HOLIDAY_WEIGHT)
+    return {"wmae": round(a, 1), "seasonal_naive_wmae": round(b, 1), "ratio": round(a / b, 4)}
+
+
+def mlforecast_reference() -> dict[str, Any]:
+    path = HERE / "results.json"
+    if not path.exists():
+        return {}
+    res = json.loads(path.read_text())
+    peer = res["accuracy"]["runs"]["peers_single"]["mlforecast_lgbm"]["by_origin"][ORIGIN]
+    return {
+        "fit_s": round(peer["fit_s"], 1),
+        "train_rows": peer["train_rows"],
+        "measured": res["machine"]["date"],
+        "cpu_model": res["machine"]["cpu_model"],
+    }
+
+
+def render(r: dict[str, Any]) -> str:
+    m, cli, steps, one, ref = r["machine"], r["cli"], r["steps"], r["single"], r["mlforecast"]
+    ratio = one["fit_s"] / ref["fit_s"] if ref else None
+    ok = {
+        "train": cli["wall_s"] <= GOALS["train_s"],
+        "fit": ratio is not None and ratio <= GOALS["fit_vs_mlforecast"],
+        "acc": one["ratio"] <= GOALS["ratio_vs_seasonal_naive"],
+    }
+    yes = {True: "met", False: "**not met**"}
+    walls = ", ".join(
+        f"{r['wall_s']:.0f} s"
+        + (" with a Prefect SQLite lock" if r["prefect_sqlite_locked_errors"] else "")
+        for r in cli["runs"]
+    )
+    step_txt = ", ".join(f"{k} {v:.1f} s" for k, v in steps["step_s"].items())
+    lines = [
+        "# Training time on Walmart",
+        "",
+        f"Generated by `benchmarks/bench_train.py` on {m['date']}: {m['cores']} cores, "
+        f"{m['memory_gb']} GB, {m['cpu_model']}, Python {m['python']}, load "
+        f"{m['load_average_1m_at_start']} at start; "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v),
+        "",
+        "| measurement | figure | goal |",
+        "| --- | ---: | --- |",
+        f"| `salesflow train` on Walmart (Prefect, MLflow; 3-origin backtest + final fit), "
+        f"median of {len(cli['runs'])} | {cli['wall_s']:.0f} s (runs: {walls}), peak "
+        f"{cli['peak_mb_process_tree'] / 1024:.1f} GB | "
+        f"≤ {GOALS['train_s']:.0f} s: {yes[ok['train']]} |",
+        f"| the same without Prefect/MLflow | {steps['train_s']:.0f} s ({step_txt}) | |",
+        f"| final fit (inside the above, beside the backtest) | {steps['final_fit_s']:.1f} s "
+        f"on {steps['train_rows']:,} of {steps['candidate_rows']:,} rows | |",
+        f"| one fit on the weeks before {ORIGIN} | {one['fit_s']:.1f} s | |",
+        f"| mlforecast + LightGBM fit, same split ({ref.get('measured', '?')[:10]}, "
+        f"`run_all.py`) | {ref.get('fit_s', float('nan')):.1f} s | |",
+        f"| salesflow fit / mlforecast fit | {ratio:.2f} | ≤ {GOALS['fit_vs_mlforecast']:.0f}: "
+        f"{yes[ok['fit']]} |",
+        f"| WMAE {ORIGIN}, one fit | {one['wmae']:,.1f} = {one['ratio']:.4f} × seasonal naive "
+        f"| ≤ {GOALS['ratio_vs_seasonal_naive']}: {yes[ok['acc']]} |",
+        f"| `salesflow train` backtest vs seasonal naive, pooled / per origin | "
+        f"{cli['pooled_vs_seasonal_naive']} / "
+        + ", ".join(f"{k} {v}" for k, v in cli["vs_seasonal_naive_by_origin"].items())
+        + " | |",
+        "",
+        f"Settings: {json.dumps(steps['settings']['model'])}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--walmart", type=Path, required=True, help="Walmart Recruiting folder")
+    parser.add_argument("--repeat", type=int, default=3, help="salesflow train runs (median)")
+    parser.add_argument("--out", type=Path, default=HERE / "training.json")
+    parser.add_argument("--md", type=Path, default=HERE / "TRAINING.md")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    machine = describe_machine(PACKAGES)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        work = Path(tmp)
+        runs = []
+        for i in range(args.repeat):
+            runs.append(measure_cli(args.walmart.resolve(), work / f"cli{i}"))
+        cli = {**sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2], "runs": runs}
+        steps = run_measured(
+            "train",
+            {"walmart": str(args.walmart.resolve()), "frame": str(work / "bt.parquet")},
+            work,
+            3600,
+            prefix="bench_train",
+        )
+        prepare_data(args.walmart.resolve(), work / "walmart.pkl")
+        frame = work / "single.parquet"
+        one = run_measured(
+            "salesflow_single",
+            {"data": str(work / "walmart.pkl"), "origin": ORIGIN, "frame": str(frame)},
+            work,
+            3600,
+            prefix="bench_train",
+        )
+        one = {"fit_s": round(one["fit_s"], 1), "peak_mb": one["peak_mb"], **single_origin(frame)}
+    report = {
+        "machine": machine,
+        "cli": cli,
+        "steps": steps,
+        "single": one,
+        "mlforecast": mlforecast_reference(),
+    }
+    write_json(args.out, report)
+    args.md.write_text(render(report))
+    print(render(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -10,14 +10,16 @@ from salesflow.config.settings import Settings
 from salesflow.data.schema import SalesData
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.registry import check_champion_fits
+from tasks import TRANSIENT_IO_RETRIES
 
 
-@task(name="preflight-checks", cache_policy=NO_CACHE)
+@task(name="preflight-checks", **TRANSIENT_IO_RETRIES, cache_policy=NO_CACHE)
 def check_run(settings: Settings, command: str) -> None:
     """Settings and environment (folders writable, MLflow answering, data files and their
-    columns) before any work; a PreflightError (a user error) lists every problem."""
+    columns) before any work; a PreflightError (a user error) lists every problem. An MLflow
+    server that does not answer (and nothing else wrong) is transient: retried."""
     set_mlflow_http_limits()
-    check_before_run(settings, command)
+    check_before_run(settings, command, servers_transient=True)
     get_run_logger().info("Preflight checks passed for %s", command)
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from features.calendar import period_step
 from salesflow.config.settings import DataSection, Settings
 from salesflow.data.schema import DATE, ID, SalesData
-from salesflow.errors import UserError, redact
+from salesflow.errors import TransientError, UserError, redact
 
 TRAINING = ("train", "retrain")
 WRITES_SERIES = ("forecast", "monitor")
@@ -55,13 +55,25 @@ def raise_problems(problems: list[str]) -> None:
         raise PreflightError("; ".join(problems))
 
 
-def check_before_run(settings: Settings, command: str, data_span: bool = False) -> None:
+class ServerUnreachable(TransientError):
+    """The MLflow tracking server does not answer, and nothing else is wrong: in a flow run
+    that is worth a retry (a server restarting), not a user's mistake to report once."""
+
+
+def check_before_run(
+    settings: Settings, command: str, data_span: bool = False, servers_transient: bool = False
+) -> None:
     """Settings and environment checks; :class:`PreflightError` listing every problem.
     ``data_span``: also the backtest check on the data file's dates (the CLI, before any
-    flow; the flows check it on the validated data)."""
+    flow; the flows check it on the validated data). ``servers_transient`` (the flows): an
+    MLflow server that does not answer, when it is the only problem, raises
+    :class:`ServerUnreachable` (retried by the preflight task) instead."""
     problems = settings_problems(settings) + environment_problems(settings, command)
     if data_span and not problems and command in TRAINING:
         problems = _file_span_problems(settings, command)
+    server = f"the MLflow tracking server {redact(settings.tracking_uri)} "
+    if servers_transient and len(problems) == 1 and problems[0].startswith(server):
+        raise ServerUnreachable(problems[0])
     raise_problems(problems)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from salesflow.data.schema import SalesData
-from salesflow.errors import UserError
+from salesflow.errors import TransientError, UserError, is_transient, redact, single_line
 from salesflow.modelling import artifact
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.report import version_description
@@ -57,6 +57,10 @@ class ChampionIncompatible(UserError):
 
 class ChampionUnreadable(RuntimeError):
     """The version holding the alias exists, but its model artifact cannot be loaded."""
+
+
+class RegistryUnavailable(TransientError):
+    """The MLflow tracking server (registry) did not answer: transient, retried by the tasks."""
 
 
 @dataclass(frozen=True)
@@ -206,12 +210,22 @@ def _example_data(model: GlobalForecaster, frame: pd.DataFrame) -> SalesData:
 
 
 def get_alias_version(tracking_uri: str, model_name: str, alias: str):
-    """The ModelVersion holding ``alias``, or None (also when the model does not exist)."""
+    """The ModelVersion holding ``alias``, or None (also when the model does not exist).
+
+    Raises :class:`RegistryUnavailable` when the registry cannot be reached (an MLflow
+    server down or timing out): that is not "no champion", and it is worth a retry.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return client(tracking_uri).get_model_version_by_alias(model_name, alias)
-    except MlflowException:
+    except MlflowException as exc:
+        if is_transient(exc):
+            raise RegistryUnavailable(
+                f"the MLflow tracking server at {redact(tracking_uri)} is unreachable (looking "
+                f"up {model_name}@{alias}): {single_line(redact(exc))[:300]}. Check that it "
+                "runs and that SALESFLOW_MLFLOW__TRACKING_URI points at it"
+            ) from exc
         return None
 
 

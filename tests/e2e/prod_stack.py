@@ -53,12 +53,6 @@ SCENARIO_ENV = {
     "SALESFLOW_WAREHOUSE__RETRIES": "1",
     "SALESFLOW_WAREHOUSE__RETRY_DELAY_SECONDS": "0.5",
 }
-# The MLflow client's own HTTP retries (default 7, with backoff: minutes against a server
-# that is down): one quick try, so the task's retries (salesflow's policy) do the waiting.
-MLFLOW_CLIENT_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}
 
 
 def _exe(name: str) -> str:
@@ -293,6 +287,5 @@ def build_stack(root: Path, procs: Processes) -> ProdStack:
         SALESFLOW_WAREHOUSE_URL=pg(dbs["warehouse"]),
         SALESFLOW_MLFLOW__TRACKING_URI=f"http://127.0.0.1:{mlflow_port}",
         **SCENARIO_ENV,
-        **MLFLOW_CLIENT_ENV,
     )
     return ProdStack(root, dbs, procs, prefect_port, mlflow_port, artifacts, cli_env, worker_env)

@@ -10,6 +10,7 @@ the Prefect server restarted while a forecast is in flight. One stack for the mo
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -48,7 +49,7 @@ def prod(
         e2e_timings["prod: stack up"] = time.perf_counter() - t0
         yield st
     finally:
-        for bg in reversed(procs.started):
+        for bg in sorted(reversed(procs.started), key=lambda b: b.name != "prefect worker"):
             e2e_timings[f"prod: stop {bg.name}"] = bg.stop()
         for db in st.dbs.values():
             drop_database(db)
@@ -215,3 +216,107 @@ def test_drift_event_triggers_a_retrain_that_promotes(
         "3",
         "retrain-flow",
     )
+
+
+def _task_runs(st: ProdStack, run_id: Any, name: str) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with st.client() as c:
+        runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return [t for t in runs if t.name.startswith(name)]
+
+
+def test_mlflow_server_down_fails_the_forecast_cleanly(
+    prod: ProdStack, forecasted: Any, e2e_timings: dict[str, float]
+):
+    """MLflow down: the run's first I/O step (preflight-checks) fails naming the tracking URI,
+    is retried as transient (3 tries), nothing is written, the run is Failed with that
+    message; the server back up on the same database and store: the next forecast works."""
+    from salesflow.modelling.registry import get_alias_version
+
+    before = _rows_per_origin(prod)
+    e2e_timings["prod: stop mlflow server (SIGINT)"] = prod.stop("mlflow")
+    t0 = time.perf_counter()
+    run = prod.run("batch-forecast/weekly")
+    e2e_timings["prod: forecast with MLflow down -> Failed"] = time.perf_counter() - t0
+    assert run.state.is_failed(), prod.describe(run)
+    message = run.state.message or ""
+    assert "ServerUnreachable" in message, message
+    assert f"MLflow tracking server {prod.tracking_uri} does not answer" in message, message
+    (check,) = _task_runs(prod, run.id, "preflight-checks")
+    assert check.state.is_failed() and check.run_count == 3, (check.state, check.run_count)
+    assert not _task_runs(prod, run.id, "load-champion"), "work started with MLflow down"
+    assert _rows_per_origin(prod) == before, "a forecast with MLflow down wrote rows"
+
+    t0 = time.perf_counter()
+    e2e_timings["prod: mlflow server restart -> /health"] = prod.start_mlflow()
+    run = prod.run("batch-forecast/weekly")
+    e2e_timings["prod: forecast after MLflow is back"] = time.perf_counter() - t0
+    assert run.state.is_completed(), prod.describe(run)
+    champion = get_alias_version(prod.tracking_uri, MODEL, "champion")
+    after = _rows_per_origin(prod)
+    new = {o: n for o, n in after.items() if o not in before}
+    assert list(new) == ["2012-11-02"], after
+    from salesflow.storage.warehouse import read_forecasts
+
+    rows = read_forecasts(prod.warehouse_url, table="sales_forecasts")
+    rows = rows[rows["forecast_origin"].dt.date.astype(str) == "2012-11-02"]
+    assert set(rows["model_version"]) == {str(champion.version)}
+    assert len(rows) == rows["unique_id"].nunique() * HORIZON
+
+
+def test_prefect_server_restart_during_a_forecast_never_duplicates_rows(
+    prod: ProdStack, forecasted: Any, e2e_timings: dict[str, float]
+):
+    """The Prefect server stopped and started again (same database and port) while a forecast
+    run is Running: the run ends Completed or Crashed/Failed, and every origin in the
+    warehouse holds series x horizon rows, each (series, target date) once."""
+    run_id = prod.submit("batch-forecast/weekly")
+    deadline = time.monotonic() + 120
+    while True:
+        with prod.client() as c:
+            state = c.read_flow_run(run_id).state
+        if state and state.is_running():
+            break
+        assert not (state and state.is_final()), state
+        assert time.monotonic() < deadline, f"the forecast run did not start: {state}"
+        time.sleep(0.5)
+    t0 = time.perf_counter()
+    stopped_at = dt.datetime.now(dt.UTC)
+    prod.stop("prefect")
+    e2e_timings["prod: prefect server restart -> /api/health"] = prod.start_prefect()
+    back_at = dt.datetime.now(dt.UTC)
+    e2e_timings["prod: prefect server down (stop + start)"] = time.perf_counter() - t0
+    run = prod.wait_final(run_id, timeout=180)
+    with prod.client() as c:
+        states = sorted(c.read_flow_run_states(run_id), key=lambda s: s.timestamp)
+    history = " -> ".join(f"{s.name} {s.timestamp:%H:%M:%S}" for s in states)
+    print(
+        f"forecast run through a Prefect server restart (down {stopped_at:%H:%M:%S} -> "
+        f"{back_at:%H:%M:%S}): {history}"
+    )
+    assert run.state.name in {"Completed", "Crashed", "Failed"}, prod.describe(run)
+    # In flight across the restart: Running before the stop, final after it.
+    assert states[-1].timestamp > stopped_at, history
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(prod.warehouse_url)
+    try:
+        with engine.connect() as conn:
+            dupes = conn.exec_driver_sql(
+                "SELECT count(*) FROM (SELECT unique_id, forecast_origin, target_date "
+                "FROM sales_forecasts GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
+            ).scalar()
+            per_origin = conn.exec_driver_sql(
+                "SELECT forecast_origin, count(*), count(DISTINCT unique_id) "
+                "FROM sales_forecasts GROUP BY 1"
+            ).all()
+    finally:
+        engine.dispose()
+    assert dupes == 0
+    assert all(n == series * HORIZON for _, n, series in per_origin), per_origin
+
+    # The restarted server still runs deployments.
+    again = prod.run("batch-forecast/weekly")
+    assert again.state.is_completed(), prod.describe(again)

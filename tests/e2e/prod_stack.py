@@ -152,10 +152,11 @@ class ProdStack:
         return wait_http(bg, f"{self.api_url}/health", PREFECT_START_TIMEOUT_S)
 
     def start_mlflow(self) -> float:
-        env = clean_env()
+        # The store URI (in production it holds a password) from the environment, not argv.
+        env = clean_env(MLFLOW_BACKEND_STORE_URI=self.mlflow_db_url)
         bg = self.procs.start(
             "mlflow server",
-            [_exe("mlflow"), "server", "--backend-store-uri", self.mlflow_db_url]
+            [_exe("mlflow"), "server"]
             + ["--artifacts-destination", str(self.artifacts_dir), "--workers", "1"]
             + ["--host", "127.0.0.1", "--port", str(self.mlflow_port)],
             env=env,

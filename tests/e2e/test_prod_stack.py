@@ -218,6 +218,27 @@ def test_drift_event_triggers_a_retrain_that_promotes(
     )
 
 
+def test_api_serves_the_promoted_champion_over_http(prod: ProdStack, forecasted: Any):
+    """`salesflow serve` with the worker's prod environment loads the champion from the
+    MLflow server over HTTP (version 3 after the promotion) and serves the warehouse rows."""
+    from .serve import READY_TIMEOUT_S, start_service, wait_for
+
+    api = start_service(prod.procs, "prod", prod.worker_env, prod.root)
+    wait_for(api.bg, f"{api.url}/ready", READY_TIMEOUT_S, "salesflow serve (prod)")
+    info = api.get("/model/info")
+    assert info.status_code == 200, info.text
+    body = info.json()
+    assert (body["name"], body["version"], body["alias"]) == (MODEL, "3", "champion")
+    assert info.headers["X-Model-Version"] == "3"
+    page = api.get("/forecasts", params={"limit": 5000})
+    assert page.status_code == 200, page.text
+    got = page.json()
+    latest = max(_rows_per_origin(prod))
+    assert got["origin"] == latest
+    assert got["count"] == len(got["rows"]) == _rows_per_origin(prod)[latest]
+    assert {r["model_version"] for r in got["rows"]} == {"1"}  # the rows version 1 wrote
+
+
 def _task_runs(st: ProdStack, run_id: Any, name: str) -> list:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 

@@ -60,27 +60,25 @@ def _exe(name: str) -> str:
     return str(local) if local.exists() else shutil.which(name) or name
 
 
-def create_database(name: str) -> str:
+def _admin(sql: str) -> None:
+    """One statement on the PostgreSQL server outside a transaction (CREATE/DROP DATABASE)."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(sql)
     finally:
         engine.dispose()
+
+
+def create_database(name: str) -> str:
+    _admin(f'CREATE DATABASE "{name}"')
     return name
 
 
 def drop_database(name: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        engine.dispose()
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def pg(db: str, driver: str = "psycopg") -> str:

@@ -70,3 +70,14 @@ def test_preflight_task_retries_transient_io_only():
     from tasks.preflight import check_run
 
     assert check_run.retries == 2 and check_run.retry_condition_fn is retry_transient
+
+
+def test_a_missing_alias_looked_up_while_handling_a_connection_error_is_no_champion(tmp_path):
+    """'alias not found' stays None inside an except block for a connection error."""
+    from salesflow.modelling.registry import get_alias_version
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        raise ConnectionResetError("registry went away")
+    except ConnectionResetError:
+        assert get_alias_version(uri, "salesflow-forecaster", "champion") is None

@@ -209,6 +209,9 @@ def _example_data(model: GlobalForecaster, frame: pd.DataFrame) -> SalesData:
     )
 
 
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
 def get_alias_version(tracking_uri: str, model_name: str, alias: str):
     """The ModelVersion holding ``alias``, or None (also when the model does not exist).
 
@@ -220,6 +223,11 @@ def get_alias_version(tracking_uri: str, model_name: str, alias: str):
     try:
         return client(tracking_uri).get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
+        # The registry answered "no such model / alias": no champion, even when the lookup
+        # runs while another error is being handled (its __context__ must not make it
+        # look transient: a failed alias move's compensation looks the champion up).
+        if exc.error_code in _NOT_FOUND_CODES:
+            return None
         if is_transient(exc):
             raise RegistryUnavailable(
                 f"the MLflow tracking server at {redact(tracking_uri)} is unreachable (looking "

@@ -130,7 +130,7 @@ def task_train(walmart: str, frame: str) -> dict[str, Any]:
         "train_s": round(time.perf_counter() - start, 2),
         "step_s": steps,
         "train_rows": model.n_train_rows_,
-        "candidate_rows": getattr(model, "n_candidate_rows_", model.n_train_rows_),
+        "candidate_rows": model.n_candidate_rows_,
         "final_fit_s": round(model.fit_seconds_, 2),
         "series": data.n_series,
         "backtest_origins": bt.origins,

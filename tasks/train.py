@@ -25,7 +25,7 @@ def prepare_model(settings: Settings) -> GlobalForecaster:
 def train_model(data: SalesData, rows: pd.DataFrame, model: GlobalForecaster) -> GlobalForecaster:
     """Fit the global XGBoost forecaster on the training rows."""
     model.fit(data, rows)
-    sampled = getattr(model, "n_candidate_rows_", model.n_train_rows_)
+    sampled = model.n_candidate_rows_
     sample = f" (a sample of {sampled:,}: model.max_train_rows)"
     get_run_logger().info(
         "Trained on %s rows%s of %d series in %.1f s (horizon %d)",

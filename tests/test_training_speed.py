@@ -59,3 +59,12 @@ def test_backtest_origins_fitted_side_by_side_equal_one_after_the_other(small_da
     pd.testing.assert_frame_equal(serial, side)
     assert seen == sorted(seen) and len(seen) == 3  # called oldest first
     assert len({t for t in threads if t.startswith("backtest")}) == 2
+
+
+def test_clone_of_a_champion_pickled_before_a_setting_keeps_its_behaviour(small_settings):
+    """Settings missing on an old champion: min_forecast None (never clipped), others default."""
+    old = make_forecaster(small_settings)
+    del old.min_forecast, old.max_train_rows, old.native_categorical
+    again = old.clone()
+    assert again.min_forecast is None
+    assert again.max_train_rows is None and again.native_categorical is False

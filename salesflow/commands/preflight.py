@@ -71,8 +71,8 @@ def check_before_run(
     problems = settings_problems(settings) + environment_problems(settings, command)
     if data_span and not problems and command in TRAINING:
         problems = _file_span_problems(settings, command)
-    server = f"the MLflow tracking server {redact(settings.tracking_uri)} "
-    if servers_transient and len(problems) == 1 and problems[0].startswith(server):
+    down = _server_down(settings.tracking_uri)
+    if servers_transient and len(problems) == 1 and problems[0].startswith(down):
         raise ServerUnreachable(problems[0])
     raise_problems(problems)
 
@@ -150,9 +150,15 @@ def mlflow_server_problems(uri: str, timeout: float = MLFLOW_TIMEOUT_S) -> list[
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = str(getattr(exc, "reason", exc))
     return [
-        f"the MLflow tracking server {redact(uri)} does not answer within {timeout:g} s "
-        f"({reason}): start it, or fix mlflow.tracking_uri (SALESFLOW_MLFLOW__TRACKING_URI)"
+        f"{_server_down(uri)} within {timeout:g} s ({reason}): start it, or fix "
+        "mlflow.tracking_uri (SALESFLOW_MLFLOW__TRACKING_URI)"
     ]
+
+
+def _server_down(uri: str) -> str:
+    """The start of :func:`mlflow_server_problems`' message (check_before_run tells it
+    apart from the other problems by it)."""
+    return f"the MLflow tracking server {redact(uri)} does not answer"
 
 
 def _source_problems(settings: Settings) -> list[str]:

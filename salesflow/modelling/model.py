@@ -8,6 +8,7 @@ absolute-error objective is WMAE in sales units.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import asdict, replace
@@ -30,6 +31,9 @@ from salesflow.data.schema import DATE, ID, SalesData
 
 INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
 GROUP_SOURCES = ("seas_lag", "seas_mean3", "level_ratio")
+# Settings added after champions were first pickled, whose behaviour without the attribute
+# differs from the parameter's default (an old champion was never clipped at 0).
+_LEGACY_SETTINGS: dict[str, Any] = {"min_forecast": None}
 log = logging.getLogger(__name__)
 
 
@@ -345,17 +349,12 @@ class GlobalForecaster:
         return out
 
     def clone(self) -> GlobalForecaster:
-        """An unfitted forecaster with the same settings (sklearn's ``clone``)."""
-        return GlobalForecaster(
-            horizon=self.horizon,
-            spec=self.spec,
-            params=self.params,
-            min_train_history=self.min_train_history,
-            origin_stride=self.origin_stride,
-            holiday_weight=self.holiday_weight,
-            min_forecast=getattr(self, "min_forecast", None),
-            native_categorical=getattr(self, "native_categorical", False),
-            max_train_rows=getattr(self, "max_train_rows", None),
+        """An unfitted forecaster with the same settings (sklearn's ``clone``): every
+        parameter of ``__init__``, read from its signature, so a new setting is kept too. A
+        champion pickled before a setting existed gets the value it behaved as."""
+        params = inspect.signature(type(self)).parameters
+        return type(self)(
+            **{n: getattr(self, n, _LEGACY_SETTINGS.get(n, p.default)) for n, p in params.items()}
         )
 
     def _check_fitted(self) -> None:

@@ -138,7 +138,7 @@ def run_record(
         "data_end": str(data.last_date.date()),
         "freq": data.freq,
         "n_train_rows": model.n_train_rows_,
-        "n_candidate_rows": getattr(model, "n_candidate_rows_", model.n_train_rows_),
+        "n_candidate_rows": model.n_candidate_rows_,
         "backtest_origins": ",".join(str(o.date()) for o in sorted(bt.frame["origin"].unique())),
         "features": ",".join(model.feature_names_),
     }

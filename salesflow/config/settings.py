@@ -28,6 +28,7 @@ from salesflow.config.settings_checks import (
     check_urls,
     known_envs,
 )
+from salesflow.config.settings_compute import ComputeSection
 from salesflow.config.settings_sections import (
     BacktestSection,
     DataSection,
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     monitor: MonitorSection = MonitorSection()
     policy: PolicySection = PolicySection()
     serving: ServingSection = ServingSection()
+    compute: ComputeSection = ComputeSection()
 
     @model_validator(mode="after")
     def _frequency_defaults(self) -> Settings:

@@ -1,0 +1,81 @@
+"""Connecting to the Dask cluster named by the ``compute`` settings.
+
+``compute.address`` set: an existing scheduler (``dask scheduler`` + ``dask worker``
+processes, Kubernetes, Coiled...). Empty: a ``distributed.LocalCluster`` of
+``compute.n_workers`` processes, started for the run and closed after it. No Prefect here:
+:mod:`tasks` and :mod:`flows` wrap these (prefect-dask's ``DaskTaskRunner`` takes the same
+arguments as :func:`cluster_arguments`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from salesflow.config.settings_compute import ComputeSection
+from salesflow.errors import UserError
+
+
+class ComputeUnavailable(ConnectionError):
+    """The Dask scheduler at ``compute.address`` cannot be reached (transient: retried)."""
+
+
+class NeedsPrefectServer(UserError):
+    """Dask workers are other processes: they report task runs to a real Prefect server."""
+
+
+def cluster_arguments(compute: ComputeSection) -> dict[str, Any]:
+    """Keyword arguments for ``DaskTaskRunner`` (and :func:`dask_client`): the scheduler's
+    address, or a local cluster's class and size."""
+    if compute.address:
+        return {"address": compute.address}
+    return {
+        "cluster_class": "distributed.LocalCluster",
+        "cluster_kwargs": {
+            "n_workers": compute.n_workers,
+            "threads_per_worker": compute.threads_per_worker,
+            "memory_limit": compute.memory_limit,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    }
+
+
+def require_prefect_server(compute: ComputeSection) -> None:
+    """:class:`NeedsPrefectServer` unless ``PREFECT_API_URL`` names a server: a flow on
+    Prefect's temporary (ephemeral) server cannot be reached from Dask worker processes."""
+    if compute.engine != "dask":
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    if not (PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")):
+        raise NeedsPrefectServer(
+            "compute.engine is dask, but no Prefect server is configured: Dask workers run "
+            "tasks in other processes, which report to the server at PREFECT_API_URL. Start "
+            "one (`prefect server start`) and `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+            ", or set compute.engine: local"
+        )
+
+
+@contextmanager
+def dask_client(compute: ComputeSection, timeout: str = "30s") -> Iterator[Any]:
+    """A ``distributed.Client`` on the configured cluster (a local one is started and
+    closed here). :class:`ComputeUnavailable` names the address when it does not answer."""
+    from distributed import Client, LocalCluster
+
+    if compute.address:
+        try:
+            client = Client(compute.address, timeout=timeout, set_as_default=False)
+        except OSError as exc:
+            raise ComputeUnavailable(
+                f"the Dask scheduler at {compute.address} does not answer within {timeout} "
+                f"(compute.address): {exc}"
+            ) from exc
+        with client:
+            yield client
+        return
+    kwargs = cluster_arguments(compute)["cluster_kwargs"]
+    with LocalCluster(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
+        yield client

@@ -24,7 +24,7 @@ from tasks.retrain import (
     make_holdout,
     refit_challenger,
 )
-from tasks.train import fit_and_backtest, prepare_model
+from tasks.train import fit_and_backtest, open_fitter, prepare_model
 from tasks.validate import validate_data
 
 
@@ -58,18 +58,19 @@ def _retrain(settings: Settings) -> dict[str, Any]:
     champion, champion_version = load_current_champion(settings)
     check_data(settings, data, "retrain", champion, champion_version)
     holdout = make_holdout(data, settings)
-    model = prepare_model(settings)
-    rows = build_features(holdout.train, model)
-    model, bt = fit_and_backtest(holdout.train, rows, model, settings)
-    reg = register_model(model, holdout.train, bt, settings, step="challenger")
-    decision = decide_promotion(
-        model, reg.version, champion, champion_version, data, holdout, settings
-    )
-    refit = None
-    if decision.promote:
-        final = refit_challenger(data, model, bt)
-        tags = {"salesflow.evaluated_version": reg.version}
-        refit = register_model(final, data, bt, settings, step="refit", extra_tags=tags)
+    with open_fitter(settings) as fitter:  # engine dask: one cluster for the run
+        model = prepare_model(settings)
+        rows = None if fitter else build_features(holdout.train, model)
+        model, bt = fit_and_backtest(holdout.train, rows, model, settings, fitter)
+        reg = register_model(model, holdout.train, bt, settings, step="challenger")
+        decision = decide_promotion(
+            model, reg.version, champion, champion_version, data, holdout, settings
+        )
+        refit = None
+        if decision.promote:
+            final = refit_challenger(data, model, bt, fitter)
+            tags = {"salesflow.evaluated_version": reg.version}
+            refit = register_model(final, data, bt, settings, step="refit", extra_tags=tags)
     done = apply_decision(decision, reg, settings, champion_version, refit)
     return {
         "model_name": reg.name,

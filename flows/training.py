@@ -18,7 +18,7 @@ from tasks.ingest import ingest_sales
 from tasks.locks import acquire_model_lock, release_model_lock
 from tasks.preflight import check_data, check_run
 from tasks.register import gate_first_champion, register_model
-from tasks.train import fit_and_backtest, prepare_model
+from tasks.train import fit_and_backtest, open_fitter, prepare_model
 from tasks.validate import validate_data
 
 
@@ -55,9 +55,10 @@ def _train(settings: Settings, force: bool, actor: str, force_reason: str | None
     data = ingest_sales(settings.data)
     data = validate_data(data, settings.validation, settings.data.as_of, settings.model.horizon)
     check_data(settings, data, "train")
-    model = prepare_model(settings)
-    rows = build_features(data, model)
-    model, bt = fit_and_backtest(data, rows, model, settings)
+    with open_fitter(settings) as fitter:  # engine dask: one cluster for the run
+        model = prepare_model(settings)
+        rows = None if fitter else build_features(data, model)  # on Dask: per shard, on workers
+        model, bt = fit_and_backtest(data, rows, model, settings, fitter)
     reg = register_model(model, data, bt, settings, step="train")
     gate = gate_first_champion(reg, bt, settings, force, actor, force_reason)
     promoted = gate["action"] == "promote"

@@ -31,6 +31,7 @@ from salesflow.modelling.backtest import BacktestResult
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.registry import ChampionNotFound, RegisteredVersion, load_forecaster
 from salesflow.modelling.report import decision_markdown
+from salesflow.modelling.training import Fitter, fit_model
 from tasks import TRANSIENT_IO_RETRIES
 
 
@@ -91,11 +92,15 @@ def decide_promotion(
 
 @task(name="refit-on-all-data", cache_policy=NO_CACHE)
 def refit_challenger(
-    data: SalesData, challenger: GlobalForecaster, bt: BacktestResult
+    data: SalesData,
+    challenger: GlobalForecaster,
+    bt: BacktestResult,
+    fitter: Fitter | None = None,
 ) -> GlobalForecaster:
     """The promoted configuration fitted on all the data, holdout included; its intervals
-    come from the challenger's backtest (same configuration, data before the holdout)."""
-    model = challenger.clone().fit(data).set_intervals(bt.frame)
+    come from the challenger's backtest (same configuration, data before the holdout).
+    ``fitter``: on Dask (``compute.engine: dask``), as the challenger was."""
+    model = fit_model(challenger.clone(), data, fit=fitter).set_intervals(bt.frame)
     get_run_logger().info(
         "Refit on all data up to %s (the challenger stopped at %s) in %.1f s",
         model.trained_until_.date(),

@@ -186,13 +186,16 @@ def run_backtest(
     on_origin: Callable[[pd.Timestamp, GlobalForecaster], None] | None = None,
     with_baseline: bool = False,
     workers: int = 1,
+    fit: Callable[[GlobalForecaster, SalesData], GlobalForecaster] | None = None,
 ) -> BacktestResult:
     """Fit a fresh model per origin on data before it; score model and baselines after it.
     The predictions' columns (``closed`` among them, when the model emits it) are kept.
     ``with_baseline``: the frame also carries the model's own ``baseline`` (see
     :meth:`GlobalForecaster.predict`). ``workers``: origins fitted at a time, in threads
     (XGBoost releases the GIL; its threads scale poorly on few cores, so two fits side by
-    side finish sooner than one after the other); ``on_origin`` is called oldest first."""
+    side finish sooner than one after the other); ``on_origin`` is called oldest first.
+    ``fit``: how each origin's model is fitted (``fit(model, data)``, e.g. on Dask:
+    :class:`salesflow.modelling.dask_fit.DaskFitter`); default ``model.fit(data)``."""
     proto = make_model()
     # Only the target: the baselines need no covariates (categorical ones may be text here),
     # and closed days keep their recorded value (0): see baseline_forecasts.
@@ -205,7 +208,8 @@ def run_backtest(
 
     def one(t: int) -> tuple[pd.DataFrame, GlobalForecaster]:
         origin = grid.dates[t]
-        model = make_model().fit(data.as_of(origin - period_step(data.freq)))
+        known = data.as_of(origin - period_step(data.freq))
+        model = fit(make_model(), known) if fit else make_model().fit(known)
         pred = model.predict(data, origin=origin, with_baseline=with_baseline)
         weekly = getattr(model.spec, "weekly_season", 0)
         base = baseline_forecasts(grid, t, model.horizon, model.spec.season_length, weekly)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,10 @@ from salesflow.modelling import plots
 from salesflow.modelling.backtest import BacktestResult, run_backtest
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.registry import code_version, data_fingerprint
+
+Fitter = Callable[[GlobalForecaster, SalesData], GlobalForecaster]
+"""``fit(model, data) -> model``: how a run fits its models when not ``model.fit(data)``
+(on Dask: :class:`salesflow.modelling.dask_fit.DaskFitter`)."""
 
 
 def make_forecaster(settings: Settings) -> GlobalForecaster:
@@ -61,8 +66,9 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
     )
 
 
-def evaluate(data: SalesData, settings: Settings) -> BacktestResult:
-    """Rolling-origin backtest of the configured forecaster against the baselines."""
+def evaluate(data: SalesData, settings: Settings, fit: Fitter | None = None) -> BacktestResult:
+    """Rolling-origin backtest of the configured forecaster against the baselines. With a
+    ``fit`` (Dask) the origins are fitted one after the other, each across the cluster."""
     b = settings.backtest
     return run_backtest(
         data,
@@ -70,13 +76,27 @@ def evaluate(data: SalesData, settings: Settings) -> BacktestResult:
         b.n_origins,
         b.step,
         b.holiday_weight,
-        workers=max(1, settings.model.concurrent_fits - 1),
+        workers=1 if fit else max(1, settings.model.concurrent_fits - 1),
+        fit=fit,
     )
 
 
-def fit_champion_candidate(data: SalesData, settings: Settings, bt: BacktestResult):
+def fit_model(
+    model: GlobalForecaster,
+    data: SalesData,
+    rows: pd.DataFrame | None = None,
+    fit: Fitter | None = None,
+) -> GlobalForecaster:
+    """``model`` fitted on ``data``: by ``fit`` when given (which builds its own rows, e.g.
+    per shard on the workers), else ``model.fit(data, rows)`` in this process."""
+    return fit(model, data) if fit else model.fit(data, rows)
+
+
+def fit_champion_candidate(
+    data: SalesData, settings: Settings, bt: BacktestResult, fit: Fitter | None = None
+):
     """Fit on all the data; prediction intervals come from the backtest residuals."""
-    return make_forecaster(settings).fit(data).set_intervals(bt.frame)
+    return fit_model(make_forecaster(settings), data, fit=fit).set_intervals(bt.frame)
 
 
 def fit_and_evaluate(
@@ -84,12 +104,18 @@ def fit_and_evaluate(
     settings: Settings,
     model: GlobalForecaster | None = None,
     rows: pd.DataFrame | None = None,
+    fit: Fitter | None = None,
 ) -> tuple[GlobalForecaster, BacktestResult]:
     """What the training flow's fit and backtest steps compute, without Prefect (for
     benchmarks and scripts): the final fit in a thread beside the backtest when
     ``model.concurrent_fits`` > 1, then the intervals from the backtest. ``rows``: the
-    output of ``model.training_rows(data)``, built here when not given."""
+    output of ``model.training_rows(data)``, built here when not given. ``fit`` (Dask):
+    the final fit, then the backtest's, one at a time (``rows`` unused)."""
     model = make_forecaster(settings) if model is None else model
+    if fit is not None:
+        fit(model, data)
+        bt = evaluate(data, settings, fit)
+        return model.set_intervals(bt.frame), bt
     rows = model.training_rows(data) if rows is None else rows
     if settings.model.concurrent_fits > 1:
         with ThreadPoolExecutor(1, thread_name_prefix="final-fit") as ex:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,9 +28,16 @@ from features.build import (
     training_frame,
 )
 from salesflow.data.schema import DATE, ID, SalesData
+from salesflow.modelling.groups import (
+    GROUP_SOURCES,
+    GroupSums,
+    group_features,
+    group_means_from,
+    group_sums,
+)
 
 INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
-GROUP_SOURCES = ("seas_lag", "seas_mean3", "level_ratio")
+__all__ = ["GROUP_SOURCES", "GlobalForecaster", "PredictFeatures", "seasonal_base"]
 # Settings added after champions were first pickled, whose behaviour without the attribute
 # differs from the parameter's default (an old champion was never clipped at 0).
 _LEGACY_SETTINGS: dict[str, Any] = {"min_forecast": None}
@@ -49,6 +56,20 @@ def seasonal_base(rows: pd.DataFrame, column: str = "seas_base") -> np.ndarray:
         if col in rows:
             base = np.where(np.isnan(base), rows[col].to_numpy(dtype=float), base)
     return np.nan_to_num(base, nan=0.0)
+
+
+@dataclass
+class PredictFeatures:
+    """What :meth:`GlobalForecaster.predict_features` computes for some series (a shard):
+    ``feats``, their origin features (unique_id, origin, ds, horizon, scale, features);
+    ``open_``, the open covariate at each row's target date (None without one); ``sums``,
+    the partial group sums (:func:`salesflow.modelling.groups.group_sums`);
+    ``unknown_categories``, categorical values not seen in training, per column."""
+
+    feats: pd.DataFrame
+    open_: np.ndarray | None
+    sums: GroupSums
+    unknown_categories: dict[str, list[str]] = field(default_factory=dict)
 
 
 class GlobalForecaster:
@@ -128,9 +149,18 @@ class GlobalForecaster:
             out[c] = np.where(codes < 0, np.nan, codes)
         return out
 
-    def _grid(self, history: pd.DataFrame, future, data: SalesData, extend: int = 0) -> Grid:
+    def _grid(
+        self,
+        history: pd.DataFrame,
+        future,
+        data: SalesData,
+        extend: int = 0,
+        holidays: pd.Series | None = None,
+    ) -> Grid:
         """The model's grid of ``history`` and ``future``: categorical covariates coded,
-        closed days missing, the configured holidays, series grouped."""
+        closed days missing, the configured holidays, series grouped. ``holidays`` (ds ->
+        flag, the whole panel's ``is_holiday`` per date) replaces the flags of the dates it
+        holds: a shard of the series then sees the panel's calendar, not its own part's."""
         self.unknown_categories_: dict[str, list[str]] = {}
         grid = make_grid(
             self._coded(history, "history"),
@@ -141,6 +171,11 @@ class GlobalForecaster:
             holidays=self.spec.holidays,
             open_column=self.spec.open_column,
         )
+        if holidays is not None and len(holidays):
+            pos = grid.dates.get_indexer(pd.DatetimeIndex(holidays.index))
+            flags = grid.holiday.copy()
+            flags[pos[pos >= 0]] = holidays.to_numpy(dtype=bool)[pos >= 0]
+            grid = replace(grid, holiday=flags)
         return self._with_groups(grid, data)
 
     def _feature_types(self) -> list[str]:
@@ -157,28 +192,44 @@ class GlobalForecaster:
         """Key columns that group several series (e.g. store, dept); none for a single key."""
         return list(data.keys) if len(data.keys) > 1 else []
 
-    def _design(self, frame: pd.DataFrame, data: SalesData) -> pd.DataFrame:
+    def _design(
+        self,
+        frame: pd.DataFrame,
+        data: SalesData,
+        means: dict[str, pd.DataFrame] | None = None,
+    ) -> pd.DataFrame:
+        """The float32 matrix of :attr:`feature_names_` for the rows of ``frame``; group
+        features from ``means`` (:func:`~salesflow.modelling.groups.group_means_from` of
+        every part's sums), else from ``frame``'s own rows."""
         static = self._static_codes(data)
         x = frame[[ID]].merge(static, on=ID, how="left")
         feats = frame[self.dynamic_features_].reset_index(drop=True)
         out = pd.concat([feats, x.drop(columns=[ID]).reset_index(drop=True)], axis=1)
-        out = pd.concat([out, self._group_features(frame, data)], axis=1)
+        out = pd.concat([out, self._group_features(frame, data, means)], axis=1)
         return out[self.feature_names_].astype(np.float32)
 
-    def _group_features(self, frame: pd.DataFrame, data: SalesData) -> pd.DataFrame:
+    def group_sums(self, frame: pd.DataFrame, data: SalesData) -> GroupSums:
+        """Partial sums for the group features of ``frame``'s rows (feature rows of some of
+        ``data``'s series): add the parts of every shard with
+        :func:`~salesflow.modelling.groups.combine_group_sums`."""
+        codes = data.static_frame().set_index(ID)
+        return group_sums(frame, codes, self._group_keys(data), GROUP_SOURCES)
+
+    def _group_features(
+        self,
+        frame: pd.DataFrame,
+        data: SalesData,
+        means: dict[str, pd.DataFrame] | None = None,
+    ) -> pd.DataFrame:
         """Per key column k and source feature f, ``grp_<k>_<f>``: the mean of f over the
         series sharing k (e.g. all stores of a department) at the same origin and target
         date. The sources are scaled and computed before the origin, so this is too; it
-        denoises last season's single-week values with the group's shape."""
+        denoises last season's single-week values with the group's shape. ``means``: the
+        group means over every shard (None: over ``frame``'s rows)."""
         codes = data.static_frame().set_index(ID)
-        out = pd.DataFrame(index=range(len(frame)))
-        by_date = [frame["origin"].to_numpy(), frame[DATE].to_numpy()]
-        for k in self._group_keys(data):
-            grp = frame[ID].map(codes[k]).to_numpy()
-            for f in GROUP_SOURCES:
-                vals = frame[f].reset_index(drop=True)
-                out[f"grp_{k}_{f}"] = vals.groupby([*by_date, grp]).transform("mean").to_numpy()
-        return out
+        if means is None:
+            means = group_means_from(self.group_sums(frame, data))
+        return group_features(frame, codes, means, GROUP_SOURCES)
 
     def _with_groups(self, grid: Grid, data: SalesData) -> Grid:
         """``grid`` with its series labelled by the last key (e.g. the department of a
@@ -278,13 +329,40 @@ class GlobalForecaster:
         ``with_baseline``: also ``baseline``, the seasonal baseline the trees corrected
         (``forecast - baseline`` is the model's correction, in sales units).
         """
+        pf = self.predict_features(data, origin)
+        return self.finish_predict(pf, data, group_means_from(pf.sums), with_baseline)
+
+    def predict_features(
+        self,
+        data: SalesData,
+        origin: pd.Timestamp | str | None = None,
+        holidays: pd.Series | None = None,
+    ) -> PredictFeatures:
+        """The first half of :meth:`predict` for ``data``'s series (all, or a shard holding
+        whole groups of the last key): origin features and partial group sums.
+        ``holidays``: the whole panel's flags per date when ``data`` is a shard."""
         self._check_fitted()
         origin = pd.Timestamp(origin) if origin is not None else self.next_origin(data)
         known = data.as_of(origin - period_step(data.freq))
-        grid = self._grid(known.history, known.future, data, extend=self.horizon)
+        grid = self._grid(known.history, known.future, data, self.horizon, holidays)
+        unknown = dict(self.unknown_categories_)
         feats = origin_features(grid, grid.index_of(origin), self.horizon, self.spec)
         feats = feats.drop(columns=["y"])
-        resid = self.model_.predict(self._design(feats, data))
+        return PredictFeatures(
+            feats, self._open_values(feats, grid), self.group_sums(feats, data), unknown
+        )
+
+    def finish_predict(
+        self,
+        pf: PredictFeatures,
+        data: SalesData,
+        means: dict[str, pd.DataFrame],
+        with_baseline: bool = False,
+    ) -> pd.DataFrame:
+        """The second half of :meth:`predict`: the forecasts of ``pf``'s rows, with group
+        features from ``means`` (the group means over every shard); columns as predict's."""
+        feats = pf.feats
+        resid = self.model_.predict(self._design(feats, data, means))
         # A champion pickled before the baseline change has no base_column_: raw seas_lag.
         base = seasonal_base(feats, getattr(self, "base_column_", "seas_lag"))
         pred = (base + resid) * feats["scale"].to_numpy()
@@ -295,24 +373,32 @@ class GlobalForecaster:
             out["baseline"] = base * feats["scale"].to_numpy()
         out = out.merge(data.static_frame()[[ID, *self.keys_]], on=ID, how="left")
         out = self._add_intervals(out)
-        return self._closed_and_floor(out, grid)
+        return self._closed_and_floor(out, pf.open_)
 
-    def _closed_and_floor(self, out: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    def _open_values(self, feats: pd.DataFrame, grid: Grid) -> np.ndarray | None:
+        """The open covariate at each row's series and target date (NaN off the grid);
+        None without an open covariate."""
+        col = self.spec.open_column
+        if col is None:
+            return None
+        k = grid.covariates.index(col)
+        rows = np.searchsorted(grid.ids, feats[ID].to_numpy())
+        cols = grid.dates.get_indexer(pd.DatetimeIndex(feats[DATE]))
+        ok = cols >= 0
+        open_ = np.full(len(feats), np.nan)
+        open_[ok] = grid.cov[rows[ok], cols[ok], k]
+        return open_
+
+    def _closed_and_floor(self, out: pd.DataFrame, open_: np.ndarray | None) -> pd.DataFrame:
         """Forecasts and bounds clipped at ``min_forecast`` (None: not clipped); with an
-        open covariate, a ``closed`` column and exactly 0 on the days it says closed."""
+        open covariate (``open_``, per row of ``out``), a ``closed`` column and exactly 0
+        on the days it says closed."""
         values = [c for c in ("forecast", "lo_80", "hi_80", "lo_95", "hi_95") if c in out]
         floor = getattr(self, "min_forecast", None)
         if floor is not None:
             out[values] = out[values].clip(lower=floor)
-        col = self.spec.open_column
-        if col is None:
+        if open_ is None:
             return out
-        k = grid.covariates.index(col)
-        rows = np.searchsorted(grid.ids, out[ID].to_numpy())
-        cols = grid.dates.get_indexer(pd.DatetimeIndex(out[DATE]))
-        ok = cols >= 0
-        open_ = np.full(len(out), np.nan)
-        open_[ok] = grid.cov[rows[ok], cols[ok], k]
         out["closed"] = open_ == 0
         out.loc[out["closed"], values] = 0.0
         return out

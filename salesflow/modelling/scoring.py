@@ -1,18 +1,28 @@
-"""Batch scoring: the champion's forecasts for every series, shaped for the warehouse."""
+"""Batch scoring: the champion's forecasts for every series, shaped for the warehouse.
+
+:func:`score_series` scores the whole panel in this process. The same steps split by
+shards of series (Dask, :mod:`salesflow.compute.shards`): :func:`plan_scoring` (the flow's
+process), :func:`shard_features` per shard (features stay where they were computed),
+:func:`reduce_shards` (group means and merged notes from each shard's small summary),
+:func:`forecast_shard` per shard. :func:`score_series` is the one-shard case of the same
+functions, so sharded and local forecasts are equal.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from features.build import period_step
+from salesflow.compute.shards import series_shards, shard_data, shard_name
 from salesflow.data.canonical import SourceError
-from salesflow.data.schema import DATE, ID, SalesData
-from salesflow.modelling.model import GlobalForecaster
+from salesflow.data.schema import DATE, HOLIDAY, ID, SalesData
+from salesflow.modelling.groups import GroupSums, combine_group_sums, group_means_from
+from salesflow.modelling.model import GlobalForecaster, PredictFeatures
 from salesflow.modelling.registry import data_fingerprint
 
 
@@ -28,10 +38,24 @@ class ScoringNotes:
     covariate_columns_filled: list[str]
     data_fingerprint: str | None = None  # of the history scored (see registry.data_fingerprint)
     started_at: dt.datetime | None = None  # when scoring began (UTC)
+    # categorical covariate -> values not seen in training (treated as missing)
+    unknown_categories: dict[str, list[str]] = field(default_factory=dict)
+    n_shards: int = 1
+
+
+@dataclass(frozen=True)
+class KnownAheadGaps:
+    """Known-ahead columns without a value: which, for how many series, on which dates."""
+
+    columns: list[str]
+    n_series: int
+    dates: list[pd.Timestamp]
 
 
 class KnownAheadMissing(SourceError):
     """A known-ahead covariate has no value for some target dates: it is never guessed."""
+
+    gaps: KnownAheadGaps | None = None
 
 
 def fill_future_covariates(
@@ -80,45 +104,226 @@ def check_known_ahead(fut: pd.DataFrame, missing: pd.DataFrame, known_ahead: lis
     if not cols:
         return
     rows = missing[cols].any(axis=1)
-    n_series, days = fut.loc[rows, ID].nunique(), pd.DatetimeIndex(fut.loc[rows, DATE].unique())
-    days = days.sort_values()
+    days = pd.DatetimeIndex(fut.loc[rows, DATE].unique()).sort_values()
+    raise known_ahead_error(KnownAheadGaps(cols, int(fut.loc[rows, ID].nunique()), list(days)))
+
+
+def merge_gaps(parts: list[KnownAheadGaps | None]) -> KnownAheadGaps | None:
+    """The gaps of several shards (disjoint series) as one: columns and dates united."""
+    found = [g for g in parts if g is not None]
+    if not found:
+        return None
+    cols = list(dict.fromkeys(c for g in found for c in g.columns))
+    days = sorted({d for g in found for d in g.dates})
+    return KnownAheadGaps(cols, sum(g.n_series for g in found), days)
+
+
+def known_ahead_error(gaps: KnownAheadGaps) -> KnownAheadMissing:
+    """The one-line error naming the columns, the series count and the dates of ``gaps``."""
+    cols, n_series, days = gaps.columns, gaps.n_series, pd.DatetimeIndex(gaps.dates)
     shown = ", ".join(f"{d:%Y-%m-%d}" for d in days[:3])
     if len(days) > 3:
         shown += f" .. {days[-1]:%Y-%m-%d}"
     names = ", ".join(repr(c) for c in cols)
     what = f"covariate {names} is" if len(cols) == 1 else f"covariates {names} are"
     dates = f"target date{'s' if len(days) > 1 else ''}"
-    raise KnownAheadMissing(
+    exc = KnownAheadMissing(
         f"known-ahead {what} missing for {n_series:,} series on {len(days):,} {dates} "
         f"({shown}): supply them in the future file (data.long.future_path) or remove "
         f"{'it' if len(cols) == 1 else 'them'} from data.long.known_ahead to carry the last "
         "value forward"
     )
+    exc.gaps = gaps
+    return exc
 
 
 def score_series(
     model: GlobalForecaster, data: SalesData, origin: pd.Timestamp | None = None
 ) -> tuple[pd.DataFrame, ScoringNotes]:
     """Forecast every series with history before ``origin`` (default: the period after the
-    last observation). Columns out: those of :meth:`GlobalForecaster.predict`."""
+    last observation). Columns out: those of :meth:`GlobalForecaster.predict`. The
+    one-shard case of :func:`shard_features` -> :func:`reduce_shards` ->
+    :func:`forecast_shard`."""
     started = dt.datetime.now(dt.UTC)
     origin = pd.Timestamp(origin) if origin is not None else model.next_origin(data)
-    known = data.as_of(origin - period_step(data.freq))
-    known, n_filled, cols = fill_future_covariates(known, origin, model.horizon)
-    pred = model.predict(known, origin=origin)
-    all_ids = set(data.history[ID].unique())
-    forecast_ids = set(pred[ID].unique())
-    trained = set(getattr(model, "train_series_", []) or [])
-    notes = ScoringNotes(
+    part = shard_features(model, data, origin)
+    means, notes = reduce_shards([part.summary], origin, data_fingerprint(data), started)
+    return forecast_shard(model, part, means), notes
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What the reduce step needs of one shard (small): its partial group sums and notes."""
+
+    sums: GroupSums
+    n_series_forecast: int
+    skipped_no_history: list[str]
+    unseen_series: list[str]
+    covariate_rows_filled: int
+    covariate_columns_filled: list[str]
+    unknown_categories: dict[str, list[str]]
+    gaps: KnownAheadGaps | None = None
+    varying: list[str] = field(default_factory=list)  # the fill's column order
+
+
+@dataclass
+class ShardPart:
+    """One shard after :func:`shard_features`: its features (None when known-ahead values
+    are missing), its data after the covariate fill, and its :class:`ShardSummary`."""
+
+    features: PredictFeatures | None
+    data: SalesData
+    summary: ShardSummary
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """What the flow's process hands to the shards: the origin, the whole panel's holiday
+    flags and fingerprint, when scoring began, and each shard's data and name."""
+
+    origin: pd.Timestamp
+    started_at: dt.datetime
+    data_fingerprint: str
+    holidays: pd.Series
+    shards: list[SalesData]
+    names: list[str]
+
+
+def plan_scoring(
+    model: GlobalForecaster, data: SalesData, shard_series: int, origin: pd.Timestamp | None
+) -> ScoringPlan:
+    """Split ``data`` into shards of about ``shard_series`` series (whole groups of the last
+    key: :func:`salesflow.compute.shards.series_shards`), with what every shard must share."""
+    started = dt.datetime.now(dt.UTC)
+    origin = pd.Timestamp(origin) if origin is not None else model.next_origin(data)
+    ids = series_shards(data, model, shard_series)
+    return ScoringPlan(
         origin=origin,
+        started_at=started,
+        data_fingerprint=data_fingerprint(data),
+        holidays=panel_holidays(data, origin, model.horizon),
+        shards=[shard_data(data, part) for part in ids],
+        names=[shard_name(i, part) for i, part in enumerate(ids)],
+    )
+
+
+def panel_holidays(data: SalesData, origin: pd.Timestamp, horizon: int) -> pd.Series:
+    """``is_holiday`` per date as the whole panel's grid takes it: the maximum over its
+    series, and on a target date that some series lack, also the calendar's flag (what
+    :func:`fill_future_covariates` gives them). A shard's grid then flags the same dates."""
+    from features.calendar import is_holiday_period
+
+    step = period_step(data.freq)
+    known = data.as_of(origin - step)
+    ids = known.history[ID].unique()
+    targets = pd.DatetimeIndex([origin + step * h for h in range(horizon)])
+    fut = known.future
+    if len(fut):
+        fut = fut[fut[DATE].isin(targets) & fut[ID].isin(ids)]
+    cols = [ID, DATE, HOLIDAY]
+    frames = [f[cols] for f in (known.history, fut) if HOLIDAY in f and len(f)]
+    given = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    given = given.dropna(subset=[HOLIDAY])
+    flags = given.groupby(DATE)[HOLIDAY].max().astype(bool)
+    on_targets = given[given[DATE].isin(targets)].drop_duplicates([ID, DATE])
+    n_given = on_targets.groupby(DATE).size().reindex(targets, fill_value=0)
+    short = targets[n_given.to_numpy() < len(ids)]
+    flags = flags.reindex(flags.index.union(short), fill_value=False)
+    flags.loc[short] = flags.loc[short].to_numpy() | is_holiday_period(short, data.freq)
+    return flags
+
+
+def shard_features(
+    model: GlobalForecaster,
+    data: SalesData,
+    origin: pd.Timestamp,
+    holidays: pd.Series | None = None,
+) -> ShardPart:
+    """The first half of scoring for ``data``'s series (a shard or the whole panel): the
+    covariate fill, origin features and partial group sums. Missing known-ahead values are
+    recorded in the summary (no features): :func:`reduce_shards` raises for every shard."""
+    known = data.as_of(origin - period_step(data.freq))
+    varying = [*data.covariates, *data.categorical]
+    try:
+        known, n_filled, cols = fill_future_covariates(known, origin, model.horizon)
+    except KnownAheadMissing as exc:
+        if exc.gaps is None:
+            raise
+        return ShardPart(None, known, ShardSummary({}, 0, [], [], 0, [], {}, exc.gaps, varying))
+    pf = model.predict_features(known, origin, holidays)
+    forecast_ids = set(pf.feats[ID].unique())
+    trained = set(getattr(model, "train_series_", []) or [])
+    summary = ShardSummary(
+        sums=pf.sums,
         n_series_forecast=len(forecast_ids),
-        skipped_no_history=sorted(all_ids - forecast_ids),
+        skipped_no_history=sorted(set(data.history[ID].unique()) - forecast_ids),
         unseen_series=sorted(forecast_ids - trained) if trained else [],
         covariate_rows_filled=n_filled,
         covariate_columns_filled=cols,
-        data_fingerprint=data_fingerprint(data),
-        started_at=started,
+        unknown_categories=pf.unknown_categories,
+        varying=varying,
     )
+    return ShardPart(pf, known, summary)
+
+
+def reduce_shards(
+    summaries: list[ShardSummary],
+    origin: pd.Timestamp,
+    fingerprint: str | None,
+    started: dt.datetime | None,
+) -> tuple[dict[str, pd.DataFrame], ScoringNotes]:
+    """The group means over every shard and the run's notes (counts added, lists united);
+    :class:`KnownAheadMissing` naming every shard's missing columns, series and dates."""
+    gaps = merge_gaps([s.gaps for s in summaries])
+    if gaps is not None:
+        raise known_ahead_error(gaps)
+    means = group_means_from(combine_group_sums(s.sums for s in summaries))
+    unknown: dict[str, list[str]] = {}
+    for s in summaries:
+        for c, values in s.unknown_categories.items():
+            unknown[c] = sorted({*unknown.get(c, []), *values})
+    filled = {c for s in summaries for c in s.covariate_columns_filled}
+    order = list(dict.fromkeys([*(summaries[0].varying if summaries else []), *sorted(filled)]))
+    notes = ScoringNotes(
+        origin=origin,
+        n_series_forecast=sum(s.n_series_forecast for s in summaries),
+        skipped_no_history=sorted(i for s in summaries for i in s.skipped_no_history),
+        unseen_series=sorted(i for s in summaries for i in s.unseen_series),
+        covariate_rows_filled=sum(s.covariate_rows_filled for s in summaries),
+        # in the order of the data's columns, as one fill of the whole panel lists them
+        covariate_columns_filled=[c for c in order if c in filled],
+        data_fingerprint=fingerprint,
+        started_at=started,
+        unknown_categories=unknown,
+        n_shards=len(summaries),
+    )
+    return means, notes
+
+
+def forecast_shard(
+    model: GlobalForecaster, part: ShardPart, means: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """The second half: the forecasts of ``part``'s series with the group means over every
+    shard. Columns out: those of :meth:`GlobalForecaster.predict`."""
+    if part.features is None:
+        raise ValueError("this shard has no features: reduce_shards raises for it first")
+    return model.finish_predict(part.features, part.data, means)
+
+
+def score_in_shards(
+    model: GlobalForecaster,
+    data: SalesData,
+    shard_series: int,
+    origin: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, ScoringNotes]:
+    """What the Dask flow does, in this process: plan, features per shard, reduce,
+    forecasts per shard; rows in shard order."""
+    plan = plan_scoring(model, data, shard_series, origin)
+    parts = [shard_features(model, d, plan.origin, plan.holidays) for d in plan.shards]
+    means, notes = reduce_shards(
+        [p.summary for p in parts], plan.origin, plan.data_fingerprint, plan.started_at
+    )
+    pred = pd.concat([forecast_shard(model, p, means) for p in parts], ignore_index=True)
     return pred, notes
 
 

@@ -1,9 +1,13 @@
 """Generic transactional upserts and reads of a SQLAlchemy Table, on PostgreSQL and SQLite.
 
 :func:`write_frame` is generic over a Table and its key columns. A write is one
-transaction: PostgreSQL loads a temporary staging table with binary ``COPY`` and then runs
-``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; SQLite runs an ``executemany`` of
-``INSERT ... ON CONFLICT DO UPDATE`` under ``BEGIN IMMEDIATE``. Any error rolls it all back.
+transaction. On PostgreSQL, a write that replaces partitions with a member column (as
+``write_forecasts`` does: one model's origin, series by series) locks each partition,
+deletes the rows it replaces and COPYs its rows straight into the table
+(:mod:`salesflow.storage.pgreplace`); any other PostgreSQL write loads a temporary staging
+table with binary ``COPY`` and then runs ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``.
+SQLite runs an ``executemany`` of ``INSERT ... ON CONFLICT DO UPDATE`` under
+``BEGIN IMMEDIATE``. Any error rolls it all back.
 Tables are created, or migrated (missing nullable columns added), before the write.
 
 Engines, connections and URL redaction are in :mod:`salesflow.sqlengine` (re-exported).
@@ -23,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.schema import CreateColumn
 
+from salesflow.storage import pgreplace
 from salesflow.storage.sqlconvert import Values, bind, from_db, prepare_frame, qualified
 from salesflow.storage.sqlengine import (
     SUPPORTED,
@@ -75,6 +80,12 @@ class WriteResult:
 
 def _after_chunk(i: int) -> None:
     """Called after chunk ``i`` is loaded; tests monkeypatch it to inject a fault mid-write."""
+
+
+# PostgreSQL writes that replace partitions of a member/key layout (write_forecasts) take
+# :mod:`salesflow.storage.pgreplace`'s delete + COPY path; False forces the older
+# COPY-to-stage + upsert path (kept for generic tables; benchmarks and tests compare them).
+FAST_REPLACE = True
 
 
 # --- table creation and migration ---------------------------------------------------------
@@ -174,14 +185,7 @@ def _upsert_postgres(
     cur.execute(
         f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
     )
-    cur.execute(f"SELECT * FROM {stage} LIMIT 0")
-    oids = [d.type_code for d in cur.description]
-    for i, (a, b) in enumerate(_chunks(len(values[0]), chunk_rows)):
-        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(oids)
-            for row in zip(*(v[a:b] for v in values), strict=True):
-                copy.write_row(row)
-        _after_chunk(i)
+    pgreplace.copy_rows(conn, table, names, values, chunk_rows, _call_after_chunk, into=stage)
     # Key order makes the index inserts local (~1.5x faster than stage order). xmax = 0
     # marks a freshly inserted row version; an updated one carries the old version's xmax.
     cur.execute(
@@ -190,6 +194,10 @@ def _upsert_postgres(
         "SELECT count(*) FILTER (WHERE inserted) FROM up"
     )
     return int(cur.fetchone()[0])
+
+
+def _call_after_chunk(i: int) -> None:
+    _after_chunk(i)  # looked up at call time, so that a test's monkeypatch takes effect
 
 
 def _upsert_sqlite(
@@ -264,11 +272,22 @@ def write_frame(
             ensure_table(engine, extra)
         if len(frame):
             with engine.begin() as conn:
-                inserted = upsert(conn, table, names, values, key, chunk_rows)
-                if replace_by and stamp:
-                    replaced = replace_partitions(
-                        conn, table, names, values, replace_by, stamp, member, keep_absent
-                    )
+                layout = _fast_layout(dialect, key, replace_by, stamp, member, names, values)
+                if layout is not None:
+                    updated, replaced = pgreplace.replace_by_copy(
+                        conn, table, names, values, layout, keep_absent, chunk_rows,
+                        _call_after_chunk,
+                    )  # fmt: skip
+                    inserted = len(frame) - updated
+                else:
+                    if dialect == "postgresql" and replace_by:
+                        parts = _partitions(names, values, replace_by)
+                        pgreplace.lock_partitions(conn, table, parts)
+                    inserted = upsert(conn, table, names, values, key, chunk_rows)
+                    if replace_by and stamp:
+                        replaced = replace_partitions(
+                            conn, table, names, values, replace_by, stamp, member, keep_absent
+                        )
                 result = _result(frame, inserted, replaced, start, result)
                 if then is not None:
                     then(conn, result)
@@ -279,6 +298,27 @@ def write_frame(
         result.table, result.url_redacted, result.seconds,
     )  # fmt: skip
     return result
+
+
+def _fast_layout(
+    dialect: str,
+    key: list[str],
+    replace_by: Sequence[str] | None,
+    stamp: str | None,
+    member: str | None,
+    names: list[str],
+    values: Values,
+) -> pgreplace.Keys | None:
+    """The key layout when this write takes PostgreSQL's delete + COPY path, else None."""
+    if dialect != "postgresql" or not FAST_REPLACE or not replace_by or stamp is None:
+        return None
+    if len(set(values[names.index(stamp)])) != 1:
+        raise ValueError(f"column {stamp!r} must hold one value for the whole write")
+    return pgreplace.split_key(key, replace_by, member)
+
+
+def _partitions(names: list[str], values: Values, cols: Sequence[str]) -> list[tuple[Any, ...]]:
+    return list(set(zip(*(values[names.index(c)] for c in cols), strict=True)))
 
 
 def _result(

@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -133,7 +134,7 @@ def write_forecasts(
 
     def record(conn: Connection, result: WriteResult) -> None:
         if runs is not None:
-            append_run(conn, runs, run_record(rows, result, ctx, qualified(target), replace_origin))
+            append_run(conn, runs, _run_row(rows, result, ctx, qualified(target), replace_origin))
 
     try:
         return write_frame(
@@ -185,18 +186,45 @@ def describe_write(result: WriteResult, listed: int = 5) -> str:
     return line
 
 
+def _run_row(
+    rows: pd.DataFrame, result: WriteResult, ctx: RunContext, table: str, replace_origin: bool
+) -> dict[str, Any]:
+    """The runs-table row of a write of ``rows``, from their distinct run-level values."""
+    cols = ["model_name", "model_version", "mlflow_run_id", "flow_run_id", "forecast_origin"]
+    summary = rows[[c for c in cols if c in rows]].drop_duplicates()
+    summary["unique_id"] = None  # counted below: the summary has one row per combination
+    record = run_record(summary, result, ctx, table, replace_origin)
+    return record | {"series_written": int(rows["unique_id"].nunique())}
+
+
 def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     if "series_keys" in out:
-        out["series_keys"] = out["series_keys"].map(
-            lambda v: json.dumps(v) if isinstance(v, dict) else v
-        )
-        lookup = {s: _parse_keys(s) for s in out["series_keys"].dropna().unique()}
+        # Each distinct value is converted once (a batch repeats a series' keys per horizon).
+        keys = out["series_keys"]
+        try:
+            codes, uniques = pd.factorize(keys)
+        except TypeError:  # dicts are not hashable: their JSON is
+            codes, uniques = pd.factorize(keys.map(_json))
+        texts = [_json(v) for v in uniques]
+        lookup = {s: _parse_keys(s) for s in texts if isinstance(s, str)}
         for col in ("store", "dept"):
             if col not in out:
-                out[col] = out["series_keys"].map(lambda s, c=col: lookup.get(s, {}).get(c))
+                per_key = [lookup[s].get(col) if isinstance(s, str) else None for s in texts]
+                out[col] = _take(per_key, codes)
+        out["series_keys"] = _take(texts, codes)
     out["created_at"] = pd.Timestamp(dt.datetime.now(dt.UTC))
     return out
+
+
+def _json(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+def _take(per_unique: list[Any], codes: Any) -> Any:
+    """Values by factorize codes (-1, a missing value, gives None)."""
+    table = np.array([*per_unique, None], dtype=object)
+    return table[np.where(codes < 0, len(per_unique), codes)]
 
 
 def _parse_keys(text: str) -> dict[str, str | None]:

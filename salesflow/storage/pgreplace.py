@@ -1,0 +1,259 @@
+"""PostgreSQL's fast replace: delete a partition's rows being replaced, then COPY the new
+rows straight into the target (no staging table, no ``ON CONFLICT``), in the caller's
+transaction.
+
+A partition is one value of the ``replace_by`` columns (for forecasts: one model and one
+origin); a *member* is a series. Per partition, in this order:
+
+1. ``pg_advisory_xact_lock`` on (table, partition), taken in a sorted order: concurrent
+   writers of the same partition queue up (each statement of the next one sees the rows
+   the previous one committed), so a COPY never meets a key that another writer inserted.
+2. One ``DELETE ... RETURNING`` removes the rows being replaced: every row of the
+   partition (``keep_absent=False``) or only those of the members the write holds
+   (``keep_absent=True``). Its returned keys are joined, on the server, with the write's
+   keys and aggregated there, so the counts are exact and only one small row per absent
+   member comes back: a deleted row whose key the write holds is *updated*, any other
+   deleted row is *deleted*; deleted rows of members the write lacks are *removed*.
+3. With ``keep_absent``, the rows left in the partition are exactly the absent members'
+   rows (*kept*), counted by one ``GROUP BY``.
+
+The write's keys reach the server compactly: members are grouped into classes that share
+the same set of "rest" key values (for forecasts: target dates; in a batch every series
+usually has the same horizon, so one class), and the server gets the member -> class and
+class -> values arrays. The rows are then COPYed in binary into the target. Every step
+runs in the caller's transaction, so an error anywhere rolls all of it back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from salesflow.storage.sqlconvert import Values, qualified
+from salesflow.storage.sqlreplace import Replaced
+
+
+@dataclass(frozen=True)
+class Keys:
+    """How a table's key splits: partition columns, the member column and one rest column."""
+
+    partition: tuple[str, ...]
+    member: str
+    rest: str
+
+
+def split_key(key: Sequence[str], replace_by: Sequence[str], member: str | None) -> Keys | None:
+    """The fast path's key layout, or None when ``key`` is not partition + member + one."""
+    if member is None or member in replace_by or not set(replace_by) <= set(key):
+        return None
+    rest = [k for k in key if k not in replace_by and k != member]
+    if member not in key or len(rest) != 1:
+        return None
+    return Keys(tuple(replace_by), member, rest[0])
+
+
+def cursor(conn: Connection) -> Any:
+    """The driver's own cursor on ``conn``, inside its transaction (for COPY)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None, "connection is closed"
+    return driver.cursor()
+
+
+def lock_partitions(
+    conn: Connection, table: sa.Table, partitions: Sequence[tuple[Any, ...]]
+) -> None:
+    """Take the transaction-level advisory lock of each partition, in a stable order."""
+    cur = cursor(conn)
+    for part in sorted(partitions, key=str):
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (partition_lock_name(table, part),),
+        )
+
+
+def partition_lock_name(table: sa.Table, part: tuple[Any, ...]) -> str:
+    """The advisory lock's name for one partition of ``table``."""
+    return f"salesflow:{qualified(table)}:" + json.dumps([str(v) for v in part])
+
+
+def replace_by_copy(
+    conn: Connection,
+    table: sa.Table,
+    names: list[str],
+    values: Values,
+    keys: Keys,
+    keep_absent: bool,
+    chunk_rows: int,
+    after_chunk: Callable[[int], None],
+) -> tuple[int, Replaced]:
+    """Replace the partitions present in ``values`` and COPY the rows; (updated, replaced)."""
+    cols = {c: np.asarray(values[names.index(c)], dtype=object) for c in (*keys.partition,)}
+    part_codes, parts = _partitions([cols[c] for c in keys.partition])
+    lock_partitions(conn, table, parts)
+    member = np.asarray(values[names.index(keys.member)], dtype=object)
+    rest = np.asarray(values[names.index(keys.rest)], dtype=object)
+    m_type, r_type = _type(conn, table, keys.member), _type(conn, table, keys.rest)
+    updated, total = 0, Replaced()
+    for i, part in enumerate(parts):
+        mine = slice(None) if len(parts) == 1 else part_codes == i
+        ctes, params = _frame_keys(member[mine], rest[mine], m_type, r_type)
+        n, done = delete_counted(conn, table, keys, part, keep_absent, ctes, params)
+        updated, total = updated + n, _merge(total, done)
+    copy_rows(conn, table, names, values, chunk_rows, after_chunk)
+    return updated, total
+
+
+def _partitions(cols: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """Each row's partition number, and the partitions' values."""
+    codes = np.zeros(len(cols[0]), dtype=np.int64)
+    uniques: list[Any] = []
+    for col in cols:
+        c, u = pd.factorize(col)
+        codes, uniques = codes * len(u) + c, [*uniques, u]
+    found, inverse = np.unique(codes, return_inverse=True)
+    parts = []
+    for code in found.tolist():
+        part = []
+        for u in reversed(uniques):
+            code, k = divmod(code, len(u))
+            part.append(_plain(u[k]))
+        parts.append(tuple(reversed(part)))
+    return inverse, parts
+
+
+def _frame_keys(
+    member: np.ndarray, rest: np.ndarray, m_type: str, r_type: str
+) -> tuple[str, list[Any]]:
+    """CTEs ``fm``/``fk`` holding one partition's keys, and their parameters.
+
+    Members are grouped into classes sharing one set of rest values (a bit matrix of member
+    x rest value, its rows factorized), so a batch whose series share their target dates
+    sends one array of series and one short array of dates. When the matrix would be too
+    large (many distinct rest values), every key is sent instead.
+    """
+    m_codes, m_uniques = pd.factorize(member)
+    r_codes, r_uniques = pd.factorize(rest)
+    width = (len(r_uniques) + 7) // 8
+    if width > 8 or len(m_uniques) * len(r_uniques) > _MAX_MATRIX:
+        ctes = (
+            f"fk AS (SELECT * FROM unnest(%s::{m_type}[], %s::{r_type}[]) AS fk(member, rest)),"
+            " fm AS (SELECT DISTINCT member FROM fk)"
+        )
+        return ctes, [_plain(member.tolist()), _plain(rest.tolist())]
+    matrix = np.zeros((len(m_uniques), len(r_uniques)), dtype=bool)
+    matrix[m_codes, r_codes] = True
+    packed = np.zeros((len(m_uniques), 8), dtype=np.uint8)
+    packed[:, :width] = np.packbits(matrix, axis=1)
+    cls, _ = pd.factorize(packed.view(np.uint64).ravel())
+    first = np.unique(cls, return_index=True)[1]
+    rest_cls, rest_idx = np.nonzero(matrix[first])
+    ctes = (
+        f"fm AS (SELECT * FROM unnest(%s::{m_type}[], %s::int[]) AS fm(member, cls)), "
+        f"fd AS (SELECT * FROM unnest(%s::int[], %s::{r_type}[]) AS fd(cls, rest)), "
+        "fk AS (SELECT fm.member, fd.rest FROM fm JOIN fd USING (cls))"
+    )
+    params = [
+        _plain(m_uniques.tolist()),
+        cls.tolist(),
+        rest_cls.tolist(),
+        _plain(r_uniques[rest_idx].tolist()),
+    ]
+    return ctes, params
+
+
+_MAX_MATRIX = 50_000_000  # member x rest-value cells of the class matrix (bytes of memory)
+
+
+def delete_counted(
+    conn: Connection,
+    table: sa.Table,
+    keys: Keys,
+    part: tuple[Any, ...],
+    keep_absent: bool,
+    ctes: str,
+    params: list[Any],
+) -> tuple[int, Replaced]:
+    """Delete the rows of partition ``part`` being replaced; (updated, Replaced).
+
+    ``ctes`` defines ``fm(member)`` (the write's members, each once) and ``fk(member, rest)``
+    (the write's keys in this partition, each once), with ``params`` for its placeholders;
+    both are joined with the deleted rows by hash joins on the server.
+    """
+    q = conn.dialect.identifier_preparer
+    target, m, r = q.format_table(table), q.quote(keys.member), q.quote(keys.rest)
+    where = " AND ".join(f"t.{q.quote(c)} = %s" for c in keys.partition)
+    only = f" AND t.{m} IN (SELECT member FROM fm)" if keep_absent else ""
+    sql = (
+        f"WITH {ctes}, d AS (DELETE FROM {target} AS t WHERE {where}{only} "
+        f"RETURNING t.{m} AS member, t.{r} AS rest) "
+        "SELECT CASE WHEN fm.member IS NULL THEN d.member END AS absent, count(*), "
+        "count(fk.member) FROM d LEFT JOIN fm ON fm.member = d.member "
+        "LEFT JOIN fk ON fk.member = d.member AND fk.rest = d.rest GROUP BY 1"
+    )
+    cur = cursor(conn)
+    cur.execute(sql, (*params, *part))
+    deleted, updated, removed = 0, 0, {}
+    for absent, n, n_updated in cur.fetchall():
+        deleted, updated = deleted + n, updated + n_updated
+        if absent is not None:
+            removed[str(absent)] = int(n)
+    kept: dict[str, int] = {}
+    if keep_absent:
+        cur.execute(f"SELECT t.{m}, count(*) FROM {target} AS t WHERE {where} GROUP BY t.{m}", part)
+        kept = {str(k): int(n) for k, n in cur.fetchall()}
+    return int(updated), Replaced(int(deleted - updated), removed, kept)
+
+
+def copy_rows(
+    conn: Connection,
+    table: sa.Table,
+    names: list[str],
+    values: Values,
+    chunk_rows: int,
+    after_chunk: Callable[[int], None],
+    into: str | None = None,
+) -> None:
+    """Binary COPY of the rows into ``table`` (or the table named ``into``), by chunks."""
+    q = conn.dialect.identifier_preparer
+    target = into or q.format_table(table)
+    cols = ", ".join(q.quote(n) for n in names)
+    cur = cursor(conn)
+    cur.execute(f"SELECT {cols} FROM {target} LIMIT 0")
+    oids = [d.type_code for d in cur.description]
+    for i, (a, b) in enumerate(_chunks(len(values[0]), chunk_rows)):
+        with cur.copy(f"COPY {target} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(oids)
+            for row in zip(*(v[a:b] for v in values), strict=True):
+                copy.write_row(row)
+        after_chunk(i)
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def _plain(vals: Any) -> Any:
+    # pd.factorize may hand back numpy scalars; the driver wants Python values.
+    if isinstance(vals, list):
+        return [v.item() if isinstance(v, np.generic) else v for v in vals]
+    return vals.item() if isinstance(vals, np.generic) else vals
+
+
+def _type(conn: Connection, table: sa.Table, column: str) -> str:
+    return str(table.c[column].type.compile(dialect=conn.dialect))
+
+
+def _merge(a: Replaced, b: Replaced) -> Replaced:
+    removed, kept = dict(a.removed), dict(a.kept)
+    for into, add in ((removed, b.removed), (kept, b.kept)):
+        for k, n in add.items():
+            into[k] = into.get(k, 0) + n
+    return Replaced(a.deleted + b.deleted, removed, kept)

@@ -105,7 +105,7 @@ def replace_by_copy(
         mine = slice(None) if len(parts) == 1 else part_codes == i
         ctes, params = _frame_keys(member[mine], rest[mine], m_type, r_type)
         n, done = delete_counted(conn, table, keys, part, keep_absent, ctes, params)
-        updated, total = updated + n, _merge(total, done)
+        updated, total = updated + n, merge(total, done)
     copy_rows(conn, table, names, values, chunk_rows, after_chunk)
     return updated, total
 
@@ -251,7 +251,8 @@ def _type(conn: Connection, table: sa.Table, column: str) -> str:
     return str(table.c[column].type.compile(dialect=conn.dialect))
 
 
-def _merge(a: Replaced, b: Replaced) -> Replaced:
+def merge(a: Replaced, b: Replaced) -> Replaced:
+    """The rows deleted, removed and kept by two replaces together."""
     removed, kept = dict(a.removed), dict(a.kept)
     for into, add in ((removed, b.removed), (kept, b.kept)):
         for k, n in add.items():

@@ -155,7 +155,11 @@ class SeriesIdTooLong(UserError):
 
 def _too_long(rows: pd.DataFrame, target: sa.Table) -> SeriesIdTooLong:
     ids = rows["unique_id"].astype(str)
-    longest = ids.loc[ids.str.len().idxmax()]
+    return _too_long_id(ids.loc[ids.str.len().idxmax()], target)
+
+
+def _too_long_id(longest: str, target: sa.Table) -> SeriesIdTooLong:
+    """The error for a series id (``longest``, the longest one) too long for the index."""
     return SeriesIdTooLong(
         f"a series id is too long for PostgreSQL's index on {qualified(target)} (a key may "
         f"take about 2,700 bytes; the longest unique_id has {len(longest.encode()):,} bytes, "
@@ -186,15 +190,25 @@ def describe_write(result: WriteResult, listed: int = 5) -> str:
     return line
 
 
+RUN_COLUMNS = ("model_name", "model_version", "mlflow_run_id", "flow_run_id", "forecast_origin")
+
+
 def _run_row(
-    rows: pd.DataFrame, result: WriteResult, ctx: RunContext, table: str, replace_origin: bool
+    rows: pd.DataFrame,
+    result: WriteResult,
+    ctx: RunContext,
+    table: str,
+    replace_origin: bool,
+    n_series: int | None = None,
 ) -> dict[str, Any]:
-    """The runs-table row of a write of ``rows``, from their distinct run-level values."""
-    cols = ["model_name", "model_version", "mlflow_run_id", "flow_run_id", "forecast_origin"]
-    summary = rows[[c for c in cols if c in rows]].drop_duplicates()
-    summary["unique_id"] = None  # counted below: the summary has one row per combination
+    """The runs-table row of a write of ``rows``, from their distinct run-level values;
+    ``n_series``: the number of series written (default: counted in ``rows``)."""
+    if n_series is None:
+        n_series = int(rows["unique_id"].nunique())
+    summary = rows[[c for c in RUN_COLUMNS if c in rows]].drop_duplicates()
+    summary["unique_id"] = None  # counted above: the summary has one row per combination
     record = run_record(summary, result, ctx, table, replace_origin)
-    return record | {"series_written": int(rows["unique_id"].nunique())}
+    return record | {"series_written": n_series}
 
 
 def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:

@@ -95,6 +95,19 @@ class DaskCluster:
         out["stop dask scheduler (module end)"] = self.scheduler.stop()
         return out
 
+    def log_sizes(self) -> dict[str, int]:
+        """Worker name -> the size of its log now (see :meth:`logs_since`)."""
+        return {name: bg.log.stat().st_size for name, bg in self.workers.items()}
+
+    def logs_since(self, sizes: dict[str, int]) -> dict[str, str]:
+        """Worker name -> what its log gained since ``sizes``."""
+        out = {}
+        for name, bg in self.workers.items():
+            with bg.log.open("rb") as fh:
+                fh.seek(sizes.get(name, 0))
+                out[name] = fh.read().decode(errors="replace")
+        return out
+
     def logs(self, lines: int = 30) -> str:
         """The tails of every process's log, for failure messages."""
         parts = [f"--- {self.scheduler.name}\n{log_tail(self.scheduler.log, lines)}"]

@@ -2,26 +2,67 @@
 processes on this machine (dask_stack.py), the session's Prefect server and process worker
 (stack.py) and the deployments of deployments/prefect.yaml.
 
-The harness check runs a flow with prefect-dask's ``DaskTaskRunner`` in this process and
-sees its task runs execute in the worker processes and report to the server.
+The deployments run as a user runs them with ``compute.engine: dask``: the flow runs on the
+Prefect worker, its parameters carry ``overrides={"compute": {"engine": "dask", "address":
+<scheduler>}}``, and the heavy steps run in the Dask workers. Everything here uses a model
+name and a forecasts table of its own, so test_deployments.py's champion and table are
+untouched whatever the order.
+
+1. The harness: a ``DaskTaskRunner`` flow's task runs execute in the workers and reach the
+   server.
+2. ``train-forecaster/manual`` on the cluster: Completed, the version is champion, the
+   workers executed the fit's tasks.
+3. ``batch-forecast/weekly`` with the local engine, then on the cluster: Completed, one
+   named task run per shard, series x horizon rows of the champion, no duplicate keys, the
+   same forecasts as the local run (1e-6 relative).
+4. ``batch-forecast/weekly`` again while one Dask worker is SIGKILLed as soon as a shard
+   runs on it: Dask reschedules on the survivor, the run completes, the rows are exactly
+   those of step 3 (the same origin rerun replaces them).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from .dask_stack import WORKER_NAMES, DaskCluster, start_dask_cluster
-from .procs import Processes
-from .stack import Stack, client_for
+from .procs import Processes, log_tail
+from .stack import RUN_TIMEOUT_S, Stack, client_for
 
 pytestmark = pytest.mark.e2e
 
+MODEL = "salesflow-dask-e2e"  # a model of this module only (test_deployments.py: the default)
+SHARD_SERIES = 3  # the test panel's 12 series (4 departments x 3 stores): 4 shards
+SHARD_TASK = "forecast-shard"  # the scoring shards' task-run names start with this
 TASK_RUNS_TIMEOUT_S = 30  # task-run states reach the server as events, in batches
+KILL_TIMEOUT_S = 120  # forecast run created -> a shard seen processing on a worker
+RTOL = 1e-6
+
+
+@dataclass(frozen=True)
+class FlowRun:
+    id: Any
+    state: str
+    message: str | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Kill:
+    worker: str  # its name
+    key: str  # the Dask key of the shard it was running
+    after_s: float  # seconds from the flow run's creation
+
+
+# --- fixtures ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +77,178 @@ def dask_cluster(
     e2e_timings.update(cluster.stop())
 
 
-def _task_runs(client: Any, flow_run_id: Any, expected: int) -> list[Any]:
-    """The flow run's task runs once ``expected`` of them are final (or at the timeout)."""
+@pytest.fixture(scope="module")
+def dask_table(stack: Stack) -> Iterator[str]:
+    """The forecasts table of this module, dropped at its end."""
+    import sqlalchemy as sa
+
+    table = f"{stack.table}_dask"
+    yield table
+    engine = sa.create_engine(stack.pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    finally:
+        engine.dispose()
+
+
+def overrides(engine: str, cluster: DaskCluster, table: str) -> dict[str, Any]:
+    """The flows' ``overrides`` parameter: this module's model and table, the engine."""
+    compute: dict[str, Any] = {"engine": engine}
+    if engine == "dask":
+        compute |= {"address": cluster.address, "shard_series": SHARD_SERIES}
+    return {"model": {"name": MODEL}, "warehouse": {"table": table}, "compute": compute}
+
+
+# --- running deployments and reading the cluster ------------------------------------------
+
+
+def run_deployment(
+    stack: Stack,
+    cluster: DaskCluster,
+    name: str,
+    parameters: dict[str, Any],
+    timings: dict[str, float],
+    what: str,
+    during: Callable[[float], None] | None = None,
+) -> FlowRun:
+    """Create a run of deployment ``name`` with ``parameters``, wait for its final state;
+    ``during(seconds since creation)`` is called every poll until then."""
+    if not stack.worker.alive():
+        pytest.fail(f"the Prefect worker has exited:\n{log_tail(stack.worker.log)}", pytrace=False)
+    t0 = time.perf_counter()
+    with client_for(stack) as client:
+        dep = client.read_deployment_by_name(name)
+        run = client.create_flow_run_from_deployment(dep.id, parameters=parameters)
+        while True:
+            run = client.read_flow_run(run.id)
+            elapsed = time.perf_counter() - t0
+            if run.state and run.state.is_final():
+                break
+            if elapsed > RUN_TIMEOUT_S:
+                pytest.fail(
+                    f"{name} ({what}): not final after {RUN_TIMEOUT_S} s ({run.state})\n"
+                    f"--- worker log\n{log_tail(stack.worker.log, 40)}\n{cluster.logs(15)}",
+                    pytrace=False,
+                )
+            if during is not None:
+                during(elapsed)
+            time.sleep(0.05 if during is not None else 0.5)
+    seconds = time.perf_counter() - t0
+    timings[f"{name} {what} (run {str(run.id)[:8]})"] = seconds
+    state = run.state
+    return FlowRun(run.id, state.name if state else "unknown", state and state.message, seconds)
+
+
+def assert_completed(stack: Stack, cluster: DaskCluster, run: FlowRun) -> None:
+    """The run Completed, else fail with its message and the logs."""
+    if run.state != "Completed":
+        pytest.fail(
+            f"flow run {run.id} ended {run.state}: {run.message}\n--- worker log\n"
+            f"{log_tail(stack.worker.log, 60)}\n{cluster.logs(20)}",
+            pytrace=False,
+        )
+
+
+def executed(cluster: DaskCluster) -> dict[str, set[str]]:
+    """Worker name -> the task prefixes (function names) it has executed so far."""
+    with cluster.client() as client:
+        names = cluster.worker_names(client)
+        digests = client.run(lambda dask_worker: list(dask_worker.digests_total))
+    out: dict[str, set[str]] = {}
+    for addr, keys in digests.items():
+        prefixes = {k[2] for k in keys if isinstance(k, tuple) and k[0] == "execute"}
+        out[names.get(addr, addr)] = prefixes
+    return out
+
+
+def task_runs(stack: Stack, flow_run_id: Any, prefix: str, expected: int) -> list[Any]:
+    """The flow run's task runs named ``prefix-*`` once ``expected`` of them are final (or at
+    the timeout)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + TASK_RUNS_TIMEOUT_S
-    while True:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
-        )
-        done = [r for r in runs if r.state and r.state.is_final()]
-        if len(done) >= expected or time.monotonic() > deadline:
-            return runs
-        time.sleep(0.5)
+    with client_for(stack) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                limit=200,
+            )
+            runs = [r for r in runs if r.name.startswith(f"{prefix}-")]
+            done = [r for r in runs if r.state and r.state.is_final()]
+            if len(done) >= expected or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.5)
 
 
-# --- the harness ---------------------------------------------------------------------------
+def expected_panel() -> tuple[set[str], int, dt.date]:
+    """The test config's series that pass the history gate, its horizon, the next origin."""
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_sales
+
+    with pytest.MonkeyPatch.context() as mp:
+        for k in [k for k in os.environ if k.startswith("SALESFLOW_")]:
+            mp.delenv(k)
+        settings = load_settings("test")
+    data = load_sales(settings.data)
+    counts = data.history.groupby("unique_id").size()
+    series = set(counts[counts >= settings.validation.min_history].index.astype(str))
+    origin = (data.history["ds"].max() + dt.timedelta(days=7)).date()
+    return series, settings.model.horizon, origin
+
+
+def read_rows(stack: Stack, table: str) -> pd.DataFrame:
+    """This module's model's rows, sorted by series and target date."""
+    from salesflow.storage.warehouse import read_forecasts
+
+    rows = read_forecasts(stack.pg_url, table=table, model_name=MODEL)
+    return rows.sort_values(["unique_id", "target_date"]).reset_index(drop=True)
+
+
+def duplicate_keys(stack: Stack, table: str) -> int:
+    """Keys (model, series, origin, target date) held by more than one row."""
+    import sqlalchemy as sa
+
+    from salesflow.storage.warehouse import FORECAST_KEY
+
+    cols = ", ".join(FORECAST_KEY)
+    sql = f"SELECT count(*) FROM (SELECT {cols} FROM {table} GROUP BY {cols} HAVING count(*) > 1) d"
+    engine = sa.create_engine(stack.pg_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql(sql).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def assert_forecast_rows(stack: Stack, table: str, version: Any, run: FlowRun) -> pd.DataFrame:
+    """Series x horizon rows of the champion from ``run``, no duplicate keys; the rows."""
+    series, horizon, origin = expected_panel()
+    rows = read_rows(stack, table)
+    assert duplicate_keys(stack, table) == 0
+    assert len(rows) == len(series) * horizon
+    assert set(rows["unique_id"]) == series
+    assert (rows.groupby("unique_id").size() == horizon).all()
+    assert set(rows["forecast_origin"].dt.date) == {origin}
+    assert set(rows["model_version"]) == {str(version.version)}
+    assert set(rows["mlflow_run_id"]) == {version.run_id}
+    assert set(rows["flow_run_id"]) == {str(run.id)}, "the rerun did not replace every row"
+    assert rows["forecast"].notna().all()
+    return rows
+
+
+def assert_same_forecasts(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
+    """Same keys, forecasts and bounds within RTOL (relative)."""
+    key = ["unique_id", "target_date"]
+    assert got[key].equals(want[key]), f"{what}: different series or dates"
+    for col in ("forecast", "lo_80", "hi_80"):
+        if col in want:
+            pd.testing.assert_series_equal(
+                got[col].astype(float), want[col].astype(float), rtol=RTOL, atol=0, obj=col
+            )
+
+
+# --- tests ---------------------------------------------------------------------------------
 
 
 def _where_am_i(i: int) -> tuple[int, int, str | None]:
@@ -88,8 +285,142 @@ def test_dask_workers_run_prefect_task_runs(stack: Stack, dask_cluster: DaskClus
     assert sorted(i for i, _, _ in results) == list(range(n))
     assert {pid for _, pid, _ in results} <= worker_pids, "a task ran outside the workers"
     assert {url for _, _, url in results} == {stack.api_url}
-    with client_for(stack) as client:
-        runs = _task_runs(client, state.state_details.flow_run_id, n)
+    runs = task_runs(stack, state.state_details.flow_run_id, "where-am-i", n)
     assert len(runs) == n
-    assert all(r.name.startswith("where-am-i-") for r in runs), [r.name for r in runs]
     assert {r.state.name for r in runs} == {"Completed"}
+
+
+@pytest.fixture(scope="module")
+def dask_champion(
+    stack: Stack, dask_cluster: DaskCluster, dask_table: str, e2e_timings: dict[str, float]
+) -> tuple[FlowRun, Any, dict[str, str]]:
+    """train-forecaster/manual on the cluster: its run, the champion version, and what each
+    Dask worker logged during it."""
+    from salesflow.modelling.registry import get_alias_version
+
+    sizes = dask_cluster.log_sizes()
+    params = {"overrides": overrides("dask", dask_cluster, dask_table)}
+    run = run_deployment(
+        stack, dask_cluster, "train-forecaster/manual", params, e2e_timings, "on dask"
+    )
+    tracking_uri = f"sqlite:///{stack.local_dir / 'mlflow.db'}"
+    version = get_alias_version(tracking_uri, MODEL, "champion")
+    return run, version, dask_cluster.logs_since(sizes)
+
+
+def test_training_deployment_trains_on_the_cluster(stack, dask_cluster, dask_champion):
+    """train-forecaster/manual with compute.engine dask completes and its version becomes
+    champion; every fit was one xgboost.dask training spanning both Dask workers (each
+    joined the fit's collective with its own rank)."""
+    run, version, logged = dask_champion
+    assert_completed(stack, dask_cluster, run)
+    assert version is not None, f"no {MODEL} version holds the 'champion' alias"
+    assert version.name == MODEL
+    ranks = {}
+    for worker in WORKER_NAMES:
+        # xgboost's tracker: "Task [xgboost.dask-<worker name>]:tcp://... got rank <n>"
+        found = re.findall(rf"\[xgboost\.dask-{worker}\]:\S+ got rank (\d+)", logged[worker])
+        assert found, f"{worker} joined no xgboost.dask training:\n{logged[worker][-2000:]}"
+        ranks[worker] = found
+    fits = {len(r) for r in ranks.values()}
+    assert len(fits) == 1, f"the workers joined different numbers of fits: {ranks}"
+    assert {tuple(sorted(r)) for r in zip(*ranks.values(), strict=True)} == {("0", "1")}
+
+
+@pytest.fixture(scope="module")
+def local_forecast(stack, dask_cluster, dask_table, dask_champion, e2e_timings):
+    """batch-forecast/weekly with compute.engine local: its run and rows."""
+    _, version, _ = dask_champion
+    if version is None:
+        pytest.skip("no champion: see test_training_deployment_trains_on_the_cluster")
+    params = {"overrides": overrides("local", dask_cluster, dask_table)}
+    run = run_deployment(stack, dask_cluster, "batch-forecast/weekly", params, e2e_timings, "local")
+    assert_completed(stack, dask_cluster, run)
+    return run, assert_forecast_rows(stack, dask_table, version, run)
+
+
+@pytest.fixture(scope="module")
+def dask_forecast(stack, dask_cluster, dask_table, dask_champion, local_forecast, e2e_timings):
+    """batch-forecast/weekly on the cluster (after the local run, same origin): its run,
+    rows and what each worker executed."""
+    before = executed(dask_cluster)
+    params = {"overrides": overrides("dask", dask_cluster, dask_table)}
+    run = run_deployment(
+        stack, dask_cluster, "batch-forecast/weekly", params, e2e_timings, "on dask"
+    )
+    after = executed(dask_cluster)
+    ran = {w: after.get(w, set()) - before.get(w, set()) for w in after}
+    return run, ran
+
+
+def test_batch_forecast_deployment_scores_shards_on_the_cluster(
+    stack, dask_cluster, dask_table, dask_champion, local_forecast, dask_forecast
+):
+    """batch-forecast/weekly on Dask completes with one named task run per shard, executed
+    by the workers; it replaces the local run's rows with series x horizon rows of the
+    champion, no duplicate keys, and the same forecasts (1e-6 relative)."""
+    _, version, _ = dask_champion
+    _, local_rows = local_forecast
+    run, ran = dask_forecast
+    assert_completed(stack, dask_cluster, run)
+    series, _, _ = expected_panel()
+    n_shards = -(-len(series) // SHARD_SERIES)
+    shards = task_runs(stack, run.id, SHARD_TASK, n_shards)
+    assert len(shards) == n_shards, [r.name for r in shards]
+    assert {r.state.name for r in shards} == {"Completed"}
+    assert any(ran.values()), f"the Dask workers executed nothing: {ran}"
+    rows = assert_forecast_rows(stack, dask_table, version, run)
+    assert_same_forecasts(rows, local_rows, "dask vs local")
+
+
+def test_forecast_survives_a_killed_worker(
+    stack, dask_cluster, dask_table, dask_champion, dask_forecast, e2e_timings
+):
+    """A Dask worker SIGKILLed while it runs a forecast shard: Dask reschedules the shard on
+    the survivor, the run completes, and the origin's rows are exactly those of the
+    undisturbed run (no duplicates, none missing)."""
+    _, version, _ = dask_champion
+    first, _ = dask_forecast
+    assert first.state == "Completed", "the undisturbed Dask forecast failed"
+    want = read_rows(stack, dask_table)
+    kills: list[Kill] = []
+    with dask_cluster.client() as dc:
+        names = dask_cluster.worker_names(dc)
+
+        def kill_once_a_shard_runs(elapsed: float) -> None:
+            if kills:
+                return
+            if elapsed > KILL_TIMEOUT_S:
+                pytest.fail(f"no shard seen processing within {KILL_TIMEOUT_S} s", pytrace=False)
+            for addr, keys in dc.processing().items():
+                shard = [str(k) for k in keys if _is_shard_key(k)]
+                if shard and addr in names:
+                    dask_cluster.kill_worker(names[addr])
+                    kills.append(Kill(names[addr], shard[0], elapsed))
+                    return
+
+        params = {"overrides": overrides("dask", dask_cluster, dask_table)}
+        run = run_deployment(
+            stack,
+            dask_cluster,
+            "batch-forecast/weekly",
+            params,
+            e2e_timings,
+            "on dask, a worker killed",
+            during=kill_once_a_shard_runs,
+        )
+        survivors = set(dask_cluster.worker_names(dc).values())
+    assert kills, "the run ended before a shard was seen running"
+    kill = kills[0]
+    e2e_timings[f"worker {kill.worker} killed after (s)"] = kill.after_s
+    assert kill.worker not in survivors
+    assert survivors, "no Dask worker left"
+    assert_completed(stack, dask_cluster, run)
+    got = assert_forecast_rows(stack, dask_table, version, run)
+    assert_same_forecasts(got, want, "after the kill vs before")
+
+
+def _is_shard_key(key: Any) -> bool:
+    """A Dask key of a scoring shard's Prefect task (prefect-dask keys: <function>-<hash>)."""
+    text = str(key[0] if isinstance(key, tuple) else key)
+    return "shard" in text and "group" not in text

@@ -50,15 +50,55 @@ def _median_rel_diff(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float(rel.median())
 
 
-def test_shards_hold_whole_last_key_groups(small_data):
-    """Every department's series land in one shard; all series are placed once."""
-    from salesflow.modelling.dask_fit import group_shards
+def _ragged(data):
+    """``data`` with department 1 starting 10 weeks late and department 2 ending 6 early."""
+    from dataclasses import replace
 
-    shards = group_shards(small_data, 3)
-    dept = small_data.static_frame().set_index("unique_id")["dept"]
-    assert sorted(i for s in shards for i in s) == sorted(dept.index)
-    owner = {d: k for k, s in enumerate(shards) for d in dept[s]}
-    assert all(owner[dept[i]] == k for k, s in enumerate(shards) for i in s)
+    h = data.history
+    dates = np.sort(h["ds"].unique())
+    late = (h["dept"].astype(str) == "1") & (h["ds"] < dates[10])
+    early = (h["dept"].astype(str) == "2") & (h["ds"] > dates[-7])
+    return replace(data, history=h[~(late | early)].reset_index(drop=True))
+
+
+def test_shard_rows_and_design_equal_the_panel_ones(small_settings, small_data):
+    """Rows and design of each shard (one department each, two not spanning the panel's
+    dates) are the whole panel's rows and design for those series, group means included."""
+    from salesflow.compute.shards import series_shards, shard_data
+    from salesflow.modelling import dask_fit as D
+    from salesflow.modelling.training import make_forecaster
+
+    data = _ragged(small_data)
+    whole = make_forecaster(small_settings)
+    rows = whole.training_rows(data)
+    x = whole._design(rows, data)
+    model = make_forecaster(small_settings)
+    D._learn_layout(model, data)
+    model.base_column_ = "seas_base"
+    span = (data.history["ds"].min(), data.history["ds"].max(), D.panel_flags(data))
+    shards = [shard_data(data, ids) for ids in series_shards(data, model, 3)]
+    assert len(shards) == 4
+    parts = [D.shard_rows(model, s, *span) for s in shards]
+    pairs = list(zip(parts, shards, strict=True))
+    means = D.reduce_group_means(*(model.group_sums(r, s) for r, s in pairs))
+    xs = [D.shard_design(model, r, s, means, len(r), 0) for r, s in pairs]
+    key = ["unique_id", "origin", "ds"]
+    got = pd.concat([r[key] for r in parts], ignore_index=True)
+    got = pd.concat([got, pd.concat(xs, ignore_index=True)], axis=1).sort_values(key)
+    want = pd.concat([rows[key], x], axis=1).sort_values(key)
+    assert len(got) == len(want)
+    pd.testing.assert_frame_equal(
+        got[want.columns].reset_index(drop=True), want.reset_index(drop=True), rtol=1e-6
+    )
+
+
+def test_shard_size_gives_every_worker_a_partition():
+    """At most shard_series per partition, and at least one partition per worker."""
+    from salesflow.modelling.dask_fit import shard_size
+
+    assert shard_size(10_000, 2, 20_000) == 5_000
+    assert shard_size(100_000, 2, 20_000) == 20_000
+    assert shard_size(3, 4, 20_000) == 1
 
 
 @pytest.mark.parametrize(

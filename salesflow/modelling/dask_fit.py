@@ -15,7 +15,6 @@ shards and come from sums reduced over all of them.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -28,38 +27,27 @@ import pandas as pd
 import xgboost as xgb
 
 from features.build import feature_names, training_frame
+from salesflow.compute.shards import series_shards, shard_data
 from salesflow.config.settings_compute import ComputeSection
-from salesflow.data.schema import DATE, ID, SalesData
+from salesflow.data.schema import DATE, HOLIDAY, ID, TARGET, SalesData
+from salesflow.modelling.groups import GroupSums, combine_group_sums, group_means_from
 from salesflow.modelling.model import GROUP_SOURCES, GlobalForecaster, seasonal_base
 
-log = logging.getLogger(__name__)
 TARGET_COL, WEIGHT_COL = "__target", "__weight"
 
 
 # ---- shards ----------------------------------------------------------------------------
-def group_shards(data: SalesData, n_shards: int) -> list[list[str]]:
-    """The series ids in at most ``n_shards`` lists of similar size, each holding whole
-    groups of the last key (all series of a department); one list per series when the data
-    has a single key. Deterministic: groups sorted, then placed largest first on the
-    smallest shard."""
-    st = data.static_frame()
-    label = st[data.keys[-1]].astype(str) if len(data.keys) > 1 else st[ID]
-    groups = st.groupby(label.to_numpy(), sort=True)[ID].apply(list)
-    sizes = groups.map(len).sort_values(ascending=False, kind="stable")
-    shards: list[list[str]] = [[] for _ in range(max(1, min(n_shards, len(groups))))]
-    for g in sizes.index:
-        min(shards, key=len).extend(groups[g])
-    return [sorted(s) for s in shards if s]
+def shard_size(n_series: int, n_workers: int, shard_series: int) -> int:
+    """Series per training partition: at most ``shard_series``, and few enough series that
+    every worker gets a partition."""
+    return max(1, min(shard_series, math.ceil(n_series / max(1, n_workers))))
 
 
-def shard_count(n_series: int, n_workers: int, shard_series: int) -> int:
-    """Partitions for a fit: at least one per worker, at most ``shard_series`` series each."""
-    return max(n_workers, math.ceil(n_series / max(1, shard_series)))
-
-
-def _shard_data(data: SalesData, ids: Sequence[str]) -> SalesData:
-    keep = data.history[ID].isin(ids)
-    return replace(data, history=data.history[keep].reset_index(drop=True), future=data.future[:0])
+def panel_flags(data: SalesData) -> pd.Series:
+    """``is_holiday`` per date as the whole panel's grid takes it (the maximum over its
+    series), so a shard's grid flags the same dates."""
+    given = data.history[[DATE, HOLIDAY]].dropna(subset=[HOLIDAY])
+    return given.groupby(DATE)[HOLIDAY].max().astype(bool)
 
 
 # ---- driver: layout ----------------------------------------------------------------------
@@ -88,24 +76,30 @@ def _learn_layout(model: GlobalForecaster, data: SalesData) -> None:
 
 
 # ---- workers: rows, group sums, design ---------------------------------------------------
-def _on_global_dates(history: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp):
+def _on_panel_dates(history: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp):
     """``history`` with a target-less row at ``start`` / ``end`` where none of its series has
     one, so the shard's grid spans the panel's dates (same origins as on one machine)."""
     pad = [d for d, have in ((start, history[DATE].min()), (end, history[DATE].max())) if have != d]
     if not pad:
         return history
     first = history[ID].iloc[0]
-    extra = pd.DataFrame({ID: first, DATE: pd.DatetimeIndex(pad), "y": np.nan})
+    extra = pd.DataFrame({ID: first, DATE: pd.DatetimeIndex(pad), TARGET: np.nan})
     return pd.concat([history, extra], ignore_index=True)
 
 
 def shard_rows(
-    model: GlobalForecaster, shard: SalesData, start: pd.Timestamp, end: pd.Timestamp
+    model: GlobalForecaster,
+    shard: SalesData,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    holidays: pd.Series,
 ) -> pd.DataFrame:
     """The training rows of one shard (columns as :meth:`GlobalForecaster.training_rows`),
-    with the model's layout learned beforehand on the whole panel."""
-    history = _on_global_dates(shard.history, start, end)
-    grid = model._grid(history, None, shard)
+    the model's layout learned beforehand on the whole panel: the same rows the panel's
+    ``training_rows`` gives for these series (the grid spans the panel's dates ``start`` ..
+    ``end`` and takes its holiday flags ``holidays``)."""
+    history = _on_panel_dates(shard.history, start, end)
+    grid = model._grid(history, None, shard, holidays=holidays)
     return training_frame(
         grid,
         len(grid.dates),
@@ -116,76 +110,27 @@ def shard_rows(
     )
 
 
-def _key_labels(rows: pd.DataFrame, shard: SalesData, key: str) -> np.ndarray:
-    codes = shard.static_frame().set_index(ID)[key].astype(str)
-    return rows[ID].map(codes).to_numpy(dtype=object)
-
-
-def partial_group_sums(rows: pd.DataFrame, shard: SalesData, keys: list[str]) -> pd.DataFrame:
-    """Per group key k, origin, ds and k's value: the sum and count of the non-missing values
-    of each group source. Columns: key, value, origin, ds, sum_<f>, n_<f>."""
-    parts = []
-    for k in keys:
-        frame = rows[["origin", DATE]].assign(key=k, value=_key_labels(rows, shard, k))
-        for f in GROUP_SOURCES:
-            v = rows[f].to_numpy(dtype=float)
-            frame[f"sum_{f}"] = np.nan_to_num(v)
-            frame[f"n_{f}"] = (~np.isnan(v)).astype(np.int64)
-        parts.append(frame.groupby(["key", "value", "origin", DATE], sort=False).sum())
-    return pd.concat(parts).reset_index() if parts else pd.DataFrame()
-
-
-def reduce_group_means(*partials: pd.DataFrame) -> pd.DataFrame:
-    """The ``grp_<k>_<f>`` means from every shard's partial sums: columns key, value,
-    origin, ds, then one mean per group source (NaN where no series had a value)."""
-    both = pd.concat([p for p in partials if len(p)], ignore_index=True)
-    if both.empty:
-        return both
-    total = both.groupby(["key", "value", "origin", DATE], sort=False).sum()
-    out = pd.DataFrame(index=total.index)
-    for f in GROUP_SOURCES:
-        n = total[f"n_{f}"].to_numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f] = np.where(n > 0, total[f"sum_{f}"].to_numpy() / np.maximum(n, 1), np.nan)
-    return out.reset_index()
-
-
-def _group_columns(
-    rows: pd.DataFrame, shard: SalesData, keys: list[str], means: pd.DataFrame
-) -> pd.DataFrame:
-    out = pd.DataFrame(index=range(len(rows)))
-    for k in keys:
-        m = means[means["key"] == k].drop(columns="key")
-        left = pd.DataFrame(
-            {"value": _key_labels(rows, shard, k), "origin": rows["origin"].to_numpy()}
-        )
-        left[DATE] = rows[DATE].to_numpy()
-        got = left.merge(m, on=["value", "origin", DATE], how="left")
-        for f in GROUP_SOURCES:
-            out[f"grp_{k}_{f}"] = got[f].to_numpy()
-    return out
+def reduce_group_means(*parts: GroupSums) -> dict[str, pd.DataFrame]:
+    """The group means over every shard from their partial sums."""
+    return group_means_from(combine_group_sums(parts))
 
 
 def shard_design(
     model: GlobalForecaster,
     rows: pd.DataFrame,
     shard: SalesData,
-    means: pd.DataFrame,
+    means: dict[str, pd.DataFrame],
     n_keep: int,
     seed: int,
 ) -> pd.DataFrame:
     """One partition of the training matrix: the model's float32 features (group means
-    from the whole panel), then the target and the weight (columns ``__target``,
-    ``__weight``), on a seeded sample of ``n_keep`` of the shard's rows."""
-    static = model._static_codes(shard)
-    x = rows[[ID]].merge(static, on=ID, how="left").drop(columns=[ID])
-    feats = rows[model.dynamic_features_].reset_index(drop=True)
-    groups = _group_columns(rows, shard, model._group_keys(shard), means)
-    x = pd.concat([feats, x.reset_index(drop=True), groups], axis=1)[model.feature_names_]
-    x = x.astype(np.float32)
+    over the whole panel), then the target and the weight (columns ``__target``,
+    ``__weight``, as :meth:`GlobalForecaster.fit` computes them), on a seeded sample of
+    ``n_keep`` of the shard's rows."""
+    x = model._design(rows, shard, means)
     hol = np.where(rows["is_holiday"].to_numpy() > 0, model.holiday_weight, 1.0)
     base = seasonal_base(rows, model.base_column_)
-    x[TARGET_COL] = rows["y"].to_numpy() / rows["scale"].to_numpy() - base
+    x[TARGET_COL] = rows[TARGET].to_numpy() / rows["scale"].to_numpy() - base
     x[WEIGHT_COL] = rows["scale"].to_numpy() * hol
     if n_keep < len(x):
         keep = np.sort(np.random.default_rng(seed).choice(len(x), size=n_keep, replace=False))
@@ -245,28 +190,28 @@ def fit_on_dask(
     shards: int | Sequence[Sequence[str]],
 ) -> GlobalForecaster:
     """Fit ``model`` on ``data`` (all of it treated as known, as :meth:`GlobalForecaster.fit`)
-    with ``xgboost.dask`` on ``client``'s cluster. ``shards``: the series id lists of the
-    partitions (whole last-key groups: :func:`group_shards`), or how many to make.
+    with ``xgboost.dask`` on ``client``'s cluster. ``shards``: the series ids of each
+    partition (whole groups of the last key: :func:`salesflow.compute.shards.series_shards`),
+    or how many partitions to aim for.
 
-    Same settings, features, target and weights as the local fit. The row cap
-    (``model.max_train_rows``) keeps a seeded sample of each partition proportional to its
-    rows, so the sample differs from the local one (which draws from all rows at once); the
-    absolute-error leaves are refitted per worker and averaged by XGBoost, and the histogram
-    bins come from a distributed sketch: the booster is close to, not equal to, the local one.
-    Sets the same learned attributes as ``fit`` plus ``dask_fit_`` (:func:`fit_summary`).
+    Same settings, features, target and weights as the local fit; with one partition the
+    booster is the local one. With several, the rows are in another order and XGBoost's
+    per-worker leaf medians and quantile sketch are merged, so the model is close to, not
+    equal to, the local one. The row cap (``model.max_train_rows``) keeps a seeded sample of
+    each partition proportional to its rows: another sample than the local fit's (drawn from
+    all rows at once). Sets the learned attributes ``fit`` sets, plus ``dask_fit_``
+    (:func:`fit_summary`).
     """
-    from dask import dataframe as dd
-    from xgboost import dask as dxgb
-
     t0 = time.perf_counter()
     _learn_layout(model, data)
     model.base_column_ = "prof_base" if model.spec.weekly_season else "seas_base"
-    ids = group_shards(data, shards) if isinstance(shards, int) else [list(s) for s in shards]
-    parts = [client.scatter(_shard_data(data, s)) for s in ids]
-    start, end = data.history[DATE].min(), data.history[DATE].max()
-    rows = [client.submit(shard_rows, model, p, start, end, pure=False) for p in parts]
-    keys = model._group_keys(data)
-    sums = [client.submit(partial_group_sums, r, p, keys) for r, p in zip(rows, parts, strict=True)]
+    if isinstance(shards, int):
+        shards = series_shards(data, model, math.ceil(data.n_series / max(1, shards)))
+    ids = [list(s) for s in shards]
+    parts = [client.scatter(shard_data(data, s)) for s in ids]
+    span = (data.history[DATE].min(), data.history[DATE].max(), panel_flags(data))
+    rows = [client.submit(shard_rows, model, p, *span, pure=False) for p in parts]
+    sums = [client.submit(model.group_sums, r, p) for r, p in zip(rows, parts, strict=True)]
     means = client.submit(reduce_group_means, *sums)
     lengths = client.gather([client.submit(len, r) for r in rows])
     keep = sample_sizes(lengths, getattr(model, "max_train_rows", None))
@@ -275,18 +220,9 @@ def fit_on_dask(
         client.submit(shard_design, model, r, p, means, k, seed + i, pure=False)
         for i, (r, p, k) in enumerate(zip(rows, parts, keep, strict=True))
     ]
-    meta = pd.DataFrame(
-        {c: pd.Series(dtype=np.float32) for c in model.feature_names_}
-        | {TARGET_COL: pd.Series(dtype=float), WEIGHT_COL: pd.Series(dtype=float)}
-    )
-    frame = dd.from_delayed(designs, meta=meta, verify_meta=False)
-    params = _xgb_params(model)
-    est = dxgb.DaskXGBRegressor(**{**params, "n_jobs": None})  # threads: the workers' own
-    est.client = client
-    with client.as_current():  # xgboost.dask looks the client type up via get_client()
-        est.fit(frame[model.feature_names_], frame[TARGET_COL], sample_weight=frame[WEIGHT_COL])
-    del frame, designs, rows, sums, means, parts
-    model.model_ = _as_regressor(est.get_booster(), params)
+    booster = _train(model, designs, client)
+    del designs, rows, sums, means, parts  # the workers free the partitions
+    model.model_ = _as_regressor(booster, _xgb_params(model))
     model.trained_until_ = data.last_date
     model.n_train_rows_ = int(sum(keep))
     model.n_candidate_rows_ = int(sum(lengths))
@@ -305,6 +241,24 @@ def fit_on_dask(
     return model
 
 
+def _train(model: GlobalForecaster, designs: list[Any], client: Any) -> xgb.Booster:
+    """``xgboost.dask`` over the design partitions where they lie, with the local fit's
+    parameters (threads: each worker's own)."""
+    from dask import dataframe as dd
+    from xgboost import dask as dxgb
+
+    meta = pd.DataFrame(
+        {c: pd.Series(dtype=np.float32) for c in model.feature_names_}
+        | {TARGET_COL: pd.Series(dtype=float), WEIGHT_COL: pd.Series(dtype=float)}
+    )
+    frame = dd.from_delayed(designs, meta=meta, verify_meta=False)
+    est = dxgb.DaskXGBRegressor(**{**_xgb_params(model), "n_jobs": None})
+    est.client = client
+    with client.as_current():  # xgboost.dask looks the client's type up via get_client()
+        est.fit(frame[model.feature_names_], frame[TARGET_COL], sample_weight=frame[WEIGHT_COL])
+    return est.get_booster()
+
+
 # ---- the run's fitter ------------------------------------------------------------------------
 @dataclass
 class DaskFitter:
@@ -316,10 +270,9 @@ class DaskFitter:
     shard_series: int
 
     def __call__(self, model: GlobalForecaster, data: SalesData) -> GlobalForecaster:
-        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
-        return fit_on_dask(
-            model, data, self.client, shard_count(data.n_series, workers, self.shard_series)
-        )
+        workers = len(self.client.scheduler_info().get("workers", {}))
+        size = shard_size(data.n_series, workers, self.shard_series)
+        return fit_on_dask(model, data, self.client, series_shards(data, model, size))
 
 
 @contextmanager

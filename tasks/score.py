@@ -52,7 +52,8 @@ def load_champion(settings: Settings) -> tuple[GlobalForecaster, dict[str, Any]]
     }
 
 
-def _origin(origin: str | None) -> pd.Timestamp | None:
+def parse_origin(origin: str | None) -> pd.Timestamp | None:
+    """The ``origin`` parameter as a date (None: the period after the last observation)."""
     try:
         return pd.Timestamp(origin) if origin else None
     except ValueError:
@@ -67,19 +68,29 @@ def forecast_series(
     origin: str | None = None,
 ) -> tuple[pd.DataFrame, ScoringNotes]:
     """Features at the origin with the training feature code, then the model's forecasts."""
-    pred, notes = score_series(model, data, _origin(origin))
-    log = get_run_logger()
-    log.info(
+    pred, notes = score_series(model, data, parse_origin(origin))
+    get_run_logger().info(
         "Forecast %d series x %d periods from origin %s",
         notes.n_series_forecast,
         model.horizon,
         notes.origin.date(),
     )
+    log_notes(notes, getattr(model, "unknown_categories_", None) or {})
+    rows = warehouse_rows(
+        pred, model.keys_, identity["name"], identity["version"], identity["run_id"], flow_run.id
+    )
+    return rows, notes
+
+
+def log_notes(notes: ScoringNotes, unknown: dict[str, list[str]]) -> None:
+    """Warn about what scoring worked around: skipped and unseen series, categorical values
+    not seen in training, covariates filled with the last known value."""
+    log = get_run_logger()
     if notes.skipped_no_history:
         log.warning("Skipped %d series with no history", len(notes.skipped_no_history))
     if notes.unseen_series:
         log.info("%d series were not in the training data", len(notes.unseen_series))
-    for column, values in (getattr(model, "unknown_categories_", None) or {}).items():
+    for column, values in unknown.items():
         log.warning(
             "Categorical covariate %r holds values not seen in training %s: treated as missing",
             column,
@@ -91,10 +102,6 @@ def forecast_series(
             notes.covariate_rows_filled,
             notes.covariate_columns_filled,
         )
-    rows = warehouse_rows(
-        pred, model.keys_, identity["name"], identity["version"], identity["run_id"], flow_run.id
-    )
-    return rows, notes
 
 
 @task(

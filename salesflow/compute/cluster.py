@@ -79,3 +79,13 @@ def dask_client(compute: ComputeSection, timeout: str = "30s") -> Iterator[Any]:
     kwargs = cluster_arguments(compute)["cluster_kwargs"]
     with LocalCluster(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def check_scheduler(compute: ComputeSection, timeout: str = "10s") -> int | None:
+    """The number of workers of the scheduler at ``compute.address`` (None without an
+    address: a local cluster is started with the run). :class:`ComputeUnavailable` names
+    the address when it does not answer within ``timeout``."""
+    if not compute.address:
+        return None
+    with dask_client(compute, timeout=timeout) as client:
+        return len(client.scheduler_info(n_workers=-1).get("workers", {}))

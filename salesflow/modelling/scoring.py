@@ -370,3 +370,15 @@ def rows_per_store(rows: pd.DataFrame) -> list[dict]:
     col = "store" if rows["store"].notna().any() else "unique_id"
     g = rows.groupby(col).agg(series=("unique_id", "nunique"), rows=("unique_id", "size"))
     return [{col: k, **{c: int(v) for c, v in r.items()}} for k, r in g.iterrows()]
+
+
+def merge_rows_per_store(parts: list[list[dict]]) -> list[dict]:
+    """:func:`rows_per_store` of several shards' rows as one (series and rows added per
+    store; the shards hold different series), in the same order."""
+    records = [r for part in parts for r in part]
+    if not records:
+        return []
+    frame = pd.DataFrame(records)
+    col = frame.columns[0]
+    g = frame.groupby(col, sort=True)[["series", "rows"]].sum()
+    return [{col: k, **{c: int(v) for c, v in r.items()}} for k, r in g.iterrows()]

@@ -1,0 +1,156 @@
+"""``benchmarks/scale.json`` (every run of ``bench_scale.py``, merged by label) and the
+``benchmarks/SCALE.md`` built from it: the table, the goals, per-shard costs, projections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+GOAL_MB = 8 * 1024
+
+
+def merge(path: Path, label: str, result: dict[str, Any], machine: dict[str, Any]) -> None:
+    doc = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    doc.setdefault("machines", {})[label] = machine
+    doc["runs"][label] = result
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _f(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}"
+
+
+def _peaks(r: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(driver peak, largest worker peak) in MB: the polled peaks and VmHWM, whichever is
+    higher."""
+    roles = r.get("peaks_mb", {})
+    driver = max([r.get("driver_peak_mb") or 0, *roles.get("driver", [0])]) or None
+    workers = [*roles.get("dask-worker", []), *r.get("worker_vmhwm_mb", [])]
+    return driver, (max(workers) if workers else None)
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    if "skipped" in r:
+        return f"| {label} | {r['series']:,} | {r['periods']} | {r['variant']} | " + (
+            f"did not finish: {r['skipped']} | | | | | | | | |"
+        )
+    s = r["steps_s"]
+    ingest = s.get("generate", 0) + s.get("validate", 0)
+    feats = s.get("features_predict") or (s.get("features", 0) + s.get("reduce", 0))
+    write = s.get("write") or (s.get("predict_stage", 0) + s.get("commit", 0))
+    if r["variant"] == "local":
+        feats_cell, write_cell = _f(feats), f"{_f(s.get('rows', 0))} + {_f(write)}"
+    else:
+        feats_cell = f"{_f(s.get('plan_ship', s.get('plan', 0)))} + {_f(feats)}"
+        write_cell = f"{_f(s.get('predict_stage'))} + {_f(s.get('commit'))}"
+    write_s = s.get("write") or s.get("commit") or 0
+    driver, worker = _peaks(r)
+    load = f"{r.get('load_1m_start')} / {r.get('load_1m_end')}"
+    return (
+        f"| {label} | {r['series']:,} | {r['periods']} | {r['variant']} | {_f(ingest)} | "
+        f"{feats_cell} | {write_cell} | {_f(r['batch_s'])} | {_f(r['rows_written'])} | "
+        f"{_f(r['rows_written'] / write_s if write_s else None, 0)} | {_f(driver, 0)} | "
+        f"{_f(worker, 0)} | {load} |"
+    )
+
+
+HEADER = (
+    "| run | series | weeks | variant | generate + validate s | features s | "
+    "write s | batch s | rows written | rows/s (write/commit) | driver peak MB | "
+    "worker peak MB | load 1m start / end |\n" + "| --- " * 13 + "|"
+)
+
+NOTES = """\
+*features s*: local: `score_series` (features, group means, predictions); Dask: plan the
+shards, then pass 1 on the workers (`shard_features` -> group sums) + `reduce_shards`.
+*write s*: local: `warehouse_rows` + `write_forecasts`; Dask: pass 2 on the workers
+(features again, `forecast_shard`, rows, `stage_forecasts`: the predictions are made in
+this step) + one `commit_stage` from the driver, as the `score-shards` subflow does.
+*batch s*: everything after the data exists in the driver (Dask: after the cluster
+started; `dask-parts`: generation happens on the workers and is included). Peaks: RSS
+polled every 0.5 s (psutil) and VmHWM; a worker restarted by its nanny counts as another
+process."""
+
+
+def _goals(runs: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for n in sorted({r["series"] for r in runs.values()}):
+        at = {r["variant"]: r for r in runs.values() if r["series"] == n and "batch_s" in r}
+        for v in ("dask", "dask-parts"):
+            if v in at:
+                driver, worker = _peaks(at[v])
+                ok = max(driver or 0, worker or 0) <= GOAL_MB
+                out.append(
+                    f"- {n:,} series, {v}: {_f(at[v]['rows_written'])} rows written; "
+                    f"largest process {_f(max(driver or 0, worker or 0), 0)} MB "
+                    f"({'within' if ok else 'over'} 8 GB)"
+                )
+        if "local" in at and "dask" in at:
+            ratio = at["dask"]["batch_s"] / at["local"]["batch_s"]
+            out.append(
+                f"- {n:,} series: Dask batch / local batch = {at['dask']['batch_s']:.1f} / "
+                f"{at['local']['batch_s']:.1f} = {ratio:.2f} x (goal at 100k: <= 1.5 x)"
+            )
+    return out
+
+
+def _shard_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| run | shards | series / shard | pass 1: generate + validate s | pass 1: features s | "
+        "pass 2: again (generate + validate +) features s | predict s | rows s | stage s | "
+        "worker s per 1k series |",
+        "| --- " * 10 + "|",
+    ]
+    for label, r in runs.items():
+        c = r.get("shard_costs")
+        if not c:
+            continue
+        work = sum(c.get(k, 0) for k in c if k.endswith("_s"))
+        ingest = c.get("generate_s", 0) + c.get("validate_s", 0)
+        again = sum(c.get(k, 0) for k in c if k.startswith("again_"))
+        lines.append(
+            f"| {label} | {r['shards']} | {_f(c.get('series'), 0)} | {_f(ingest)} | "
+            f"{_f(c.get('features_s'))} | {_f(again)} | {_f(c.get('predict_s'))} | "
+            f"{_f(c.get('rows_s'))} | {_f(c.get('stage_s'))} | "
+            f"{_f(1000 * work / max(c.get('series', 1), 1), 2)} |"
+        )
+    return lines
+
+
+def write_report(here: Path) -> None:
+    doc = json.loads((here / "scale.json").read_text())
+    runs = doc["runs"]
+    last = list(doc.get("machines", {}).values())[-1] if doc.get("machines") else {}
+    pk = ", ".join(f"{k} {v}" for k, v in last.get("packages", {}).items())
+    text = [
+        "# Scale benchmark: batch scoring, local vs Dask (issue #15)",
+        "",
+        "Written by `benchmarks/bench_scale.py` from `benchmarks/scale.json`; the protocol is "
+        "in that script's docstring.",
+        "",
+        f"Machine: {last.get('cores')} cores ({last.get('cpu_model')}), "
+        f"{last.get('memory_gb')} GB, {last.get('platform')}, Python {last.get('python')}; "
+        f"{pk}. **Shared**: other processes ran on the same 2 cores during these runs (the "
+        "1-minute load average at each run's start and end is in the table; above 2 the "
+        "runs waited for CPU), so every time here is inflated by an unknown factor.",
+        "",
+        HEADER,
+        *(_row(label, r) for label, r in runs.items()),
+        "",
+        NOTES,
+        "",
+        "## Goals",
+        "",
+        *_goals(runs),
+        "",
+        "## Per-shard costs (mean seconds per shard on a worker)",
+        "",
+        *_shard_table(runs),
+        "",
+    ]
+    (here / "SCALE.md").write_text("\n".join(text))

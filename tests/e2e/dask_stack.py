@@ -31,7 +31,8 @@ from .procs import REPO_ROOT, Background, Processes, clean_env, free_port, log_t
 # this session's free port and scratch folder.
 DASK_COMMANDS = {
     "scheduler": (
-        "dask scheduler --host 127.0.0.1 --port 8786 --no-dashboard --scheduler-file scheduler.json"
+        "dask scheduler --host 127.0.0.1 --port 8786 --dashboard-address 127.0.0.1:8787 "
+        "--scheduler-file scheduler.json"
     ),
     "worker": (
         "dask worker tcp://127.0.0.1:8786 --nworkers 1 --nthreads 1 --memory-limit 2GB "
@@ -39,16 +40,18 @@ DASK_COMMANDS = {
     ),
 }
 README_DASK_PORT = "8786"
+README_DASHBOARD_PORT = "8787"  # its HTTP server (/health, /metrics; the dashboard with bokeh)
 WORKER_NAMES = ("dask-worker-a", "dask-worker-b")
 SCHEDULER_START_TIMEOUT_S = 60
 WORKERS_START_TIMEOUT_S = 90
 
 
-def dask_args(key: str, port: int, **fmt: str) -> list[str]:
-    """A DASK_COMMANDS entry as arguments: this session's port, the venv's ``dask``."""
+def dask_args(key: str, port: int, http_port: int = 0, **fmt: str) -> list[str]:
+    """A DASK_COMMANDS entry as arguments: this session's ports, the venv's ``dask``."""
     args = []
     for arg in shlex.split(DASK_COMMANDS[key].format(**fmt)):
-        args.append(arg.replace(README_DASK_PORT, str(port)))
+        arg = arg.replace(README_DASK_PORT, str(port))
+        args.append(arg.replace(README_DASHBOARD_PORT, str(http_port)))
     local = Path(sys.executable).parent / "dask"
     args[0] = str(local) if local.exists() else shutil.which("dask") or "dask"
     return args
@@ -193,7 +196,7 @@ def start_dask_cluster(
     t0 = time.perf_counter()
     scheduler = processes.start(
         "dask scheduler",
-        dask_args("scheduler", port),
+        dask_args("scheduler", port, free_port()),
         env=env,
         cwd=folder,  # --scheduler-file scheduler.json lands here
         log=folder / "scheduler.log",

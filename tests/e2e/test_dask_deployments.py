@@ -41,9 +41,13 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "salesflow-dask-e2e"  # a model of this module only (test_deployments.py: the default)
 SHARD_SERIES = 3  # the test panel's 12 series (4 departments x 3 stores): 4 shards
-SHARD_TASK = "forecast-shard"  # the scoring shards' task-run names start with this
+SHARD_TASK = "forecast-shard"  # task-run names of the scoring shards: forecast-shard-<shard>
+# Their Dask keys: prefect-dask submits a wrapper named after the task's function
+# (tasks/score_shards.py), keys "<function>-<token>".
+SHARD_FUNCTION = "forecast_and_stage"
 TASK_RUNS_TIMEOUT_S = 30  # task-run states reach the server as events, in batches
 KILL_TIMEOUT_S = 120  # forecast run created -> a shard seen processing on a worker
+KILL_ATTEMPTS = 3  # forecast runs tried until one is caught with a shard running
 RTOL = 1e-6
 
 
@@ -60,6 +64,7 @@ class Kill:
     worker: str  # its name
     key: str  # the Dask key of the shard it was running
     after_s: float  # seconds from the flow run's creation
+    log_sizes: dict[str, int]  # the workers' log sizes at the kill
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -77,9 +82,13 @@ def dask_cluster(
     e2e_timings.update(cluster.stop())
 
 
+TABLE_SUFFIXES = ("", "_stage", "_runs", "_audit", "_locks")  # the module's tables
+
+
 @pytest.fixture(scope="module")
 def dask_table(stack: Stack) -> Iterator[str]:
-    """The forecasts table of this module, dropped at its end."""
+    """The forecasts table of this module; it, its staging table and the module's runs,
+    audit and lock tables are dropped at the end."""
     import sqlalchemy as sa
 
     table = f"{stack.table}_dask"
@@ -87,17 +96,24 @@ def dask_table(stack: Stack) -> Iterator[str]:
     engine = sa.create_engine(stack.pg_url)
     try:
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+            for suffix in TABLE_SUFFIXES:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}{suffix}")
     finally:
         engine.dispose()
 
 
 def overrides(engine: str, cluster: DaskCluster, table: str) -> dict[str, Any]:
-    """The flows' ``overrides`` parameter: this module's model and table, the engine."""
+    """The flows' ``overrides`` parameter: this module's model and tables, the engine."""
     compute: dict[str, Any] = {"engine": engine}
     if engine == "dask":
         compute |= {"address": cluster.address, "shard_series": SHARD_SERIES}
-    return {"model": {"name": MODEL}, "warehouse": {"table": table}, "compute": compute}
+    return {
+        "model": {"name": MODEL},
+        "warehouse": {"table": table, "runs_table": f"{table}_runs"},
+        "monitor": {"audit_table": f"{table}_audit"},
+        "policy": {"lock_table": f"{table}_locks"},
+        "compute": compute,
+    }
 
 
 # --- running deployments and reading the cluster ------------------------------------------
@@ -112,19 +128,22 @@ def run_deployment(
     what: str,
     during: Callable[[float], None] | None = None,
 ) -> FlowRun:
-    """Create a run of deployment ``name`` with ``parameters``, wait for its final state;
-    ``during(seconds since creation)`` is called every poll until then."""
+    """Create a run of deployment ``name`` with ``parameters``, wait for its final state
+    (read every 0.5 s); ``during(seconds since creation)`` is called every 20 ms until then."""
     if not stack.worker.alive():
         pytest.fail(f"the Prefect worker has exited:\n{log_tail(stack.worker.log)}", pytrace=False)
     t0 = time.perf_counter()
     with client_for(stack) as client:
         dep = client.read_deployment_by_name(name)
         run = client.create_flow_run_from_deployment(dep.id, parameters=parameters)
+        read_at = 0.0
         while True:
-            run = client.read_flow_run(run.id)
             elapsed = time.perf_counter() - t0
-            if run.state and run.state.is_final():
-                break
+            if elapsed - read_at >= 0.5:
+                read_at = elapsed
+                run = client.read_flow_run(run.id)
+                if run.state and run.state.is_final():
+                    break
             if elapsed > RUN_TIMEOUT_S:
                 pytest.fail(
                     f"{name} ({what}): not final after {RUN_TIMEOUT_S} s ({run.state})\n"
@@ -133,7 +152,7 @@ def run_deployment(
                 )
             if during is not None:
                 during(elapsed)
-            time.sleep(0.05 if during is not None else 0.5)
+            time.sleep(0.02 if during is not None else 0.1)
     seconds = time.perf_counter() - t0
     timings[f"{name} {what} (run {str(run.id)[:8]})"] = seconds
     state = run.state
@@ -163,16 +182,25 @@ def executed(cluster: DaskCluster) -> dict[str, set[str]]:
 
 
 def task_runs(stack: Stack, flow_run_id: Any, prefix: str, expected: int) -> list[Any]:
-    """The flow run's task runs named ``prefix-*`` once ``expected`` of them are final (or at
-    the timeout)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    """The task runs named ``prefix-*`` of the flow run and its subflow runs, once
+    ``expected`` of them are final (or at the timeout)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
 
     deadline = time.monotonic() + TASK_RUNS_TIMEOUT_S
     with client_for(stack) as client:
         while True:
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+                )
+            )
+            ids = [flow_run_id, *(c.id for c in children)]
             runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                limit=200,
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200
             )
             runs = [r for r in runs if r.name.startswith(f"{prefix}-")]
             done = [r for r in runs if r.state and r.state.is_final()]
@@ -235,6 +263,20 @@ def assert_forecast_rows(stack: Stack, table: str, version: Any, run: FlowRun) -
     assert set(rows["flow_run_id"]) == {str(run.id)}, "the rerun did not replace every row"
     assert rows["forecast"].notna().all()
     return rows
+
+
+def staged_rows(stack: Stack, table: str) -> int:
+    """Rows left in the module's staging table (0 when it does not exist)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(stack.pg_url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(f"{table}_stage"):
+                return 0
+            return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}_stage").scalar_one())
+    finally:
+        engine.dispose()
 
 
 def assert_same_forecasts(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
@@ -370,57 +412,84 @@ def test_batch_forecast_deployment_scores_shards_on_the_cluster(
     assert {r.state.name for r in shards} == {"Completed"}
     assert any(ran.values()), f"the Dask workers executed nothing: {ran}"
     rows = assert_forecast_rows(stack, dask_table, version, run)
+    assert staged_rows(stack, dask_table) == 0, "the commit left staged rows"
     assert_same_forecasts(rows, local_rows, "dask vs local")
 
 
 def test_forecast_survives_a_killed_worker(
     stack, dask_cluster, dask_table, dask_champion, dask_forecast, e2e_timings
 ):
-    """A Dask worker SIGKILLed while it runs a forecast shard: Dask reschedules the shard on
-    the survivor, the run completes, and the origin's rows are exactly those of the
-    undisturbed run (no duplicates, none missing)."""
+    """A Dask worker SIGKILLed while a forecast shard runs on it: Dask reschedules the shard
+    on the survivor, the run completes, every shard's task run is Completed, and the
+    origin's rows are exactly those of the undisturbed run (no duplicates, none missing,
+    no staged leftovers)."""
     _, version, _ = dask_champion
     first, _ = dask_forecast
     assert first.state == "Completed", "the undisturbed Dask forecast failed"
     want = read_rows(stack, dask_table)
-    kills: list[Kill] = []
+    params = {"overrides": overrides("dask", dask_cluster, dask_table)}
+    kill, run, attempts = None, None, 0
+    while kill is None and attempts < KILL_ATTEMPTS:
+        attempts += 1
+        kill, run = _forecast_killing_a_shard_worker(stack, dask_cluster, params, e2e_timings)
+    assert kill is not None and run is not None, (
+        f"{KILL_ATTEMPTS} forecast runs ended before a {SHARD_FUNCTION} task was seen "
+        f"processing on a worker\n{dask_cluster.logs(20)}"
+    )
+    e2e_timings[f"worker {kill.worker} killed, s after the run's creation"] = kill.after_s
     with dask_cluster.client() as dc:
-        names = dask_cluster.worker_names(dc)
+        survivors = set(dask_cluster.worker_names(dc).values())
+    assert survivors == set(WORKER_NAMES) - {kill.worker}
+    assert_completed(stack, dask_cluster, run)
+    got = assert_forecast_rows(stack, dask_table, version, run)
+    assert staged_rows(stack, dask_table) == 0, "the commit left staged rows"
+    assert_same_forecasts(got, want, "after the kill vs before")
+    series, _, _ = expected_panel()
+    n_shards = -(-len(series) // SHARD_SERIES)
+    shards = task_runs(stack, run.id, SHARD_TASK, n_shards)
+    states = {r.name: r.state.name for r in shards}
+    assert len(shards) == n_shards and set(states.values()) == {"Completed"}, states
+    (survivor,) = survivors
+    after_kill = dask_cluster.logs_since(kill.log_sizes)[survivor]
+    assert re.search(rf"Task run '{SHARD_TASK}-[^']+' - Finished in state Completed", after_kill), (
+        f"{survivor} completed no forecast shard after the kill:\n{after_kill[-2000:]}"
+    )
+
+
+def _forecast_killing_a_shard_worker(
+    stack: Stack, cluster: DaskCluster, params: dict[str, Any], timings: dict[str, float]
+) -> tuple[Kill | None, FlowRun]:
+    """Run batch-forecast/weekly; SIGKILL the first worker seen processing a forecast
+    shard (the scheduler's view, polled every 20 ms). The kill (None if the run ended
+    first) and the run."""
+    kills: list[Kill] = []
+    with cluster.client() as dc:
+        names = cluster.worker_names(dc)
 
         def kill_once_a_shard_runs(elapsed: float) -> None:
-            if kills:
+            if kills or elapsed > KILL_TIMEOUT_S:
                 return
-            if elapsed > KILL_TIMEOUT_S:
-                pytest.fail(f"no shard seen processing within {KILL_TIMEOUT_S} s", pytrace=False)
             for addr, keys in dc.processing().items():
                 shard = [str(k) for k in keys if _is_shard_key(k)]
                 if shard and addr in names:
-                    dask_cluster.kill_worker(names[addr])
-                    kills.append(Kill(names[addr], shard[0], elapsed))
+                    sizes = cluster.log_sizes()
+                    cluster.kill_worker(names[addr])
+                    kills.append(Kill(names[addr], shard[0], elapsed, sizes))
                     return
 
-        params = {"overrides": overrides("dask", dask_cluster, dask_table)}
         run = run_deployment(
             stack,
-            dask_cluster,
+            cluster,
             "batch-forecast/weekly",
             params,
-            e2e_timings,
+            timings,
             "on dask, a worker killed",
             during=kill_once_a_shard_runs,
         )
-        survivors = set(dask_cluster.worker_names(dc).values())
-    assert kills, "the run ended before a shard was seen running"
-    kill = kills[0]
-    e2e_timings[f"worker {kill.worker} killed after (s)"] = kill.after_s
-    assert kill.worker not in survivors
-    assert survivors, "no Dask worker left"
-    assert_completed(stack, dask_cluster, run)
-    got = assert_forecast_rows(stack, dask_table, version, run)
-    assert_same_forecasts(got, want, "after the kill vs before")
+    return (kills[0] if kills else None), run
 
 
 def _is_shard_key(key: Any) -> bool:
-    """A Dask key of a scoring shard's Prefect task (prefect-dask keys: <function>-<hash>)."""
+    """A Dask key of a scoring shard's forecast task (``<function>-<token>``)."""
     text = str(key[0] if isinstance(key, tuple) else key)
-    return "shard" in text and "group" not in text
+    return text.startswith(f"{SHARD_FUNCTION}-")

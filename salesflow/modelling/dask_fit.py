@@ -125,16 +125,17 @@ def shard_design(
 ) -> pd.DataFrame:
     """One partition of the training matrix: the model's float32 features (group means
     over the whole panel), then the target and the weight (columns ``__target``,
-    ``__weight``, as :meth:`GlobalForecaster.fit` computes them), on a seeded sample of
-    ``n_keep`` of the shard's rows."""
+    ``__weight``, as :meth:`GlobalForecaster.fit` computes them), for a seeded sample of
+    ``n_keep`` of the shard's rows. The sample is drawn first: every column is computed
+    row by row once the group means are known, so only the kept rows are built."""
+    if n_keep < len(rows):
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=n_keep, replace=False))
+        rows = rows.iloc[keep].reset_index(drop=True)
     x = model._design(rows, shard, means)
     hol = np.where(rows["is_holiday"].to_numpy() > 0, model.holiday_weight, 1.0)
     base = seasonal_base(rows, model.base_column_)
     x[TARGET_COL] = rows[TARGET].to_numpy() / rows["scale"].to_numpy() - base
     x[WEIGHT_COL] = rows["scale"].to_numpy() * hol
-    if n_keep < len(x):
-        keep = np.sort(np.random.default_rng(seed).choice(len(x), size=n_keep, replace=False))
-        x = x.iloc[keep]
     return x.reset_index(drop=True)
 
 
@@ -202,6 +203,8 @@ def fit_on_dask(
     all rows at once). Sets the learned attributes ``fit`` sets, plus ``dask_fit_``
     (:func:`fit_summary`).
     """
+    from distributed import wait
+
     t0 = time.perf_counter()
     _learn_layout(model, data)
     model.base_column_ = "prof_base" if model.spec.weekly_season else "seas_base"
@@ -220,8 +223,11 @@ def fit_on_dask(
         client.submit(shard_design, model, r, p, means, k, seed + i, pure=False)
         for i, (r, p, k) in enumerate(zip(rows, parts, keep, strict=True))
     ]
+    with client.as_current():  # wait() finds the client as the current one
+        wait(designs)
+    del rows, sums, means, parts  # the workers free the rows before XGBoost's matrices
     booster = _train(model, designs, client)
-    del designs, rows, sums, means, parts  # the workers free the partitions
+    del designs
     model.model_ = _as_regressor(booster, _xgb_params(model))
     model.trained_until_ = data.last_date
     model.n_train_rows_ = int(sum(keep))

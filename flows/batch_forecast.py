@@ -8,6 +8,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.run_names import run_name
+from flows.score_shards import score_on_dask
+from salesflow.compute.cluster import require_prefect_server
 from salesflow.config.settings import load_settings, settings_overrides
 from salesflow.modelling.report import scoring_summary
 from salesflow.modelling.scoring import rows_per_store
@@ -34,20 +36,28 @@ def batch_forecast_flow(
     (default: the period after the last observation). Series of that origin already in
     the warehouse but absent from this run (a partial extract) keep their rows unless
     ``replace_origin``; the result says what was added, replaced, removed and kept.
+    With ``compute.engine: dask`` the scoring runs as the ``score-shards`` subflow on the
+    Dask cluster (one task per shard of series, staged writes, one commit).
     """
     settings = load_settings(env, **settings_overrides(source, path, as_of, overrides))
+    require_prefect_server(settings.compute)
     check_run(settings, "forecast")
     model, identity = load_champion(settings)
     data = ingest_sales(settings.data)
     data = validate_data(data, settings.validation, settings.data.as_of, model.horizon)
     check_data(settings, data, "forecast", model, identity["version"])
-    rows, notes = forecast_series(model, identity, data, origin)
-    w = settings.warehouse
-    write = write_to_warehouse.with_options(
-        retries=w.retries, retry_delay_seconds=w.retry_delay_seconds
-    )
-    result = write(rows, settings, notes, replace_origin)
-    per_store = rows_per_store(rows)
+    if settings.compute.engine == "dask":
+        per_store, notes, result = score_on_dask(
+            model, identity, data, settings, origin, replace_origin
+        )
+    else:
+        rows, notes = forecast_series(model, identity, data, origin)
+        w = settings.warehouse
+        write = write_to_warehouse.with_options(
+            retries=w.retries, retry_delay_seconds=w.retry_delay_seconds
+        )
+        result = write(rows, settings, notes, replace_origin)
+        per_store = rows_per_store(rows)
     create_table_artifact(
         key="forecast-rows-per-store", table=per_store, description="Rows written per store"
     )

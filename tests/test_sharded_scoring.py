@@ -158,3 +158,15 @@ def test_shard_data_keeps_only_its_series(two_keys):
     """shard_data cuts history and future to the ids given."""
     part = shard_data(two_keys, ["1/1", "2/1"])
     assert set(part.history[ID]) == set(part.future[ID]) == {"1/1", "2/1"}
+
+
+def test_ragged_panel(models, two_keys):
+    """A department whose series start later: its shard's grid still spans the panel's
+    dates and the forecasts are equal."""
+    h = two_keys.history
+    late = h["dept"].eq(1) & (h[DATE] < h[DATE].min() + pd.Timedelta(weeks=20))
+    data = replace(two_keys, history=h[~late].reset_index(drop=True))
+    local, _ = score_series(models["two"], data)
+    got, notes = score_in_shards(models["two"], data, 3)
+    assert notes.n_shards == 6
+    np.testing.assert_allclose(_sorted(got)["forecast"], _sorted(local)["forecast"], rtol=1e-9)

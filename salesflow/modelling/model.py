@@ -337,14 +337,20 @@ class GlobalForecaster:
         data: SalesData,
         origin: pd.Timestamp | str | None = None,
         holidays: pd.Series | None = None,
+        start: pd.Timestamp | None = None,
     ) -> PredictFeatures:
         """The first half of :meth:`predict` for ``data``'s series (all, or a shard holding
-        whole groups of the last key): origin features and partial group sums.
-        ``holidays``: the whole panel's flags per date when ``data`` is a shard."""
+        whole groups of the last key): origin features and partial group sums. When
+        ``data`` is a shard: ``holidays``, the whole panel's flags per date, and ``start``,
+        its first date (the shard's grid then has the panel's dates: the same numbers)."""
         self._check_fitted()
         origin = pd.Timestamp(origin) if origin is not None else self.next_origin(data)
         known = data.as_of(origin - period_step(data.freq))
-        grid = self._grid(known.history, known.future, data, self.horizon, holidays)
+        history = known.history
+        if start is not None and len(history) and history[DATE].min() > start:
+            pad = pd.DataFrame({ID: [history[ID].iloc[0]], DATE: [pd.Timestamp(start)]})
+            history = pd.concat([history, pad], ignore_index=True)  # no target: a date only
+        grid = self._grid(history, known.future, data, self.horizon, holidays)
         unknown = dict(self.unknown_categories_)
         feats = origin_features(grid, grid.index_of(origin), self.horizon, self.spec)
         feats = feats.drop(columns=["y"])

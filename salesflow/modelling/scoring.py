@@ -185,6 +185,7 @@ class ScoringPlan:
     started_at: dt.datetime
     data_fingerprint: str
     holidays: pd.Series
+    start: pd.Timestamp  # the panel's first date: every shard's grid starts there
     shards: list[SalesData]
     names: list[str]
 
@@ -202,6 +203,7 @@ def plan_scoring(
         started_at=started,
         data_fingerprint=data_fingerprint(data),
         holidays=panel_holidays(data, origin, model.horizon),
+        start=pd.Timestamp(data.history[DATE].min()),
         shards=[shard_data(data, part) for part in ids],
         names=[shard_name(i, part) for i, part in enumerate(ids)],
     )
@@ -238,6 +240,7 @@ def shard_features(
     data: SalesData,
     origin: pd.Timestamp,
     holidays: pd.Series | None = None,
+    start: pd.Timestamp | None = None,
 ) -> ShardPart:
     """The first half of scoring for ``data``'s series (a shard or the whole panel): the
     covariate fill, origin features and partial group sums. Missing known-ahead values are
@@ -250,7 +253,7 @@ def shard_features(
         if exc.gaps is None:
             raise
         return ShardPart(None, known, ShardSummary({}, 0, [], [], 0, [], {}, exc.gaps, varying))
-    pf = model.predict_features(known, origin, holidays)
+    pf = model.predict_features(known, origin, holidays, start)
     forecast_ids = set(pf.feats[ID].unique())
     trained = set(getattr(model, "train_series_", []) or [])
     summary = ShardSummary(
@@ -319,7 +322,7 @@ def score_in_shards(
     """What the Dask flow does, in this process: plan, features per shard, reduce,
     forecasts per shard; rows in shard order."""
     plan = plan_scoring(model, data, shard_series, origin)
-    parts = [shard_features(model, d, plan.origin, plan.holidays) for d in plan.shards]
+    parts = [shard_features(model, d, plan.origin, plan.holidays, plan.start) for d in plan.shards]
     means, notes = reduce_shards(
         [p.summary for p in parts], plan.origin, plan.data_fingerprint, plan.started_at
     )

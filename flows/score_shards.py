@@ -1,0 +1,103 @@
+"""The batch forecast's scoring on Dask: the ``score-shards`` subflow.
+
+The flow's process plans the shards (``plan-shards``); the subflow runs with prefect-dask's
+``DaskTaskRunner`` on the cluster of the ``compute`` settings. With group features (several
+keys) a first pass of ``shard-group-sums-<shard>`` tasks sums them per shard and
+``group-means`` reduces them; then one ``forecast-shard-<shard>`` task per shard forecasts
+and stages its rows in the warehouse, and ``commit-forecasts`` moves every staged row into
+the forecasts table in one transaction. The reduce and the commit run in the flow's
+process; the shards' data goes to the workers as task parameters, one shard per task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+
+from salesflow.compute.cluster import cluster_arguments
+from salesflow.config.settings import Settings
+from salesflow.data.schema import SalesData
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.scoring import ScoringNotes, merge_rows_per_store
+from salesflow.storage.warehouse import WriteResult
+from tasks.score_shards import (
+    ShardJob,
+    check_cluster,
+    commit_forecasts,
+    drop_staged,
+    forecast_and_stage,
+    group_means,
+    plan_shards,
+    shard_group_sums,
+)
+
+
+@flow(name="score-shards", log_prints=True)
+def score_shards_flow(job: ShardJob) -> tuple[list[dict], ScoringNotes, WriteResult]:
+    """Forecast every shard on the cluster, stage the rows, commit them once. Returns the
+    rows per store, the run's notes and the write's result. ``job``: a future of
+    ``plan-shards`` (its run's parameters show a placeholder, never the data)."""
+    plan = job.plan
+    shared = {
+        "model": unmapped(job.model),
+        "origin": unmapped(plan.origin),
+        "holidays": unmapped(plan.holidays),
+        "start": unmapped(plan.start),
+    }
+    try:
+        means = None
+        if job.needs_group_sums:
+            sums = shard_group_sums.map(data=plan.shards, shard=plan.names, **shared)
+            means, notes = group_means([f.result() for f in sums], plan)
+        forecasts = forecast_and_stage.map(
+            data=plan.shards,
+            shard=plan.names,
+            means=unmapped(means),
+            identity=unmapped(job.identity),
+            settings=unmapped(job.settings),
+            flow_run_id=unmapped(job.flow_run_id),
+            stage_id=unmapped(job.stage_id),
+            **shared,
+        )
+        done = [f.result() for f in forecasts]
+        if means is None:
+            _, notes = group_means([r.summary for r in done], plan)
+        write = commit_forecasts(
+            job.settings, notes, job.stage_id, job.flow_run_id, job.replace_origin
+        )
+    except BaseException:
+        _drop_quietly(job)
+        raise
+    return merge_rows_per_store([r.per_store for r in done]), notes, write
+
+
+def _drop_quietly(job: ShardJob) -> None:
+    """Remove what the shards staged before the failure (the table itself is untouched);
+    a failure here is logged by the task and must not hide the original error."""
+    with contextlib.suppress(Exception):
+        drop_staged(job.settings, job.stage_id)
+
+
+def score_on_dask(
+    model: GlobalForecaster,
+    identity: dict[str, Any],
+    data: SalesData,
+    settings: Settings,
+    origin: str | None,
+    replace_origin: bool,
+) -> tuple[list[dict], ScoringNotes, WriteResult]:
+    """Plan the shards here, run ``score-shards`` on the configured Dask cluster."""
+    from prefect_dask import DaskTaskRunner
+
+    check_cluster(settings)
+    job: PrefectFuture[ShardJob] = plan_shards.submit(
+        model, identity, data, settings, origin, flow_run.id, replace_origin
+    )
+    runner = DaskTaskRunner(**cluster_arguments(settings.compute))
+    name = f"score-shards of {flow_run.name or 'batch-forecast'}"
+    subflow = score_shards_flow.with_options(task_runner=runner, flow_run_name=lambda: name)
+    return subflow(job)  # type: ignore[arg-type]

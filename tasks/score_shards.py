@@ -1,0 +1,234 @@
+"""Batch-scoring steps on Dask: plan the shards, group sums, forecast + stage, commit.
+
+Every per-shard task gets its shard's data and small shared values as parameters, and
+returns something small: no task reads another task's large result. A Dask worker lost
+mid-run therefore only loses the task runs it was running (Dask runs them again on another
+worker); the shards it had finished need nothing from it. The price: a shard's features are
+computed twice when the panel has group features (once for the sums, once for the
+forecasts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from salesflow.compute.cluster import check_scheduler
+from salesflow.config.settings import Settings
+from salesflow.data.schema import SalesData
+from salesflow.errors import retry_transient
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.scoring import (
+    ScoringNotes,
+    ScoringPlan,
+    ShardSummary,
+    forecast_shard,
+    plan_scoring,
+    reduce_shards,
+    rows_per_store,
+    shard_features,
+    warehouse_rows,
+)
+from salesflow.storage.staging import commit_stage, drop_stage, stage_forecasts
+from salesflow.storage.warehouse import RunContext, WriteResult, describe_write, redact_url
+from tasks import TRANSIENT_IO_RETRIES
+from tasks.score import log_notes, parse_origin
+
+# Large values (shard data, the model) pass between tasks in memory, never as results.
+IN_MEMORY: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything the ``score-shards`` subflow needs, handed over as one future (so the
+    subflow run's parameters show a placeholder, not the data, the model or settings)."""
+
+    plan: ScoringPlan
+    model: GlobalForecaster
+    identity: dict[str, Any]
+    settings: Settings
+    flow_run_id: str | None  # the batch-forecast run: on every row and the runs record
+    stage_id: str
+    replace_origin: bool
+
+    @property
+    def needs_group_sums(self) -> bool:
+        """Group features span shards (several keys): a first pass reduces their sums."""
+        return bool(getattr(self.model, "group_features_", None))
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What one shard's forecast task returns: its summary, rows staged, rows per store."""
+
+    summary: ShardSummary
+    rows_staged: int
+    per_store: list[dict]
+
+
+@task(name="plan-shards", **IN_MEMORY)
+def plan_shards(
+    model: GlobalForecaster,
+    identity: dict[str, Any],
+    data: SalesData,
+    settings: Settings,
+    origin: str | None,
+    flow_run_id: str | None,
+    replace_origin: bool,
+) -> ShardJob:
+    """Split the series into shards of ``compute.shard_series`` (whole groups of the last
+    key) with what every shard shares; the stage is named after the flow run."""
+    plan = plan_scoring(model, data, settings.compute.shard_series, parse_origin(origin))
+    sizes = [d.n_series for d in plan.shards]
+    get_run_logger().info(
+        "%d series in %d shards (%s series each) from origin %s",
+        sum(sizes),
+        len(sizes),
+        f"{min(sizes)}-{max(sizes)}" if sizes else 0,
+        plan.origin.date(),
+    )
+    stage_id = f"batch-forecast-{flow_run_id or plan.started_at.strftime('%Y%m%dT%H%M%S%f')}"
+    return ShardJob(plan, model, identity, settings, flow_run_id, stage_id, replace_origin)
+
+
+@task(name="shard-group-sums", task_run_name="shard-group-sums-{shard}", **IN_MEMORY)
+def shard_group_sums(
+    model: GlobalForecaster,
+    data: SalesData,
+    shard: str,
+    origin: pd.Timestamp,
+    holidays: pd.Series,
+    start: pd.Timestamp,
+) -> ShardSummary:
+    """One shard's features at the origin, summed per group (small) with its notes."""
+    summary = shard_features(model, data, origin, holidays, start).summary
+    get_run_logger().info("Shard %s: %d series", shard, summary.n_series_forecast)
+    return summary
+
+
+@task(name="group-means", **IN_MEMORY)
+def group_means(
+    summaries: list[ShardSummary], job_plan: ScoringPlan
+) -> tuple[dict[str, pd.DataFrame], ScoringNotes]:
+    """The group means over every shard and the run's notes; one error naming every
+    shard's missing known-ahead values."""
+    means, notes = reduce_shards(
+        summaries, job_plan.origin, job_plan.data_fingerprint, job_plan.started_at
+    )
+    log_notes(notes, notes.unknown_categories)
+    return means, notes
+
+
+@task(
+    name="forecast-shard",
+    task_run_name="forecast-shard-{shard}",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+    **IN_MEMORY,
+)
+def forecast_and_stage(
+    model: GlobalForecaster,
+    data: SalesData,
+    shard: str,
+    origin: pd.Timestamp,
+    holidays: pd.Series,
+    start: pd.Timestamp,
+    means: dict[str, pd.DataFrame] | None,
+    identity: dict[str, Any],
+    settings: Settings,
+    flow_run_id: str | None,
+    stage_id: str,
+) -> ShardResult:
+    """One shard's forecasts, staged in the warehouse under ``stage_id`` (re-staging a
+    shard replaces its rows). ``means`` None (no group features): this shard alone."""
+    part = shard_features(model, data, origin, holidays, start)
+    if part.summary.gaps is not None:  # group-means raises for every shard at once
+        return ShardResult(part.summary, 0, [])
+    if means is None:
+        means, _ = reduce_shards([part.summary], origin, None, None)
+    pred = forecast_shard(model, part, means)
+    rows = warehouse_rows(
+        pred, model.keys_, identity["name"], identity["version"], identity["run_id"], flow_run_id
+    )
+    w = settings.warehouse
+    # The URL is resolved here, on the worker (warehouse.url_env): never a task parameter.
+    n = stage_forecasts(
+        settings.warehouse_url, rows, stage_id, shard, table=w.table, schema=w.schema_name
+    )
+    get_run_logger().info(
+        "Shard %s: %d series, %d rows staged", shard, len(set(rows["unique_id"])), n
+    )
+    return ShardResult(part.summary, n, rows_per_store(rows) if n else [])
+
+
+@task(
+    name="commit-forecasts",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
+def commit_forecasts(
+    settings: Settings,
+    notes: ScoringNotes,
+    stage_id: str,
+    flow_run_id: str | None,
+    replace_origin: bool,
+) -> WriteResult:
+    """Move every staged shard into the forecasts table in one transaction, with its
+    forecast_runs record (same result as the local path's write-forecasts)."""
+    w = settings.warehouse
+    context = RunContext(
+        flow_run_id=flow_run_id,
+        env=settings.env,
+        as_of=settings.data.as_of,
+        data_fingerprint=notes.data_fingerprint,
+        started_at=notes.started_at,
+    )
+    res = commit_stage(
+        settings.warehouse_url,
+        stage_id,
+        table=w.table,
+        schema=w.schema_name,
+        replace_origin=replace_origin,
+        runs_table=w.runs_table,
+        context=context,
+    )
+    log = get_run_logger()
+    log.info(
+        "%s at %s in %.2f s (%d shards staged, one commit)",
+        describe_write(res),
+        redact_url(settings.warehouse_url),
+        res.seconds,
+        notes.n_shards,
+    )
+    if res.kept:
+        log.warning(
+            "%d series of origin %s were not in this run and keep their earlier forecasts "
+            "(rerun with replace_origin / --replace-origin to remove them)",
+            len(res.kept),
+            notes.origin.date(),
+        )
+    return res
+
+
+@task(name="check-cluster", **TRANSIENT_IO_RETRIES, cache_policy=NO_CACHE)
+def check_cluster(settings: Settings) -> None:
+    """The Dask scheduler at ``compute.address`` answers (a local cluster: nothing to check)."""
+    workers = check_scheduler(settings.compute)
+    if workers is not None:
+        get_run_logger().info("Dask scheduler %s: %d workers", settings.compute.address, workers)
+
+
+@task(name="drop-stage", **TRANSIENT_IO_RETRIES, cache_policy=NO_CACHE)
+def drop_staged(settings: Settings, stage_id: str) -> int:
+    """Remove the staged rows of a run that failed before its commit."""
+    w = settings.warehouse
+    n = drop_stage(settings.warehouse_url, stage_id, table=w.table, schema=w.schema_name)
+    get_run_logger().info("Dropped %d staged rows of %s", n, stage_id)
+    return n

@@ -151,3 +151,23 @@ def test_concurrent_writers_of_one_origin(tables: tuple[str, str]) -> None:
 
 def _rows_of(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(list(wh.FORECAST_KEY)).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: pd.concat([f, f.iloc[[0]]]), r"2 rows share their key"),
+        (lambda f: f.assign(forecast=[*f["forecast"][:-1], None]), "'forecast' has 1 null"),
+        (lambda f: f.assign(unique_id=[*f["unique_id"][:-1], None]), "'unique_id' has 1 null"),
+    ],
+    ids=["duplicate-across-chunks", "null-in-last-chunk", "null-key-in-last-chunk"],
+)
+def test_bad_row_in_a_later_chunk(tables: tuple[str, str], change, message: str) -> None:
+    """A bad row past the first chunk (checked while the earlier ones are sent) fails the
+    write with the same ValueError as upfront, and leaves the table as it was."""
+    fast, _ = tables
+    _write(fast, make_forecasts(n_series=2))
+    before = _rows(fast)
+    with pytest.raises(ValueError, match=message):
+        _write(fast, change(make_forecasts(n_series=4, shift=1.0)), chunk_rows=5)
+    pd.testing.assert_frame_equal(_rows(fast), before)

@@ -86,6 +86,7 @@ def _after_chunk(i: int) -> None:
 # :mod:`salesflow.storage.pgreplace`'s delete + COPY path; False forces the older
 # COPY-to-stage + upsert path (kept for generic tables; benchmarks and tests compare them).
 FAST_REPLACE = True
+_CHECKED_BY_DB = ("23502", "23505")  # not_null_violation, unique_violation
 
 
 # --- table creation and migration ---------------------------------------------------------
@@ -260,7 +261,18 @@ def write_frame(
     dialect = make_url(url).get_backend_name()
     if dialect not in SUPPORTED:
         raise ValueError(f"warehouse backend {dialect!r} is not supported; use one of {SUPPORTED}")
-    names, values = prepare_frame(frame, table, key, dialect)
+    layout, coded = _fast_layout(dialect, key, replace_by, stamp, member), None
+    if layout is not None:  # the other chunks are converted while the earlier ones are sent
+        prepare_frame(frame.iloc[:0], table, key, dialect)  # missing or extra columns first
+        coded = pgreplace.coded_keys(frame, table, layout, str(stamp), dialect)
+        if coded is None:  # a null key: prepare_frame names it
+            prepare_frame(frame, table, key, dialect)
+        elif (order := pgreplace.key_order(coded, key)) is not None:
+            frame = frame.take(order)
+            coded = {c: replace(v, codes=v.codes[order]) for c, v in coded.items()}
+        names, values = prepare_frame(frame.iloc[:chunk_rows], table, key, dialect)
+    else:
+        names, values = prepare_frame(frame, table, key, dialect)
     start, inserted, replaced = time.perf_counter(), 0, Replaced()
     upsert = _upsert_postgres if dialect == "postgresql" else _upsert_sqlite
     result = WriteResult(0, 0, 0, 0.0, qualified(table), redact_url(url))
@@ -271,26 +283,35 @@ def write_frame(
         for extra in also:
             ensure_table(engine, extra)
         if len(frame):
-            with engine.begin() as conn:
-                layout = _fast_layout(dialect, key, replace_by, stamp, member, names, values)
-                if layout is not None:
-                    updated, replaced = pgreplace.replace_by_copy(
-                        conn, table, names, values, layout, keep_absent, chunk_rows,
-                        _call_after_chunk,
-                    )  # fmt: skip
-                    inserted = len(frame) - updated
-                else:
-                    if dialect == "postgresql" and replace_by:
-                        parts = _partitions(names, values, replace_by)
-                        pgreplace.lock_partitions(conn, table, parts)
-                    inserted = upsert(conn, table, names, values, key, chunk_rows)
-                    if replace_by and stamp:
-                        replaced = replace_partitions(
-                            conn, table, names, values, replace_by, stamp, member, keep_absent
+            try:
+                with engine.begin() as conn:
+                    if layout is not None and coded is not None:
+                        chunks = pgreplace.prepared_chunks(
+                            frame, table, names, dialect, chunk_rows, values
                         )
-                result = _result(frame, inserted, replaced, start, result)
-                if then is not None:
-                    then(conn, result)
+                        updated, replaced = pgreplace.replace_by_copy(
+                            conn, table, names, chunks, coded, layout, keep_absent,
+                            _call_after_chunk,
+                        )  # fmt: skip
+                        inserted = len(frame) - updated
+                    else:
+                        if dialect == "postgresql" and replace_by:
+                            parts = _partitions(names, values, replace_by)
+                            pgreplace.lock_partitions(conn, table, parts)
+                        inserted = upsert(conn, table, names, values, key, chunk_rows)
+                        if replace_by and stamp:
+                            replaced = replace_partitions(
+                                conn, table, names, values, replace_by, stamp, member,
+                                keep_absent,
+                            )  # fmt: skip
+                    result = _result(frame, inserted, replaced, start, result)
+                    if then is not None:
+                        then(conn, result)
+            except Exception as exc:
+                if layout is not None and getattr(exc, "sqlstate", None) in _CHECKED_BY_DB:
+                    # A null or repeated key past the first chunk: name it as upfront.
+                    prepare_frame(frame, table, key, dialect)
+                raise
     result = replace(result, seconds=time.perf_counter() - start)
     log.info(
         "wrote %d rows (%d new, %d updated, %d deleted) to %s at %s in %.2f s",
@@ -306,14 +327,10 @@ def _fast_layout(
     replace_by: Sequence[str] | None,
     stamp: str | None,
     member: str | None,
-    names: list[str],
-    values: Values,
 ) -> pgreplace.Keys | None:
     """The key layout when this write takes PostgreSQL's delete + COPY path, else None."""
     if dialect != "postgresql" or not FAST_REPLACE or not replace_by or stamp is None:
         return None
-    if len(set(values[names.index(stamp)])) != 1:
-        raise ValueError(f"column {stamp!r} must hold one value for the whole write")
     return pgreplace.split_key(key, replace_by, member)
 
 

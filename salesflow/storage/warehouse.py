@@ -130,7 +130,7 @@ def write_forecasts(
     ctx = context or RunContext()
     target = forecasts_table(table, schema)
     runs = None if runs_table is None else forecast_runs_table(runs_table, schema)
-    rows = _with_defaults(frame).assign(forecast_run_id=ctx.run_id)
+    rows = _with_defaults(frame, forecast_run_id=ctx.run_id)
 
     def record(conn: Connection, result: WriteResult) -> None:
         if runs is not None:
@@ -205,14 +205,17 @@ def _run_row(
     ``n_series``: the number of series written (default: counted in ``rows``)."""
     if n_series is None:
         n_series = int(rows["unique_id"].nunique())
-    summary = rows[[c for c in RUN_COLUMNS if c in rows]].drop_duplicates()
-    summary["unique_id"] = None  # counted above: the summary has one row per combination
+    # Each column's distinct values (padded with nulls, which run_record ignores).
+    summary = pd.DataFrame({c: pd.Series(pd.unique(rows[c])) for c in RUN_COLUMNS if c in rows})
+    summary["unique_id"] = None  # counted above
     record = run_record(summary, result, ctx, table, replace_origin)
     return record | {"series_written": n_series}
 
 
-def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
+def _with_defaults(frame: pd.DataFrame, **constants: Any) -> pd.DataFrame:
+    """``frame`` with series_keys as JSON, store/dept from them, created_at now and the
+    ``constants`` as columns (a shallow copy: the caller's frame is left alone)."""
+    out = frame.copy(deep=False)
     if "series_keys" in out:
         # Each distinct value is converted once (a batch repeats a series' keys per horizon).
         keys = out["series_keys"]
@@ -228,6 +231,8 @@ def _with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
                 out[col] = _take(per_key, codes)
         out["series_keys"] = _take(texts, codes)
     out["created_at"] = pd.Timestamp(dt.datetime.now(dt.UTC))
+    for col, value in constants.items():
+        out[col] = value
     return out
 
 

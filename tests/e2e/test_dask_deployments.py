@@ -374,7 +374,7 @@ def local_forecast(stack, dask_cluster, dask_table, dask_champion, e2e_timings):
     """batch-forecast/weekly with compute.engine local: its run and rows."""
     _, version, _ = dask_champion
     if version is None:
-        pytest.skip("no champion: see test_training_deployment_trains_on_the_cluster")
+        pytest.fail("no champion: see test_training_deployment_trains_on_the_cluster")
     params = {"overrides": overrides("local", dask_cluster, dask_table)}
     run = run_deployment(stack, dask_cluster, "batch-forecast/weekly", params, e2e_timings, "local")
     assert_completed(stack, dask_cluster, run)

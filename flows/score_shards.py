@@ -1,12 +1,13 @@
 """The batch forecast's scoring on Dask: the ``score-shards`` subflow.
 
 The flow's process plans the shards (``plan-shards``); the subflow runs with prefect-dask's
-``DaskTaskRunner`` on the cluster of the ``compute`` settings. With group features (several
-keys) a first pass of ``shard-group-sums-<shard>`` tasks sums them per shard and
-``group-means`` reduces them; then one ``forecast-shard-<shard>`` task per shard forecasts
-and stages its rows in the warehouse, and ``commit-forecasts`` moves every staged row into
-the forecasts table in one transaction. The reduce and the commit run in the flow's
-process; the shards' data goes to the workers as task parameters, one shard per task.
+``DaskTaskRunner`` on the cluster of the ``compute`` settings. Per shard,
+``shard-features-<shard>`` computes the features (they stay on that worker); with group
+features (several keys) ``shard-group-sums-<shard>`` hands their sums to ``group-means``,
+which reduces them; ``forecast-shard-<shard>`` forecasts the shard and stages its rows in
+the warehouse, and ``commit-forecasts`` moves every staged row into the forecasts table in
+one transaction. The reduce and the commit run in the flow's process; the shards' data goes
+to the workers as task parameters, one shard per task.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tasks.score_shards import (
     check_cluster,
     commit_forecasts,
     drop_staged,
+    features_of_shard,
     forecast_and_stage,
     group_means,
     plan_shards,
@@ -42,26 +44,28 @@ def score_shards_flow(job: ShardJob) -> tuple[list[dict], ScoringNotes, WriteRes
     rows per store, the run's notes and the write's result. ``job``: a future of
     ``plan-shards`` (its run's parameters show a placeholder, never the data)."""
     plan = job.plan
-    shared = {
-        "model": unmapped(job.model),
-        "origin": unmapped(plan.origin),
-        "holidays": unmapped(plan.holidays),
-        "start": unmapped(plan.start),
-    }
     try:
+        parts = features_of_shard.map(
+            data=plan.shards,
+            shard=plan.names,
+            model=unmapped(job.model),
+            origin=unmapped(plan.origin),
+            holidays=unmapped(plan.holidays),
+            start=unmapped(plan.start),
+        )
         means = None
         if job.needs_group_sums:
-            sums = shard_group_sums.map(data=plan.shards, shard=plan.names, **shared)
+            sums = shard_group_sums.map(part=parts, shard=plan.names)
             means, notes = group_means([f.result() for f in sums], plan)
         forecasts = forecast_and_stage.map(
-            data=plan.shards,
+            model=unmapped(job.model),
+            part=parts,
             shard=plan.names,
             means=unmapped(means),
             identity=unmapped(job.identity),
             settings=unmapped(job.settings),
             flow_run_id=unmapped(job.flow_run_id),
             stage_id=unmapped(job.stage_id),
-            **shared,
         )
         done = [f.result() for f in forecasts]
         if means is None:

@@ -1,11 +1,12 @@
-"""Batch-scoring steps on Dask: plan the shards, group sums, forecast + stage, commit.
+"""Batch-scoring steps on Dask: plan the shards, features, group sums, forecast + stage,
+commit.
 
-Every per-shard task gets its shard's data and small shared values as parameters, and
-returns something small: no task reads another task's large result. A Dask worker lost
-mid-run therefore only loses the task runs it was running (Dask runs them again on another
-worker); the shards it had finished need nothing from it. The price: a shard's features are
-computed twice when the panel has group features (once for the sums, once for the
-forecasts).
+A shard's features (``shard-features``) stay in the memory of the worker that computed
+them: ``shard-group-sums`` and ``forecast-shard`` read them there (prefect-dask hands the
+Dask future on; Dask runs a task where its input is), and only small values come back to
+the flow's process (the sums, the notes, the rows staged). A worker lost mid-run loses its
+running tasks and the features it held: Dask runs those tasks again on the other workers
+(Prefect records the task run again), so the run still completes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.scoring import (
     ScoringNotes,
     ScoringPlan,
+    ShardPart,
     ShardSummary,
     forecast_shard,
     plan_scoring,
@@ -95,19 +97,26 @@ def plan_shards(
     return ShardJob(plan, model, identity, settings, flow_run_id, stage_id, replace_origin)
 
 
-@task(name="shard-group-sums", task_run_name="shard-group-sums-{shard}", **IN_MEMORY)
-def shard_group_sums(
+@task(name="shard-features", task_run_name="shard-features-{shard}", **IN_MEMORY)
+def features_of_shard(
     model: GlobalForecaster,
     data: SalesData,
     shard: str,
     origin: pd.Timestamp,
     holidays: pd.Series,
     start: pd.Timestamp,
-) -> ShardSummary:
-    """One shard's features at the origin, summed per group (small) with its notes."""
-    summary = shard_features(model, data, origin, holidays, start).summary
-    get_run_logger().info("Shard %s: %d series", shard, summary.n_series_forecast)
-    return summary
+) -> ShardPart:
+    """One shard's covariate fill and features at the origin (kept on the worker)."""
+    part = shard_features(model, data, origin, holidays, start)
+    n = part.summary.n_series_forecast
+    get_run_logger().info("Shard %s: features of %d series", shard, n)
+    return part
+
+
+@task(name="shard-group-sums", task_run_name="shard-group-sums-{shard}", **IN_MEMORY)
+def shard_group_sums(part: ShardPart, shard: str) -> ShardSummary:  # noqa: ARG001 - the name
+    """A shard's group sums and notes (small): what the reduce needs of it."""
+    return part.summary
 
 
 @task(name="group-means", **IN_MEMORY)
@@ -133,11 +142,8 @@ def group_means(
 )
 def forecast_and_stage(
     model: GlobalForecaster,
-    data: SalesData,
+    part: ShardPart,
     shard: str,
-    origin: pd.Timestamp,
-    holidays: pd.Series,
-    start: pd.Timestamp,
     means: dict[str, pd.DataFrame] | None,
     identity: dict[str, Any],
     settings: Settings,
@@ -146,11 +152,8 @@ def forecast_and_stage(
 ) -> ShardResult:
     """One shard's forecasts, staged in the warehouse under ``stage_id`` (re-staging a
     shard replaces its rows). ``means`` None (no group features): this shard alone."""
-    part = shard_features(model, data, origin, holidays, start)
     if part.summary.gaps is not None:  # group-means raises for every shard at once
         return ShardResult(part.summary, 0, [])
-    if means is None:
-        means, _ = reduce_shards([part.summary], origin, None, None)
     pred = forecast_shard(model, part, means)
     rows = warehouse_rows(
         pred, model.keys_, identity["name"], identity["version"], identity["run_id"], flow_run_id
@@ -160,9 +163,8 @@ def forecast_and_stage(
     n = stage_forecasts(
         settings.warehouse_url, rows, stage_id, shard, table=w.table, schema=w.schema_name
     )
-    get_run_logger().info(
-        "Shard %s: %d series, %d rows staged", shard, len(set(rows["unique_id"])), n
-    )
+    series = part.summary.n_series_forecast
+    get_run_logger().info("Shard %s: %d series, %d rows staged", shard, series, n)
     return ShardResult(part.summary, n, rows_per_store(rows) if n else [])
 
 

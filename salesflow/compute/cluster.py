@@ -38,7 +38,8 @@ def cluster_arguments(compute: ComputeSection) -> dict[str, Any]:
             "threads_per_worker": compute.threads_per_worker,
             "memory_limit": compute.memory_limit,
             "processes": True,
-            "dashboard_address": None,
+            # A free port: None still takes :8787 (a warning when another cluster holds it).
+            "dashboard_address": ":0",
         },
     }
 

@@ -304,12 +304,15 @@ def reduce_shards(
 
 
 def forecast_shard(
-    model: GlobalForecaster, part: ShardPart, means: dict[str, pd.DataFrame]
+    model: GlobalForecaster, part: ShardPart, means: dict[str, pd.DataFrame] | None = None
 ) -> pd.DataFrame:
     """The second half: the forecasts of ``part``'s series with the group means over every
-    shard. Columns out: those of :meth:`GlobalForecaster.predict`."""
+    shard (None: of this shard alone, e.g. data without group features). Columns out:
+    those of :meth:`GlobalForecaster.predict`."""
     if part.features is None:
         raise ValueError("this shard has no features: reduce_shards raises for it first")
+    if means is None:
+        means = group_means_from(part.summary.sums)
     return model.finish_predict(part.features, part.data, means)
 
 

@@ -169,14 +169,14 @@ def test_dask_rows_equal_local_rows(local_then_dask, champion, small_data):
 
 
 def test_shards_are_named_task_runs(local_then_dask):
-    """One completed forecast-shard task run per shard (and group sums), one commit."""
+    """Per shard, completed features, group sums and forecast task runs; one commit."""
     *_, run_id, _ = local_then_dask
     runs = _task_runs(run_id)
     by = lambda prefix: [r for r in runs if r.name.startswith(prefix)]  # noqa: E731
     shards = by("forecast-shard-")
     assert len(shards) == 4 and all(r.state.is_completed() for r in shards)
     assert sorted(r.name for r in shards)[0] == "forecast-shard-000-3-series-from-1/1"
-    assert len(by("shard-group-sums-")) == 4
+    assert len(by("shard-features-")) == len(by("shard-group-sums-")) == 4
     assert [r.state.is_completed() for r in by("commit-forecasts")] == [True]
 
 

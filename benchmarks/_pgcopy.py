@@ -2,7 +2,9 @@
 
 Shared by ``bench_warehouse.py`` and ``bench_batch_cycle.py``. The rows are converted the
 way ``write_forecasts`` converts them (``salesflow.sqlconvert``) and written with
-``write_row`` into a table with the forecasts table's columns but no key or index.
+``write_row`` into a table with the forecasts table's columns but no key or index; with
+``keyed=True`` into a table with the forecasts table's primary key and index (the floor
+for any write that keeps the key: PostgreSQL then maintains two btrees per row).
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import time
 from typing import Any
 
 
-def raw_copy_seconds(engine: Any, frame: Any, table: str) -> float:
+def raw_copy_seconds(engine: Any, frame: Any, table: str, keyed: bool = False) -> float:
     """Seconds to convert and COPY ``frame``'s rows into a new plain table ``table``
-    (created here; the caller drops it)."""
+    (created here; the caller drops it); ``keyed``: a table with the key and index."""
     import pandas as pd
     import sqlalchemy as sa
 
@@ -26,6 +28,8 @@ def raw_copy_seconds(engine: Any, frame: Any, table: str) -> float:
             frame[col] = None
     ddl = wh.forecasts_table(table)
     plain = sa.Table(table, sa.MetaData(), *(sa.Column(c.name, c.type) for c in ddl.columns))
+    if keyed:
+        plain = ddl
     plain.create(engine)
     cols = [c for c in frame.columns if c in plain.c]
     names = ", ".join(cols)

@@ -259,9 +259,17 @@ def delete_counted(
         "LEFT JOIN fk ON fk.member = d.member AND fk.rest = d.rest GROUP BY 1"
     )
     cur = cursor(conn)
+    # Fresh rows have no statistics yet (a new table, a just-filled stage): the planner then
+    # guesses one row and may pick nested loops over tens of thousands (minutes). Hash
+    # joins are right for any size here.
+    cur.execute("SELECT current_setting('enable_nestloop')")
+    nestloop = cur.fetchone()[0]
+    cur.execute("SELECT set_config('enable_nestloop', 'off', true)")
     cur.execute(sql, (*params, *part))
+    rows = cur.fetchall()
+    cur.execute("SELECT set_config('enable_nestloop', %s, true)", (nestloop,))
     deleted, updated, removed = 0, 0, {}
-    for absent, n, n_updated in cur.fetchall():
+    for absent, n, n_updated in rows:
         deleted, updated = deleted + n, updated + n_updated
         if absent is not None:
             removed[str(absent)] = int(n)

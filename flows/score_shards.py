@@ -1,7 +1,8 @@
 """The batch forecast's scoring on Dask: the ``score-shards`` subflow.
 
 The flow's process plans the shards (``plan-shards``); the subflow runs with prefect-dask's
-``DaskTaskRunner`` on the cluster of the ``compute`` settings. Per shard,
+``DaskTaskRunner`` on the cluster of the ``compute`` settings. ``share-model`` puts the
+champion on the cluster once (the shard tasks read it from there). Per shard,
 ``shard-features-<shard>`` computes the features (they stay on that worker); with group
 features (several keys) ``shard-group-sums-<shard>`` hands their sums to ``group-means``,
 which reduces them; ``forecast-shard-<shard>`` forecasts the shard and stages its rows in
@@ -35,6 +36,7 @@ from tasks.score_shards import (
     group_means,
     plan_shards,
     shard_group_sums,
+    share_model,
 )
 
 
@@ -45,10 +47,11 @@ def score_shards_flow(job: ShardJob) -> tuple[list[dict], ScoringNotes, WriteRes
     ``plan-shards`` (its run's parameters show a placeholder, never the data)."""
     plan = job.plan
     try:
+        model = share_model.submit(job.model)
         parts = features_of_shard.map(
             data=plan.shards,
             shard=plan.names,
-            model=unmapped(job.model),
+            model=unmapped(model),
             origin=unmapped(plan.origin),
             holidays=unmapped(plan.holidays),
             start=unmapped(plan.start),
@@ -58,7 +61,7 @@ def score_shards_flow(job: ShardJob) -> tuple[list[dict], ScoringNotes, WriteRes
             sums = shard_group_sums.map(part=parts, shard=plan.names)
             means, notes = group_means([f.result() for f in sums], plan)
         forecasts = forecast_and_stage.map(
-            model=unmapped(job.model),
+            model=unmapped(model),
             part=parts,
             shard=plan.names,
             means=unmapped(means),

@@ -97,6 +97,13 @@ def plan_shards(
     return ShardJob(plan, model, identity, settings, flow_run_id, stage_id, replace_origin)
 
 
+@task(name="share-model", **IN_MEMORY)
+def share_model(model: GlobalForecaster) -> GlobalForecaster:
+    """The champion, sent to the cluster once: the shard tasks take it from there (Dask
+    copies it between workers) instead of each carrying its own copy from the flow."""
+    return model
+
+
 @task(name="shard-features", task_run_name="shard-features-{shard}", **IN_MEMORY)
 def features_of_shard(
     model: GlobalForecaster,

@@ -9,7 +9,6 @@ absolute-error objective is WMAE in sales units.
 from __future__ import annotations
 
 import inspect
-import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -28,6 +27,12 @@ from features.build import (
     training_frame,
 )
 from salesflow.data.schema import DATE, ID, SalesData
+from salesflow.modelling.coding import (
+    code_covariates,
+    learn_categories,
+    open_values,
+    static_codes,
+)
 from salesflow.modelling.groups import (
     GROUP_SOURCES,
     GroupSums,
@@ -35,13 +40,18 @@ from salesflow.modelling.groups import (
     group_means_from,
     group_sums,
 )
+from salesflow.modelling.intervals import (
+    add_bounds,
+    loo_multipliers,
+    residual_quantiles,
+    scaled_residuals,
+)
 
 INTERVAL_LEVELS = {80: (0.10, 0.90), 95: (0.025, 0.975)}
 __all__ = ["GROUP_SOURCES", "GlobalForecaster", "PredictFeatures", "seasonal_base"]
 # Settings added after champions were first pickled, whose behaviour without the attribute
 # differs from the parameter's default (an old champion was never clipped at 0).
 _LEGACY_SETTINGS: dict[str, Any] = {"min_forecast": None}
-log = logging.getLogger(__name__)
 
 
 def seasonal_base(rows: pd.DataFrame, column: str = "seas_base") -> np.ndarray:
@@ -100,54 +110,16 @@ class GlobalForecaster:
     # ---- design matrix -------------------------------------------------------------
     def _static_codes(self, data: SalesData) -> pd.DataFrame:
         """unique_id plus one numeric column per key and static attribute."""
-        st = data.static_frame()
-        out = pd.DataFrame({ID: st[ID]})
-        for col in [*data.keys, *data.static]:
-            if col in self.categories_:
-                cats = self.categories_[col]
-                out[f"static_{col}"] = pd.Categorical(st[col].astype(str), categories=cats).codes
-                out[f"static_{col}"] = out[f"static_{col}"].replace(-1, np.nan)
-            else:
-                out[f"static_{col}"] = pd.to_numeric(st[col], errors="coerce")
-        return out
+        return static_codes(data, self.categories_)
 
     def _learn_categories(self, data: SalesData) -> None:
-        st = data.static_frame()
-        self.categories_ = {
-            c: sorted(st[c].astype(str).unique())
-            for c in [*data.keys, *data.static]
-            if not pd.api.types.is_numeric_dtype(st[c])
-        }
-        cats = getattr(data, "categorical", [])
-        h = data.history
-        self.cov_categories_ = {c: sorted(h[c].dropna().astype(str).unique()) for c in cats}
+        self.categories_, self.cov_categories_ = learn_categories(data)
 
     def _coded(self, frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
-        """``frame`` with each categorical covariate as its code among the categories seen
-        in training (a float; unknown values become missing, with a warning naming them)."""
+        """``frame`` with each categorical covariate coded (see
+        :func:`~salesflow.modelling.coding.code_covariates`)."""
         cats = getattr(self, "cov_categories_", {})
-        if frame is None or not cats:
-            return frame
-        out = frame.copy()
-        for c, known in cats.items():
-            if c not in out:
-                continue
-            text = out[c].astype("string")
-            unknown = sorted(set(text.dropna()) - set(known))
-            if unknown:
-                n = int(text.isin(unknown).sum())
-                self.unknown_categories_[c] = unknown
-                log.warning(
-                    "%s: %d rows of categorical covariate %r hold values not seen in "
-                    "training %s: treated as missing",
-                    what,
-                    n,
-                    c,
-                    unknown[:10],
-                )
-            codes = pd.Categorical(text, categories=known).codes.astype(float)
-            out[c] = np.where(codes < 0, np.nan, codes)
-        return out
+        return code_covariates(frame, cats, what, self.unknown_categories_)
 
     def _grid(
         self,
@@ -355,7 +327,10 @@ class GlobalForecaster:
         feats = origin_features(grid, grid.index_of(origin), self.horizon, self.spec)
         feats = feats.drop(columns=["y"])
         return PredictFeatures(
-            feats, self._open_values(feats, grid), self.group_sums(feats, data), unknown
+            feats,
+            open_values(feats, grid, self.spec.open_column),
+            self.group_sums(feats, data),
+            unknown,
         )
 
     def finish_predict(
@@ -381,20 +356,6 @@ class GlobalForecaster:
         out = self._add_intervals(out)
         return self._closed_and_floor(out, pf.open_)
 
-    def _open_values(self, feats: pd.DataFrame, grid: Grid) -> np.ndarray | None:
-        """The open covariate at each row's series and target date (NaN off the grid);
-        None without an open covariate."""
-        col = self.spec.open_column
-        if col is None:
-            return None
-        k = grid.covariates.index(col)
-        rows = np.searchsorted(grid.ids, feats[ID].to_numpy())
-        cols = grid.dates.get_indexer(pd.DatetimeIndex(feats[DATE]))
-        ok = cols >= 0
-        open_ = np.full(len(feats), np.nan)
-        open_[ok] = grid.cov[rows[ok], cols[ok], k]
-        return open_
-
     def _closed_and_floor(self, out: pd.DataFrame, open_: np.ndarray | None) -> pd.DataFrame:
         """Forecasts and bounds clipped at ``min_forecast`` (None: not clipped); with an
         open covariate (``open_``, per row of ``out``), a ``closed`` column and exactly 0
@@ -410,15 +371,17 @@ class GlobalForecaster:
         return out
 
     def set_intervals(self, backtest: pd.DataFrame) -> GlobalForecaster:
-        """Learn interval widths from backtest rows (columns: horizon, y, forecast, scale):
-        quantiles of the scaled residual per horizon."""
-        if "closed" in backtest:  # a closed day's forecast is 0 by rule, not by the model
-            backtest = backtest[~backtest["closed"].astype(bool)]
-        r = backtest.assign(res=(backtest["y"] - backtest["forecast"]) / backtest["scale"])
+        """Learn the 80/95 % bounds from backtest rows (columns: origin, horizon, y,
+        forecast, scale; closed days left out): quantiles of the scaled residual pooled
+        over horizons along a fitted spread per horizon (``residual_quantiles_``), and a
+        width factor per level from leaving each origin out (``interval_multipliers_``;
+        1.0 with one origin). See :mod:`salesflow.modelling.intervals`."""
+        res = scaled_residuals(backtest)
         qs = sorted({q for pair in INTERVAL_LEVELS.values() for q in pair})
-        table = r.groupby("horizon")["res"].quantile(qs).unstack()
-        table.columns = [f"q{q}" for q in qs]
-        self.residual_quantiles_ = table
+        self.residual_quantiles_ = residual_quantiles(res, self.horizon, qs)
+        self.interval_multipliers_ = loo_multipliers(res, self.horizon, INTERVAL_LEVELS)
+        if "closed" in backtest:
+            backtest = backtest[~backtest["closed"].astype(bool)]
         # The backtest's forecasts are the reference for prediction drift in monitoring.
         last = (
             backtest[backtest["origin"] == backtest["origin"].max()]
@@ -429,16 +392,13 @@ class GlobalForecaster:
         return self
 
     def _add_intervals(self, out: pd.DataFrame) -> pd.DataFrame:
+        """``out`` with lo/hi 80/95 once intervals are set; a champion saved before the
+        width factors existed has none (factor 1: its bounds as before)."""
         q = getattr(self, "residual_quantiles_", None)
         if q is None:
             return out
-        q = q.reindex(range(1, self.horizon + 1)).ffill().bfill()
-        for level, (lo, hi) in INTERVAL_LEVELS.items():
-            ql = q[f"q{lo}"].reindex(out["horizon"]).to_numpy()
-            qh = q[f"q{hi}"].reindex(out["horizon"]).to_numpy()
-            out[f"lo_{level}"] = out["forecast"] + np.minimum(ql, 0) * out["scale"]
-            out[f"hi_{level}"] = out["forecast"] + np.maximum(qh, 0) * out["scale"]
-        return out
+        mult = getattr(self, "interval_multipliers_", None)
+        return add_bounds(out, q, self.horizon, INTERVAL_LEVELS, mult)
 
     def clone(self) -> GlobalForecaster:
         """An unfitted forecaster with the same settings (sklearn's ``clone``): every

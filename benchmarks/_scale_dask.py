@@ -127,14 +127,15 @@ def make_panel(n_stores: int, n_depts: int, periods: int, seed: int = 42) -> Sal
 
 
 def panel_part(
-    index: int, n_stores: int, depts_per_part: int, periods: int, statics: pd.DataFrame
+    index: int, n_stores: int, n_depts: int, periods: int, statics: pd.DataFrame, per: int
 ) -> SalesData:
     """Part ``index`` of a panel generated in parts (partitioned ingestion, on a worker):
-    ``n_stores`` stores x departments ``index * depts_per_part + 1 ..`` (whole departments,
-    so a part is a scoring shard), seeded ``42 + index``; the stores' static columns are
-    those of the seed-42 panel, so a store has one type and size in every part."""
-    data = make_panel(n_stores, depts_per_part, periods, seed=42 + index)
-    offset = index * depts_per_part
+    ``n_stores`` stores x ``n_depts`` departments numbered from ``index * per + 1`` (whole
+    departments, so a part is a scoring shard), seeded ``42 + index``; the stores' static
+    columns are those of the seed-42 panel, so a store has one type and size in every part
+    (its covariates differ from part to part: a benchmark's shortcut)."""
+    data = make_panel(n_stores, n_depts, periods, seed=42 + index)
+    offset = index * per
     cols = [c for c in statics.columns if c != "store"]
 
     def fix(frame: pd.DataFrame) -> pd.DataFrame:
@@ -215,15 +216,15 @@ def rows_of(model: Any, pred: pd.DataFrame) -> pd.DataFrame:
 # --- what the workers run ----------------------------------------------------------------------
 
 
-def validated(data: SalesData) -> tuple[SalesData, int]:
-    """The flow's gate: validate (raise on failure), drop short series; how many dropped."""
+def validated(data: SalesData) -> tuple[SalesData, list[str]]:
+    """The flow's gate: validate (raise on failure), drop short series; which dropped."""
     from salesflow.config.settings import load_settings
     from salesflow.data.validation import DataValidationError, drop_short_series, validate_sales
 
     report = validate_sales(data, load_settings("dev").validation)
     if not report.passed:
         raise DataValidationError(report)
-    return drop_short_series(data, report), len(report.short_series)
+    return drop_short_series(data, report), [str(i) for i in report.short_series]
 
 
 def sums_task(model: Any, data: SalesData, origin: pd.Timestamp, holidays: pd.Series):
@@ -259,34 +260,43 @@ def stage_task(
     return {**cost, "stage_s": time.perf_counter() - t3, "rows": staged}
 
 
-def generated(index: int, shape: dict[str, Any], statics: pd.DataFrame):
-    """A part generated here (partitioned ingestion) and validated; seconds of each."""
+def generated(index: int, shape: dict[str, Any], statics: pd.DataFrame, drop=None):
+    """A part generated here (partitioned ingestion) and validated; seconds of each. With
+    ``drop`` (the short series pass 1 found), pass 2's stand-in for reading the part again:
+    generated, those series removed, not validated a second time (the flow validates once)."""
     t0 = time.perf_counter()
-    data = panel_part(index, shape["n_stores"], shape["depts_per_part"], shape["periods"], statics)
+    per = shape["depts_per_part"]
+    depts = min(per, shape["n_depts"] - index * per)
+    data = panel_part(index, shape["n_stores"], depts, shape["periods"], statics, per)
     t1 = time.perf_counter()
-    data, short = validated(data)
-    cost = {"generate_s": t1 - t0, "validate_s": time.perf_counter() - t1, "short": short}
-    return data, cost
+    if drop is None:
+        data, short = validated(data)
+    else:
+        keep = ~data.history[ID].isin(set(drop))
+        data, short = replace(data, history=data.history[keep].reset_index(drop=True)), drop
+    cost = {"generate_s": t1 - t0, "validate_s": time.perf_counter() - t1}
+    return data, cost, short
 
 
 def generated_sums_task(model: Any, index: int, shape: dict, statics, origin, holidays):
     """Pass 1 of a part generated on the worker: generate -> validate -> summary; also the
-    part's data fingerprint."""
+    part's data fingerprint and the short series dropped."""
     from salesflow.modelling.registry import data_fingerprint
 
-    data, cost = generated(index, shape, statics)
+    data, cost, short = generated(index, shape, statics)
     summary, more = sums_task(model, data, origin, holidays)
-    cost.update(more, history_rows=len(data.history))
-    return summary, cost, data_fingerprint(data)
+    cost.update(more, history_rows=len(data.history), short=len(short))
+    return summary, cost, data_fingerprint(data), short
 
 
 def generated_stage_task(
     model: Any, index: int, shape: dict, statics, origin, holidays, means, *sink: Any
 ) -> dict[str, Any]:
-    """Pass 2 of a generated part: generated (read) again, then as :func:`stage_task`."""
-    data, cost = generated(index, shape, statics)
+    """Pass 2 of a generated part: generated (read) again, then as :func:`stage_task`.
+    ``sink``: url, table, stage_id, shard name, the short series of pass 1."""
+    data, cost, _ = generated(index, shape, statics, drop=sink[-1])
     again = {f"again_{k}": v for k, v in cost.items() if k.endswith("_s")}
-    return {**again, **stage_task(model, data, origin, holidays, means, *sink)}
+    return {**again, **stage_task(model, data, origin, holidays, means, *sink[:-1])}
 
 
 def combined_fingerprint(prints: list[str]) -> str:

@@ -11,10 +11,15 @@ GOAL_MB = 8 * 1024
 
 
 def merge(path: Path, label: str, result: dict[str, Any], machine: dict[str, Any]) -> None:
-    doc = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-    doc.setdefault("machines", {})[label] = machine
-    doc["runs"][label] = result
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    """Add one run to ``path`` (under a lock: two sizes may run at once)."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+        doc.setdefault("machines", {})[label] = machine
+        doc["runs"][label] = result
+        path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
 
 def _f(x: Any, digits: int = 1) -> str:

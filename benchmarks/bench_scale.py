@@ -96,7 +96,7 @@ def run_local(a: dict[str, Any]) -> dict[str, Any]:
         "batch_s": round(total - steps["generate"], 2),
         "rows_written": res.rows_written,
         "series_forecast": notes.n_series_forecast,
-        "short_dropped": short,
+        "short_dropped": len(short),
         "history_rows": len(data.history),
         "model_fit_s_untimed": round(fit_s, 1),
         "peaks_mb": peaks.by_role(),
@@ -137,7 +137,8 @@ def run_dask(a: dict[str, Any], parts: bool) -> dict[str, Any]:
             origin = model.next_origin(small)
             holidays = panel_holidays(small, origin, model.horizon)
             statics = client.scatter(sd.store_statics(stores, a["periods"]), broadcast=True)
-            shape = {"n_stores": stores, "depts_per_part": per, "periods": a["periods"]}
+            shape = {"n_stores": stores, "n_depts": depts, "depts_per_part": per}
+            shape["periods"] = a["periods"]
             names = [f"{i:03d}-part" for i in range(-(-depts // per))]
             inputs: list[tuple] = [(i, shape, statics) for i in range(len(names))]
             pass1, pass2 = sd.generated_sums_task, sd.generated_stage_task
@@ -146,7 +147,7 @@ def run_dask(a: dict[str, Any], parts: bool) -> dict[str, Any]:
             data = sd.make_panel(stores, depts, a["periods"])
             t = _clock(steps, "generate", t)
             data, short = sd.validated(data)
-            out.update(short_dropped=short, history_rows=len(data.history))
+            out.update(short_dropped=len(short), history_rows=len(data.history))
             t = _clock(steps, "validate", t)
             plan = plan_scoring(model, data, a["shard_series"], None)
             origin, holidays, names = plan.origin, plan.holidays, plan.names
@@ -165,14 +166,18 @@ def run_dask(a: dict[str, Any], parts: bool) -> dict[str, Any]:
         if parts:
             fingerprint = sd.combined_fingerprint([s[2] for s in summaries])
             out["history_rows"] = sum(s[1]["history_rows"] for s in summaries)
-            out["short_dropped"] = sum(s[1]["short"] for s in summaries)
+            out["short_dropped"] = sum(len(s[3]) for s in summaries)
         means, notes = reduce_shards([s[0] for s in summaries], origin, fingerprint, None)
         t = _clock(steps, "reduce", t)
         means_f = client.scatter(means, broadcast=True)
         sink = (target.url, target.table, stage_id)
+        # dask-parts: pass 2 drops the short series pass 1 found instead of validating again
+        tails = [(s[3],) if parts else () for s in summaries]
         futs = [
-            client.submit(pass2, model_f, *x, origin, holidays, means_f, *sink, n, key=f"stage-{n}")
-            for x, n in zip(inputs, names, strict=True)
+            client.submit(
+                pass2, model_f, *x, origin, holidays, means_f, *sink, n, *tail, key=f"stage-{n}"
+            )
+            for x, n, tail in zip(inputs, names, tails, strict=True)
         ]
         del inputs
         costs = [f.result() for f in as_completed(futs)]

@@ -236,6 +236,9 @@ def snapshot_head(dest: Path) -> dict[str, str]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
     ).stdout.strip()
+    dest = dest / commit
+    if (dest / "salesflow").exists():  # another size may be running from it: keep it
+        return {"commit": commit, "snapshot": str(dest)}
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     dirs = ["salesflow", "features", "flows", "tasks", "configs"]

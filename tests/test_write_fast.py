@@ -171,3 +171,29 @@ def test_bad_row_in_a_later_chunk(tables: tuple[str, str], change, message: str)
     with pytest.raises(ValueError, match=message):
         _write(fast, change(make_forecasts(n_series=4, shift=1.0)), chunk_rows=5)
     pd.testing.assert_frame_equal(_rows(fast), before)
+
+
+def test_existing_table_checks(tables: tuple[str, str]) -> None:
+    """A table written before is found ready by one catalog query, in a schema too; one
+    that lost its key, or a column, goes through the full check (refused, or migrated)."""
+    import sqlalchemy as sa
+
+    fast, _ = tables
+    schema = f"s_{fast}"
+    engine = sa.create_engine(PG_URL)
+    try:
+        for _ in range(2):
+            wh.write_forecasts(PG_URL, make_forecasts(), table=fast, schema=schema, runs_table=None)
+        assert wh.count_rows(PG_URL, fast, schema=schema) == 12
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {schema}.{fast} DROP COLUMN lo_95")
+        wh.write_forecasts(PG_URL, make_forecasts(), table=fast, schema=schema, runs_table=None)
+        assert wh.read_forecasts(PG_URL, table=fast, schema=schema)["lo_95"].notna().all()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {schema}.{fast} DROP CONSTRAINT {fast}_pkey")
+        with pytest.raises(wh.WarehouseSchemaError, match="no primary key or unique constraint"):
+            wh.write_forecasts(PG_URL, make_forecasts(), table=fast, schema=schema)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        engine.dispose()

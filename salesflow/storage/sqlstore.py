@@ -104,6 +104,8 @@ def ensure_table(
     dialect = engine.dialect.name
     if dialect == "sqlite" and table.schema not in (None, "main"):
         raise ValueError(f"schema {table.schema!r} is not supported on SQLite; use schema=None")
+    if dialect == "postgresql" and _ready_postgres(engine, table, key):
+        return table
     with engine.begin() as conn:
         if dialect == "postgresql":
             # Serialise concurrent first writers: CREATE TABLE IF NOT EXISTS races on pg_type.
@@ -120,6 +122,30 @@ def ensure_table(
         else:
             _migrate(conn, insp, table, key)
     return table
+
+
+_READY_SQL = """
+WITH t AS (SELECT to_regclass(quote_ident(coalesce(%(schema)s, current_schema())) || '.'
+                              || quote_ident(%(name)s)) AS oid)
+SELECT (SELECT array_agg(a.attname::text) FROM pg_attribute a, t
+        WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT array_agg(array_to_string(array(
+            SELECT a.attname FROM unnest(i.indkey) AS k(n)
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
+            ORDER BY a.attname), ','))
+        FROM pg_index i, t WHERE i.indrelid = t.oid AND i.indisunique)
+"""
+
+
+def _ready_postgres(engine: Engine, table: sa.Table, key: list[str]) -> bool:
+    """Whether ``table`` exists with every column and (unless ``key`` is empty) a unique key
+    on ``key``: two catalog lookups in one query (reflecting it takes ~50 ms)."""
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(_READY_SQL, {"schema": table.schema, "name": table.name})
+        columns, uniques = row.one()
+    if not columns or not set(table.c.keys()) <= set(columns):
+        return False
+    return not key or ",".join(sorted(key)) in (uniques or [])
 
 
 def _migrate(conn: Connection, insp: sa.Inspector, table: sa.Table, key: list[str]) -> None:

@@ -333,6 +333,8 @@ def _ensure(engine: Engine, url: str, stage: sa.Table) -> None:
     """Create the staging table if missing (its shape is ours: no migration needed)."""
     with connect(engine, url):  # surfaces an unreachable database as WarehouseUnavailable
         pass
+    if engine.dialect.name == "postgresql" and sqlstore._ready_postgres(engine, stage, []):
+        return
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql(

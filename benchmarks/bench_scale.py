@@ -227,8 +227,9 @@ def run_variant(variant: str, args: dict[str, Any], out: Path) -> None:
 
 
 def snapshot_head(dest: Path) -> dict[str, str]:
-    """The committed code (``git archive HEAD``) of the packages in ``dest``: other people
-    edit the work tree while a long run goes on; every variant must run the same code."""
+    """The committed code (``git archive HEAD``) of the packages in ``dest``, plus untracked
+    new modules: other people edit the work tree while a long run goes on; every variant
+    must run the same code."""
     import shutil
     import subprocess
 
@@ -237,8 +238,9 @@ def snapshot_head(dest: Path) -> dict[str, str]:
         ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
     ).stdout.strip()
     dest = dest / commit
-    if (dest / "salesflow").exists():  # another size may be running from it: keep it
-        return {"commit": commit, "snapshot": str(dest)}
+    if (dest / "UNTRACKED").exists():  # another size may be running from it: keep it
+        untracked = (dest / "UNTRACKED").read_text().split()
+        return {"commit": commit, "snapshot": str(dest), "untracked": ", ".join(untracked)}
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     dirs = ["salesflow", "features", "flows", "tasks", "configs"]
@@ -246,7 +248,16 @@ def snapshot_head(dest: Path) -> dict[str, str]:
         ["git", "archive", "HEAD", *dirs], cwd=root, capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return {"commit": commit, "snapshot": str(dest)}
+    # a new module someone committed code for but not yet the module itself
+    untracked = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard", "--", *dirs],
+        cwd=root, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    for name in (n for n in untracked if n.endswith(".py")):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, dest / name)
+    (dest / "UNTRACKED").write_text("\n".join(untracked))
+    return {"commit": commit, "snapshot": str(dest), "untracked": ", ".join(untracked)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,6 +56,7 @@ from salesflow.storage.sqlstore import WriteResult, ensure_table
 from salesflow.storage.warehouse import (
     DEFAULT_TABLE,
     FORECAST_KEY,
+    RUN_COLUMNS,
     _run_row,
     _too_long_id,
     _with_defaults,
@@ -255,15 +256,19 @@ def _move_postgres(
         (*(stamped[c] for c in cols if c in stamped), stage_id),
     )
     written = int(cur.rowcount)
-    cur.execute(
-        f"SELECT DISTINCT model_name, model_version, mlflow_run_id, flow_run_id, "
-        f"forecast_origin FROM {src} WHERE stage_id = %s",
-        (stage_id,),
-    )
-    summary = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
-    cur.execute(f"SELECT count(DISTINCT unique_id) FROM {src} WHERE stage_id = %s", (stage_id,))
-    summary.attrs["series"] = int(cur.fetchone()[0])
-    return _counts(written, updated, replaced), summary
+    return _counts(written, updated, replaced), _summary(conn, stage, stage_id)
+
+
+def _summary(conn: Connection, stage: sa.Table, stage_id: str) -> pd.DataFrame:
+    """The staged rows' distinct run-level values (attrs["series"]: distinct series)."""
+    src = conn.dialect.identifier_preparer.format_table(stage)
+    where = {"sid": stage_id}
+    cols = ", ".join(RUN_COLUMNS)
+    rows = conn.execute(sa.text(f"SELECT DISTINCT {cols} FROM {src} WHERE stage_id = :sid"), where)
+    summary = pd.DataFrame([tuple(r) for r in rows], columns=list(RUN_COLUMNS))
+    count = sa.text(f"SELECT count(DISTINCT unique_id) FROM {src} WHERE stage_id = :sid")
+    summary.attrs["series"] = int(conn.execute(count, where).scalar_one())
+    return summary
 
 
 def _move_sqlite(
@@ -274,30 +279,45 @@ def _move_sqlite(
     keep_absent: bool,
     ctx: RunContext,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    names = [c.name for c in target.columns]
-    rows = conn.execute(
-        sa.select(*(sa.column(n) for n in names))
-        .select_from(sa.table(stage.name))
-        .where(sa.column("stage_id") == stage_id)
-    ).all()
-    if not rows:
+    # write_forecasts' SQLite path, in SQL: upsert from the stage, then replace partitions.
+    q = conn.dialect.identifier_preparer
+    src, key = q.format_table(stage), list(FORECAST_KEY)
+    cur = pgreplace.cursor(conn)
+    parts = cur.execute(
+        f"SELECT model_name, forecast_origin, count(*) FROM {src} WHERE stage_id = ? GROUP BY 1, 2",
+        (stage_id,),
+    ).fetchall()
+    if not parts:
         return {}, pd.DataFrame()
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=names)
-    frame["created_at"] = _db_now("sqlite")
-    frame["forecast_run_id"] = ctx.run_id
-    keys = frame[list(FORECAST_KEY)]
-    if (dup := keys.duplicated(keep=False)).any():
-        raise _duplicate_keys(stage_id, keys[dup].iloc[0].to_dict())
-    values: Values = [frame[n].astype(object).where(frame[n].notna(), None).tolist() for n in names]
-    inserted = sqlstore._upsert_sqlite(conn, target, names, values, list(FORECAST_KEY), 50_000)
+    keys = ", ".join(q.quote(k) for k in key)
+    dup = cur.execute(
+        f"SELECT {keys} FROM {src} WHERE stage_id = ? GROUP BY {keys} HAVING count(*) > 1",
+        (stage_id,),
+    ).fetchone()
+    if dup is not None:
+        raise _duplicate_keys(stage_id, dict(zip(key, dup, strict=True)))
+    names = [c.name for c in target.columns]
+    table, cols, _, conflict = sqlstore._sql_parts(conn, target, names, key)
+    stamped = {"created_at": _db_now("sqlite"), "forecast_run_id": ctx.run_id}
+    picks = ", ".join("?" if c in stamped else q.quote(c) for c in names)
+    before = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    cur.execute(
+        f"INSERT INTO {table} ({cols}) SELECT {picks} FROM {src} WHERE stage_id = ? {conflict}",
+        (*(stamped[c] for c in names if c in stamped), stage_id),
+    )
+    # BEGIN IMMEDIATE holds the write lock, so the growth of the table is our inserts.
+    inserted = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
+    by_part = [
+        [m for m, _, _ in parts],
+        [o for _, o, _ in parts],
+        [stamped["created_at"]] * len(parts),
+    ]
     replaced = replace_partitions(
-        conn, target, names, values, _PARTITION, "created_at", "unique_id", keep_absent
-    )
-    summary = frame.drop_duplicates(
-        ["model_name", "model_version", "mlflow_run_id", "flow_run_id", "forecast_origin"]
-    )
-    summary.attrs["series"] = int(frame["unique_id"].nunique())
-    return _counts(len(frame), len(frame) - inserted, replaced), summary
+        conn, target, [*_PARTITION, "created_at"], by_part, _PARTITION, "created_at",
+        "unique_id", keep_absent,
+    )  # fmt: skip
+    written = sum(int(n) for _, _, n in parts)
+    return _counts(written, written - inserted, replaced), _summary(conn, stage, stage_id)
 
 
 def _counts(written: int, updated: int, replaced: Replaced) -> dict[str, Any]:

@@ -10,7 +10,8 @@ SQLite runs an ``executemany`` of ``INSERT ... ON CONFLICT DO UPDATE`` under
 ``BEGIN IMMEDIATE``. Any error rolls it all back.
 Tables are created, or migrated (missing nullable columns added), before the write.
 
-Engines, connections and URL redaction are in :mod:`salesflow.sqlengine` (re-exported).
+Engines, connections and URL redaction are in :mod:`salesflow.sqlengine`, table creation
+and migration in :mod:`salesflow.storage.sqlschema` (both re-exported).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy.engine import Connection, make_url
 
 from salesflow.storage import pgreplace
 from salesflow.storage.sqlconvert import Values, bind, from_db, prepare_frame, qualified
@@ -40,6 +40,7 @@ from salesflow.storage.sqlengine import (
     sqlite_path,
 )
 from salesflow.storage.sqlreplace import Replaced, replace_partitions
+from salesflow.storage.sqlschema import WarehouseSchemaError, ensure_table
 
 __all__ = [
     "WarehouseSchemaError",
@@ -55,10 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class WarehouseSchemaError(RuntimeError):
-    """An existing table cannot be migrated automatically (NOT NULL column or key missing)."""
 
 
 @dataclass(frozen=True)
@@ -87,89 +84,6 @@ def _after_chunk(i: int) -> None:
 # COPY-to-stage + upsert path (kept for generic tables; benchmarks and tests compare them).
 FAST_REPLACE = True
 _CHECKED_BY_DB = ("23502", "23505")  # not_null_violation, unique_violation
-
-
-# --- table creation and migration ---------------------------------------------------------
-
-
-def ensure_table(
-    engine: Engine, table: sa.Table, key_columns: Sequence[str] | None = None
-) -> sa.Table:
-    """Create ``table`` if missing, else add its missing nullable columns; return the Table.
-
-    Raises :class:`WarehouseSchemaError` when an existing table lacks a NOT NULL column or
-    has no primary key / unique constraint on ``key_columns`` (default: its primary key).
-    """
-    key = list(key_columns or table.primary_key.columns.keys())
-    dialect = engine.dialect.name
-    if dialect == "sqlite" and table.schema not in (None, "main"):
-        raise ValueError(f"schema {table.schema!r} is not supported on SQLite; use schema=None")
-    if dialect == "postgresql" and _ready_postgres(engine, table, key):
-        return table
-    with engine.begin() as conn:
-        if dialect == "postgresql":
-            # Serialise concurrent first writers: CREATE TABLE IF NOT EXISTS races on pg_type.
-            conn.exec_driver_sql(
-                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"salesflow:{qualified(table)}",)
-            )
-            if table.schema:
-                quoted = conn.dialect.identifier_preparer.quote_schema(table.schema)
-                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-        insp = sa.inspect(conn)
-        if not insp.has_table(table.name, schema=table.schema):
-            table.create(conn)
-            log.info("created table %s", qualified(table))
-        else:
-            _migrate(conn, insp, table, key)
-    return table
-
-
-_READY_SQL = """
-WITH t AS (SELECT to_regclass(quote_ident(coalesce(%(schema)s, current_schema())) || '.'
-                              || quote_ident(%(name)s)) AS oid)
-SELECT (SELECT array_agg(a.attname::text) FROM pg_attribute a, t
-        WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped),
-       (SELECT array_agg(array_to_string(array(
-            SELECT a.attname FROM unnest(i.indkey) AS k(n)
-            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
-            ORDER BY a.attname), ','))
-        FROM pg_index i, t WHERE i.indrelid = t.oid AND i.indisunique)
-"""
-
-
-def _ready_postgres(engine: Engine, table: sa.Table, key: list[str]) -> bool:
-    """Whether ``table`` exists with every column and (unless ``key`` is empty) a unique key
-    on ``key``: two catalog lookups in one query (reflecting it takes ~50 ms)."""
-    with engine.connect() as conn:
-        row = conn.exec_driver_sql(_READY_SQL, {"schema": table.schema, "name": table.name})
-        columns, uniques = row.one()
-    if not columns or not set(table.c.keys()) <= set(columns):
-        return False
-    return not key or ",".join(sorted(key)) in (uniques or [])
-
-
-def _migrate(conn: Connection, insp: sa.Inspector, table: sa.Table, key: list[str]) -> None:
-    name, schema = table.name, table.schema
-    existing = {c["name"] for c in insp.get_columns(name, schema=schema)}
-    missing = [c for c in table.columns if c.name not in existing]
-    if not_null := [c.name for c in missing if not c.nullable]:
-        raise WarehouseSchemaError(
-            f"table {qualified(table)} lacks NOT NULL column(s) {not_null}; only nullable "
-            "columns are added automatically: migrate it by hand or write to a new table"
-        )
-    target = conn.dialect.identifier_preparer.format_table(table)
-    for c in missing:
-        ddl = CreateColumn(c).compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE {target} ADD COLUMN {ddl}")
-        log.info("added column %s to table %s", c.name, qualified(table))
-    unique: list[list[Any]] = [insp.get_pk_constraint(name, schema=schema)["constrained_columns"]]
-    unique += [u["column_names"] for u in insp.get_unique_constraints(name, schema=schema)]
-    unique += [i["column_names"] for i in insp.get_indexes(name, schema=schema) if i["unique"]]
-    if sorted(key) not in [sorted(u) for u in unique]:
-        raise WarehouseSchemaError(
-            f"table {qualified(table)} has no primary key or unique constraint on {key}, "
-            "which the upsert needs: add one or write to a new table"
-        )
 
 
 # --- the generic upsert -------------------------------------------------------------------

@@ -49,14 +49,20 @@ from salesflow.storage.forecast_runs import (
     append_run,
     forecast_runs_table,
 )
-from salesflow.storage.sqlconvert import Values, convert, prepare_frame, qualified
+from salesflow.storage.sqlconvert import Values, prepare_frame, qualified
 from salesflow.storage.sqlengine import connect, open_engine, redact_url, sqlite_path
-from salesflow.storage.sqlreplace import Replaced, replace_partitions
+from salesflow.storage.sqlschema import ready_postgres
 from salesflow.storage.sqlstore import WriteResult, ensure_table
+from salesflow.storage.stagemove import (
+    db_now,
+    duplicate_keys,
+    lock_stage,
+    move_postgres,
+    move_sqlite,
+)
 from salesflow.storage.warehouse import (
     DEFAULT_TABLE,
     FORECAST_KEY,
-    RUN_COLUMNS,
     _run_row,
     _too_long_id,
     _with_defaults,
@@ -115,7 +121,7 @@ def stage_forecasts(
     names, values = prepare_frame(
         frame, forecasts_table(table, schema), list(FORECAST_KEY), dialect
     )
-    staged_at = _db_now(dialect)
+    staged_at = db_now(dialect)
     names = [*names, *_TAGS]
     values = [*values, *([v] * len(frame) for v in (stage_id, shard, staged_at))]
     stage = stage_table(table, schema)
@@ -123,8 +129,8 @@ def stage_forecasts(
         _ensure(engine, url, stage)
         with engine.begin() as conn:
             if dialect == "postgresql":
-                _lock(conn, stage, stage_id, shared=True)
-                _lock(conn, stage, json.dumps([stage_id, shard]))
+                lock_stage(conn, stage, stage_id, shared=True)
+                lock_stage(conn, stage, json.dumps([stage_id, shard]))
             conn.execute(stage.delete().where(_of(stage, stage_id), stage.c.shard == shard))
             if len(frame):
                 _insert(conn, stage, names, values, chunk_rows)
@@ -162,7 +168,7 @@ def commit_stage(
         ensure_table(engine, target, FORECAST_KEY)
         if runs is not None:
             ensure_table(engine, runs)
-        move = _move_postgres if dialect == "postgresql" else _move_sqlite
+        move = move_postgres if dialect == "postgresql" else move_sqlite
         try:
             with engine.begin() as conn:
                 counts, summary = move(conn, target, stage, stage_id, not replace_origin, ctx)
@@ -211,138 +217,12 @@ def drop_stale_stages(
     return _delete(url, stage, stage.c.staged_at < cutoff)
 
 
-# --- moving the staged rows ---------------------------------------------------------------
-
-
-def _move_postgres(
-    conn: Connection,
-    target: sa.Table,
-    stage: sa.Table,
-    stage_id: str,
-    keep_absent: bool,
-    ctx: RunContext,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    _lock(conn, stage, stage_id)  # waits for the stagers of stage_id that are running
-    q = conn.dialect.identifier_preparer
-    src = q.format_table(stage)
-    cur = pgreplace.cursor(conn)
-    cur.execute(
-        f"SELECT model_name, forecast_origin, count(*) FROM {src} WHERE stage_id = %s "
-        "GROUP BY 1, 2",
-        (stage_id,),
-    )
-    parts = [(m, o) for m, o, _ in cur.fetchall()]
-    if not parts:
-        return {}, pd.DataFrame()
-    pgreplace.lock_partitions(conn, target, parts)
-    updated, replaced = 0, Replaced()
-    for part in parts:
-        ctes = (
-            f"fk AS MATERIALIZED (SELECT unique_id AS member, target_date AS rest FROM {src} "
-            "WHERE stage_id = %s AND model_name = %s AND forecast_origin = %s), "
-            "fm AS (SELECT DISTINCT member FROM fk)"
-        )
-        n, done = pgreplace.delete_counted(
-            conn, target, _KEYS, part, keep_absent, ctes, [stage_id, *part]
-        )
-        updated, replaced = updated + n, pgreplace.merge(replaced, done)
-    cols = [c.name for c in target.columns]
-    stamped = {"created_at": dt.datetime.now(dt.UTC), "forecast_run_id": ctx.run_id}
-    picks = ", ".join("%s" if c in stamped else q.quote(c) for c in cols)
-    keys = ", ".join(q.quote(k) for k in FORECAST_KEY)
-    cur.execute(
-        f"INSERT INTO {q.format_table(target)} ({', '.join(q.quote(c) for c in cols)}) "
-        f"SELECT {picks} FROM {src} WHERE stage_id = %s ORDER BY {keys}",
-        (*(stamped[c] for c in cols if c in stamped), stage_id),
-    )
-    written = int(cur.rowcount)
-    return _counts(written, updated, replaced), _summary(conn, stage, stage_id)
-
-
-def _summary(conn: Connection, stage: sa.Table, stage_id: str) -> pd.DataFrame:
-    """The staged rows' distinct run-level values (attrs["series"]: distinct series)."""
-    src = conn.dialect.identifier_preparer.format_table(stage)
-    where = {"sid": stage_id}
-    cols = ", ".join(RUN_COLUMNS)
-    rows = conn.execute(sa.text(f"SELECT DISTINCT {cols} FROM {src} WHERE stage_id = :sid"), where)
-    summary = pd.DataFrame([tuple(r) for r in rows], columns=list(RUN_COLUMNS))
-    count = sa.text(f"SELECT count(DISTINCT unique_id) FROM {src} WHERE stage_id = :sid")
-    summary.attrs["series"] = int(conn.execute(count, where).scalar_one())
-    return summary
-
-
-def _move_sqlite(
-    conn: Connection,
-    target: sa.Table,
-    stage: sa.Table,
-    stage_id: str,
-    keep_absent: bool,
-    ctx: RunContext,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    # write_forecasts' SQLite path, in SQL: upsert from the stage, then replace partitions.
-    q = conn.dialect.identifier_preparer
-    src, key = q.format_table(stage), list(FORECAST_KEY)
-    cur = pgreplace.cursor(conn)
-    parts = cur.execute(
-        f"SELECT model_name, forecast_origin, count(*) FROM {src} WHERE stage_id = ? GROUP BY 1, 2",
-        (stage_id,),
-    ).fetchall()
-    if not parts:
-        return {}, pd.DataFrame()
-    keys = ", ".join(q.quote(k) for k in key)
-    dup = cur.execute(
-        f"SELECT {keys} FROM {src} WHERE stage_id = ? GROUP BY {keys} HAVING count(*) > 1",
-        (stage_id,),
-    ).fetchone()
-    if dup is not None:
-        raise _duplicate_keys(stage_id, dict(zip(key, dup, strict=True)))
-    names = [c.name for c in target.columns]
-    table, cols, _, conflict = sqlstore._sql_parts(conn, target, names, key)
-    stamped = {"created_at": _db_now("sqlite"), "forecast_run_id": ctx.run_id}
-    picks = ", ".join("?" if c in stamped else q.quote(c) for c in names)
-    before = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    cur.execute(
-        f"INSERT INTO {table} ({cols}) SELECT {picks} FROM {src} WHERE stage_id = ? {conflict}",
-        (*(stamped[c] for c in names if c in stamped), stage_id),
-    )
-    # BEGIN IMMEDIATE holds the write lock, so the growth of the table is our inserts.
-    inserted = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
-    by_part = [
-        [m for m, _, _ in parts],
-        [o for _, o, _ in parts],
-        [stamped["created_at"]] * len(parts),
-    ]
-    replaced = replace_partitions(
-        conn, target, [*_PARTITION, "created_at"], by_part, _PARTITION, "created_at",
-        "unique_id", keep_absent,
-    )  # fmt: skip
-    written = sum(int(n) for _, _, n in parts)
-    return _counts(written, written - inserted, replaced), _summary(conn, stage, stage_id)
-
-
-def _counts(written: int, updated: int, replaced: Replaced) -> dict[str, Any]:
-    return {
-        "rows_written": written,
-        "rows_inserted": written - updated,
-        "rows_updated": updated,
-        "rows_deleted": replaced.deleted,
-        "removed": replaced.removed,
-        "kept": replaced.kept,
-    }
-
-
 # --- helpers ------------------------------------------------------------------------------
 
 
 def _check_tag(value: str, what: str) -> None:
     if not isinstance(value, str) or not value or "\x00" in value:
         raise ValueError(f"{what} must be a non-empty string without NUL bytes, got {value!r}")
-
-
-def _db_now(dialect: str) -> Any:
-    """Now (UTC) as the driver stores a timestamp column on ``dialect``."""
-    now = pd.Series([pd.Timestamp.now(tz="UTC")])
-    return convert(now, sa.DateTime(timezone=True), dialect)[0]
 
 
 def _of(stage: sa.Table, stage_id: str) -> Any:
@@ -353,7 +233,7 @@ def _ensure(engine: Engine, url: str, stage: sa.Table) -> None:
     """Create the staging table if missing (its shape is ours: no migration needed)."""
     with connect(engine, url):  # surfaces an unreachable database as WarehouseUnavailable
         pass
-    if engine.dialect.name == "postgresql" and sqlstore._ready_postgres(engine, stage, []):
+    if engine.dialect.name == "postgresql" and ready_postgres(engine, stage, []):
         return
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -364,13 +244,6 @@ def _ensure(engine: Engine, url: str, stage: sa.Table) -> None:
                 quoted = conn.dialect.identifier_preparer.quote_schema(stage.schema)
                 conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
         stage.create(conn, checkfirst=True)
-
-
-def _lock(conn: Connection, stage: sa.Table, name: str, shared: bool = False) -> None:
-    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    pgreplace.cursor(conn).execute(
-        f"SELECT {fn}(hashtextextended(%s, 0))", (f"salesflow:{qualified(stage)}:{name}",)
-    )
 
 
 def _insert(
@@ -401,20 +274,13 @@ def _delete(url: str, stage: sa.Table, where: Any) -> int:
             return int(conn.execute(stage.delete().where(where)).rowcount)
 
 
-def _duplicate_keys(stage_id: str, example: Any) -> ValueError:
-    return ValueError(
-        f"staged shards of stage {stage_id!r} hold the same key more than once (e.g. "
-        f"{example}): each series may be in one shard only"
-    )
-
-
 def _user_error(
     exc: Exception, engine: Engine, target: sa.Table, stage: sa.Table, stage_id: str
 ) -> Exception | None:
     """The user error behind a failed commit (duplicate keys, too long an id), else None."""
     state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
     if state == "23505":  # unique violation: two shards staged one key
-        return _duplicate_keys(stage_id, str(getattr(exc, "orig", exc)).splitlines()[-1])
+        return duplicate_keys(stage_id, str(getattr(exc, "orig", exc)).splitlines()[-1])
     if state == "54000":  # an index row too long: a series id the key index cannot hold
         with engine.connect() as conn:
             longest = conn.execute(

@@ -170,3 +170,16 @@ def test_ragged_panel(models, two_keys):
     got, notes = score_in_shards(models["two"], data, 3)
     assert notes.n_shards == 6
     np.testing.assert_allclose(_sorted(got)["forecast"], _sorted(local)["forecast"], rtol=1e-9)
+
+
+def test_one_key_shards_need_no_reduce(models, one_key):
+    """Without group features each shard forecasts alone (the Dask flow's one-key path)."""
+    from salesflow.modelling.scoring import forecast_shard, plan_scoring, shard_features
+
+    model = models["one"]
+    plan = plan_scoring(model, one_key, 7, None)
+    parts = [shard_features(model, d, plan.origin, plan.holidays, plan.start) for d in plan.shards]
+    assert all(p.summary.sums == {} for p in parts)
+    got = pd.concat([forecast_shard(model, p) for p in parts], ignore_index=True)
+    local, _ = score_series(model, one_key)
+    np.testing.assert_allclose(_sorted(got)["forecast"], _sorted(local)["forecast"], rtol=1e-9)

@@ -183,3 +183,13 @@ def test_one_key_shards_need_no_reduce(models, one_key):
     got = pd.concat([forecast_shard(model, p) for p in parts], ignore_index=True)
     local, _ = score_series(model, one_key)
     np.testing.assert_allclose(_sorted(got)["forecast"], _sorted(local)["forecast"], rtol=1e-9)
+
+
+def test_rows_per_store_merged(models, two_keys):
+    """The run artifact's rows per store from every shard equal those of all rows."""
+    from salesflow.modelling.scoring import merge_rows_per_store, rows_per_store, warehouse_rows
+
+    pred, _ = score_series(models["two"], two_keys)
+    rows = warehouse_rows(pred, ["store", "dept"], "m", "1", "run", None)
+    parts = [rows[rows["dept"] == d] for d in sorted(rows["dept"].unique())]
+    assert merge_rows_per_store([rows_per_store(p) for p in parts]) == rows_per_store(rows)

@@ -232,9 +232,10 @@ def sums_task(model: Any, data: SalesData, origin: pd.Timestamp, holidays: pd.Se
     shard's summary (partial group sums, notes); returns it and its costs."""
     from salesflow.modelling.scoring import shard_features
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = shard_features(model, data, origin, holidays).summary
-    return summary, {"features_s": time.perf_counter() - t0, "series": data.n_series}
+    cost = {"features_s": time.perf_counter() - t0, "series": data.n_series}
+    return summary, {**cost, "cpu_seconds": time.process_time() - c0}
 
 
 def stage_task(
@@ -247,7 +248,7 @@ def stage_task(
     from salesflow.storage.staging import stage_forecasts
 
     url, table, stage_id, name = sink
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     part = shard_features(model, data, origin, holidays)
     t1 = time.perf_counter()
     pred = forecast_shard(model, part, means)
@@ -257,6 +258,7 @@ def stage_task(
     t3 = time.perf_counter()
     staged = stage_forecasts(url, rows, stage_id, name, table=table)
     cost = {"again_features_s": t1 - t0, "predict_s": t2 - t1, "rows_s": t3 - t2}
+    cost["cpu2_seconds"] = time.process_time() - c0
     return {**cost, "stage_s": time.perf_counter() - t3, "rows": staged}
 
 
@@ -283,10 +285,13 @@ def generated_sums_task(model: Any, index: int, shape: dict, statics, origin, ho
     part's data fingerprint and the short series dropped."""
     from salesflow.modelling.registry import data_fingerprint
 
+    c0 = time.process_time()
     data, cost, short = generated(index, shape, statics)
     summary, more = sums_task(model, data, origin, holidays)
     cost.update(more, history_rows=len(data.history), short=len(short))
-    return summary, cost, data_fingerprint(data), short
+    print_ = data_fingerprint(data)
+    cost["cpu_seconds"] = time.process_time() - c0
+    return summary, cost, print_, short
 
 
 def generated_stage_task(
@@ -294,9 +299,11 @@ def generated_stage_task(
 ) -> dict[str, Any]:
     """Pass 2 of a generated part: generated (read) again, then as :func:`stage_task`.
     ``sink``: url, table, stage_id, shard name, the short series of pass 1."""
+    c0 = time.process_time()
     data, cost, _ = generated(index, shape, statics, drop=sink[-1])
     again = {f"again_{k}": v for k, v in cost.items() if k.endswith("_s")}
-    return {**again, **stage_task(model, data, origin, holidays, means, *sink[:-1])}
+    out = {**again, **stage_task(model, data, origin, holidays, means, *sink[:-1])}
+    return {**out, "cpu2_seconds": time.process_time() - c0}
 
 
 def combined_fingerprint(prints: list[str]) -> str:

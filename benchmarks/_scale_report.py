@@ -108,21 +108,23 @@ def _shard_table(runs: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "| run | shards | series / shard | pass 1: generate + validate s | pass 1: features s | "
         "pass 2: again (generate + validate +) features s | predict s | rows s | stage s | "
-        "worker s per 1k series |",
-        "| --- " * 10 + "|",
+        "worker s per 1k series | worker CPU s per 1k series |",
+        "| --- " * 11 + "|",
     ]
     for label, r in runs.items():
         c = r.get("shard_costs")
         if not c:
             continue
         work = sum(c.get(k, 0) for k in c if k.endswith("_s"))
+        cpu_total = c.get("cpu_seconds", 0) + c.get("cpu2_seconds", 0)
+        cpu = 1000 * cpu_total / max(c.get("series", 1), 1) if cpu_total else None
         ingest = c.get("generate_s", 0) + c.get("validate_s", 0)
         again = sum(c.get(k, 0) for k in c if k.startswith("again_"))
         lines.append(
             f"| {label} | {r['shards']} | {_f(c.get('series'), 0)} | {_f(ingest)} | "
             f"{_f(c.get('features_s'))} | {_f(again)} | {_f(c.get('predict_s'))} | "
             f"{_f(c.get('rows_s'))} | {_f(c.get('stage_s'))} | "
-            f"{_f(1000 * work / max(c.get('series', 1), 1), 2)} |"
+            f"{_f(1000 * work / max(c.get('series', 1), 1), 2)} | {_f(cpu, 2)} |"
         )
     return lines
 

@@ -260,7 +260,7 @@ def test_forecast_survives_a_killed_worker(
         f"{KILL_ATTEMPTS} forecast runs ended before a {SHARD_FUNCTION} task was seen "
         f"processing on a worker\n{dask_cluster.logs(20)}"
     )
-    e2e_timings[f"worker {kill.worker} killed, s after the run's creation"] = kill.after_s
+    e2e_timings[f"{kill.worker} SIGKILLed, after the forecast run's creation"] = kill.after_s
     with dask_cluster.client() as dc:
         survivors = set(dask_cluster.worker_names(dc).values())
     assert survivors == set(WORKER_NAMES) - {kill.worker}

@@ -42,8 +42,8 @@ from salesflow.modelling.groups import (
 )
 from salesflow.modelling.intervals import (
     add_bounds,
-    loo_multipliers,
-    residual_quantiles,
+    cross_origin_multipliers,
+    origin_median_quantiles,
     scaled_residuals,
 )
 
@@ -216,6 +216,17 @@ class GlobalForecaster:
     def training_rows(self, data: SalesData) -> pd.DataFrame:
         """Leak-free training rows of ``data``: one per (series, origin, horizon) whose
         target is observed. Columns: unique_id, origin, ds, scale, y, then the features."""
+        self.learn_layout(data)
+        grid = self._grid(data.history, None, data)
+        end = len(grid.dates)
+        return training_frame(
+            grid, end, self.horizon, self.spec, self.min_train_history, self.origin_stride
+        )
+
+    def learn_layout(self, data: SalesData) -> None:
+        """What :meth:`training_rows` learns of ``data`` before building rows: frequency,
+        keys, covariates, categories, the feature names (a Dask fit learns it once on the
+        whole panel, then builds each shard's rows on the workers)."""
         self.freq_, self.keys_, self.covariates_ = data.freq, list(data.keys), list(data.covariates)
         self.static_cols_ = list(data.static)
         categorical = list(getattr(data, "categorical", []))
@@ -232,11 +243,6 @@ class GlobalForecaster:
             self.dynamic_features_
             + self.group_features_
             + [f"static_{c}" for c in [*data.keys, *data.static]]
-        )
-        grid = self._grid(data.history, None, data)
-        end = len(grid.dates)
-        return training_frame(
-            grid, end, self.horizon, self.spec, self.min_train_history, self.origin_stride
         )
 
     def fit(self, data: SalesData, rows: pd.DataFrame | None = None) -> GlobalForecaster:
@@ -372,14 +378,15 @@ class GlobalForecaster:
 
     def set_intervals(self, backtest: pd.DataFrame) -> GlobalForecaster:
         """Learn the 80/95 % bounds from backtest rows (columns: origin, horizon, y,
-        forecast, scale; closed days left out): quantiles of the scaled residual pooled
-        over horizons along a fitted spread per horizon (``residual_quantiles_``), and a
-        width factor per level from leaving each origin out (``interval_multipliers_``;
-        1.0 with one origin). See :mod:`salesflow.modelling.intervals`."""
+        forecast, scale; closed days left out): the median over origins of each origin's
+        scaled-residual quantiles, pooled over horizons along a fitted spread per horizon
+        (``residual_quantiles_``), and a width factor per level from applying one origin's
+        quantiles to another's rows (``interval_multipliers_``; 1.0 with one origin). See
+        :mod:`salesflow.modelling.intervals`."""
         res = scaled_residuals(backtest)
         qs = sorted({q for pair in INTERVAL_LEVELS.values() for q in pair})
-        self.residual_quantiles_ = residual_quantiles(res, self.horizon, qs)
-        self.interval_multipliers_ = loo_multipliers(res, self.horizon, INTERVAL_LEVELS)
+        self.residual_quantiles_ = origin_median_quantiles(res, self.horizon, qs)
+        self.interval_multipliers_ = cross_origin_multipliers(res, self.horizon, INTERVAL_LEVELS)
         if "closed" in backtest:
             backtest = backtest[~backtest["closed"].astype(bool)]
         # The backtest's forecasts are the reference for prediction drift in monitoring.

@@ -130,6 +130,23 @@ def test_one_partition_equals_the_local_fit(dask_settings, small_data, fitter, l
     assert one.feature_names_ == local_model.feature_names_
 
 
+def test_daily_native_categorical_panel_on_dask(fitter):
+    """Daily data with one key, an open column and native categorical splits: one partition
+    is the local booster; two keep closed days at exactly 0."""
+    from salesflow.modelling.dask_fit import fit_on_dask
+    from tests.test_features_daily import _daily, _model
+
+    data = _daily(n_stores=4, future=14)
+    local = _model().fit(data).predict(data)
+    one = fit_on_dask(_model(), data, fitter.client, 1)
+    np.testing.assert_allclose(one.predict(data)["forecast"], local["forecast"], rtol=1e-6)
+    assert "c" in one.model_.get_booster().feature_types
+    two = fitter(_model(), data)
+    out = two.predict(data)
+    assert two.dask_fit_["partitions"] == 2
+    assert (out.loc[out["closed"], "forecast"] == 0).all() and out["closed"].any()
+
+
 def test_dask_fit_sets_what_fit_sets(dask_model, local_model):
     """Same rows, series and learned layout as the local fit; where it ran is recorded."""
     for attr in (

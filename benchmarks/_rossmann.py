@@ -217,6 +217,8 @@ def _metrics(rows: pd.DataFrame, col: str) -> dict[str, float]:
         for level in (80, 95):
             inside = (rows[f"lo_{level}"] <= y) & (y <= rows[f"hi_{level}"])
             out[f"coverage_{level}"] = float(inside.mean())
+            # sharpness beside coverage: wider bounds cover more
+            out[f"width_{level}"] = float((rows[f"hi_{level}"] - rows[f"lo_{level}"]).mean())
     return out
 
 

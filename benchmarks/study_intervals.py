@@ -22,11 +22,16 @@ the per-horizon method's on the same rows). Protocols:
   (its backtest origins are the three 42 days apart before it), i.e. the benchmark's
   measurement of ``run_all.py --rossmann`` with intervals, without its refits.
 
-Methods: ``per_horizon`` (salesflow before: quantiles per horizon), ``pooled`` (quantiles
-pooled over horizons along a fitted spread line: ``intervals.residual_quantiles``),
-``per_horizon+loo`` and ``pooled+loo`` (times the nested leave-one-origin-out factor:
-``intervals.loo_multipliers``; ``pooled+loo`` is what salesflow ships), ``pooled+worst``
-(the factor of the worst left-out origin instead of the pooled one). Writes
+Methods (quantile table + width factor): ``per_horizon`` (salesflow before: quantiles of
+each horizon's residuals, no factor); ``pooled`` (quantiles pooled over horizons along a
+fitted spread line, all origins' rows together: ``intervals.residual_quantiles``);
+``pooled+loo`` (times the pooled leave-one-origin-out factor: ``intervals.loo_multipliers``);
+``pooled+worst`` (the factor of the worst left-out origin); ``median`` (the median over
+origins of each origin's pooled table: ``intervals.origin_median_quantiles``);
+``median+loo_median`` (times the median of the per-origin leave-one-out factors);
+``median+cross`` -- what salesflow ships -- (times the median over ordered origin pairs of
+the factor stretching one origin's table to cover the other's rows:
+``intervals.cross_origin_multipliers``). Writes
 ``benchmarks/out/study_intervals.json`` with the machine's description. A study of one
 design question, not part of ``run_all.py``.
 """
@@ -135,10 +140,6 @@ Method = tuple[Callable[..., pd.DataFrame], Callable[[pd.DataFrame, int], dict[i
 METHODS: dict[str, Method] = {
     "per_horizon": (per_horizon, _ones),
     "pooled": (iv.residual_quantiles, _ones),
-    "per_horizon+loo": (
-        per_horizon,
-        lambda r, h: iv.loo_multipliers(r, h, INTERVAL_LEVELS, per_horizon),
-    ),
     "pooled+loo": (iv.residual_quantiles, lambda r, h: iv.loo_multipliers(r, h, INTERVAL_LEVELS)),
     "pooled+worst": (iv.residual_quantiles, worst_origin),
     "pooled+loo_median": (
@@ -150,17 +151,18 @@ METHODS: dict[str, Method] = {
         iv.origin_median_quantiles,
         lambda r, h: iv.loo_multipliers(r, h, INTERVAL_LEVELS, iv.origin_median_quantiles),
     ),
-    "median+cross": (
-        iv.origin_median_quantiles,
-        lambda r, h: iv.cross_origin_multipliers(r, h, INTERVAL_LEVELS),
-    ),
     "median+loo_median": (
         iv.origin_median_quantiles,
         lambda r, h: iv.loo_multipliers(
             r, h, INTERVAL_LEVELS, iv.origin_median_quantiles, "median"
         ),
     ),
+    "median+cross": (
+        iv.origin_median_quantiles,
+        lambda r, h: iv.cross_origin_multipliers(r, h, INTERVAL_LEVELS),
+    ),
 }
+SHIPPED = "median+cross"
 
 
 # --- protocols and scores -------------------------------------------------------------------
@@ -246,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": describe_machine(["salesflow", "xgboost", "pandas", "numpy"]),
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "shipped_method": SHIPPED,
         "results": {},
     }
     if args.methods:

@@ -198,6 +198,16 @@ def test_backtest_ratio_matches_local(dask_settings, small_data, fitter):
     )
 
 
+def test_fit_and_evaluate_on_dask(dask_settings, small_data, fitter):
+    """fit_and_evaluate with a Dask fitter: final fit and backtest on the cluster, intervals
+    from the backtest."""
+    from salesflow.modelling.training import fit_and_evaluate
+
+    model, bt = fit_and_evaluate(small_data, dask_settings, fit=fitter)
+    assert model.dask_fit_["workers"] == 2 and model.residual_quantiles_ is not None
+    assert bt.origins and {"lo_80", "hi_95"} <= set(model.predict(small_data).columns)
+
+
 def test_artifact_round_trips(dask_model, small_data, tmp_path):
     """The Dask-trained model saves and loads with artifact.py and predicts the same."""
     from salesflow.modelling.artifact import load_forecaster, save_forecaster

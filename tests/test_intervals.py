@@ -54,6 +54,15 @@ def test_quantiles_are_pooled_over_horizons_along_the_spread_line():
     np.testing.assert_allclose(table["q0.025"], [-1, -2, -3, -4, -5])
 
 
+def test_a_spread_falling_with_the_horizon_is_flat():
+    """Residuals of +-(6 - h): a later horizon is never more certain, so every bound is +-3."""
+    res = pd.concat(
+        [_res("2020-01-03", [h - 6.0, 6.0 - h], copies=20).assign(horizon=h) for h in range(1, 6)]
+    )
+    spread = iv.horizon_spread(res, 5)
+    np.testing.assert_allclose(spread, 3.0)
+
+
 def test_same_errors_in_every_origin_give_factor_one():
     """Three origins with the same residuals: the left-out one is covered as learned."""
     res = pd.concat(

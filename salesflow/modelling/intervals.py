@@ -5,9 +5,10 @@ The bounds of a forecast ``f`` with series scale ``s`` at horizon ``h`` are
 
 - ``q(h)`` (:func:`origin_median_quantiles`): per backtest origin, quantiles of its scaled
   residuals ``(y - forecast) / scale`` on open days, pooled over every horizon after
-  dividing each residual by its horizon's spread -- a straight line fitted to the mean
-  absolute deviation per horizon (:func:`horizon_spread`) -- and multiplied back by the
-  spread of ``h`` (:func:`residual_quantiles`); then the median of the origins' tables.
+  dividing each residual by its horizon's spread -- a straight line, never falling,
+  fitted to the mean absolute deviation per horizon (:func:`horizon_spread`) -- and
+  multiplied back by the spread of ``h`` (:func:`residual_quantiles`); then the median of
+  the origins' tables.
   Quantiles per horizon alone follow the calendar of the few backtest windows (on daily
   data horizon ``h`` is the same weekday and nearly the same date in every window, so one
   Easter decides a horizon's quantile) and missed new windows; the median keeps one
@@ -59,8 +60,9 @@ def scaled_residuals(backtest: pd.DataFrame) -> pd.DataFrame:
 
 def horizon_spread(res: pd.DataFrame, horizon: int) -> np.ndarray:
     """The residual spread of horizons 1..``horizon``: a least-squares line through each
-    horizon's mean absolute deviation from its median, at least a quarter of their mean
-    (a flat line with one horizon, ones without residuals)."""
+    horizon's mean absolute deviation from its median, at least a quarter of their mean;
+    flat (their mean) when the line falls with the horizon or there is one horizon; ones
+    without residuals."""
     dev = res.groupby("horizon")["res"].agg(lambda x: float(np.mean(np.abs(x - x.median()))))
     hs = np.arange(1, horizon + 1, dtype=float)
     if dev.empty or not np.isfinite(dev).all() or dev.mean() <= 0:
@@ -68,6 +70,8 @@ def horizon_spread(res: pd.DataFrame, horizon: int) -> np.ndarray:
     if len(dev) == 1:
         return np.full(horizon, float(dev.iloc[0]))
     slope, icept = np.polyfit(dev.index.to_numpy(dtype=float), dev.to_numpy(), 1)
+    if slope < 0:  # a later horizon is never more certain: calendar noise of few windows
+        return np.full(horizon, float(dev.mean()))
     return np.maximum(icept + slope * hs, _MIN_SPREAD_SHARE * float(dev.mean()))
 
 

@@ -229,9 +229,10 @@ def test_engine_local_fits_in_process(small_settings, small_data, local_model):
     pd.testing.assert_frame_equal(model.predict(small_data), local_model.predict(small_data))
 
 
-def test_training_flow_on_dask(tmp_path, monkeypatch, small_data):
-    """training_flow with engine dask fits on a local cluster and registers a champion
-    that loads and forecasts (tasks in the flow's process: the temporary server is enough)."""
+def test_training_flow_on_dask(tmp_path, monkeypatch, small_data, fitter):
+    """training_flow with engine dask and compute.address (the module's cluster) fits there
+    and registers a champion that loads and forecasts (tasks in the flow's process: Prefect's
+    temporary server is enough)."""
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.training import training_flow
@@ -239,11 +240,13 @@ def test_training_flow_on_dask(tmp_path, monkeypatch, small_data):
 
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     with prefect_test_harness(server_startup_timeout=120):
-        result = training_flow(env="test", overrides={"compute": {"engine": "dask"}})
+        address = fitter.client.scheduler.address
+        compute = {"engine": "dask", "address": address}
+        result = training_flow(env="test", overrides={"compute": compute})
     assert result["version"] == "1" and result["alias"] == "champion"
     model, _mv = load_forecaster(
         f"sqlite:///{tmp_path}/mlflow.db", result["model_name"], "champion"
     )
-    assert model.dask_fit_["workers"] == 2
+    assert model.dask_fit_["workers"] == 2 and model.dask_fit_["scheduler"] == address
     assert model.residual_quantiles_ is not None
     assert len(model.predict(small_data)) == small_data.n_series * model.horizon

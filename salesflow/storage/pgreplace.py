@@ -20,8 +20,13 @@ origin); a *member* is a series. Per partition, in this order:
 The write's keys reach the server compactly: members are grouped into classes that share
 the same set of "rest" key values (for forecasts: target dates; in a batch every series
 usually has the same horizon, so one class), and the server gets the member -> class and
-class -> values arrays. The rows are then COPYed in binary into the target. Every step
-runs in the caller's transaction, so an error anywhere rolls all of it back.
+class -> values arrays. The rows are then COPYed in binary into the target, in key order
+(:func:`key_order`), as one COPY fed chunk by chunk (:func:`copy_chunks`). Every step runs
+in the caller's transaction, so an error anywhere rolls all of it back.
+
+Why not 50 % of a raw COPY: a COPY into a table with the forecasts key and index costs
+PostgreSQL two B-tree inserts per row and about twice the WAL of a COPY into a plain
+table; this path runs at that floor (see ``benchmarks/bench_warehouse.py``).
 """
 
 from __future__ import annotations

@@ -200,12 +200,19 @@ def test_backtest_ratio_matches_local(dask_settings, small_data, fitter):
 
 def test_fit_and_evaluate_on_dask(dask_settings, small_data, fitter):
     """fit_and_evaluate with a Dask fitter: final fit and backtest on the cluster, intervals
-    from the backtest."""
+    from the backtest; the retrain flow's refit of it fits on the cluster too."""
+    from prefect.logging import disable_run_logger
+
     from salesflow.modelling.training import fit_and_evaluate
+    from tasks.retrain import refit_challenger
 
     model, bt = fit_and_evaluate(small_data, dask_settings, fit=fitter)
     assert model.dask_fit_["workers"] == 2 and model.residual_quantiles_ is not None
     assert bt.origins and {"lo_80", "hi_95"} <= set(model.predict(small_data).columns)
+    with disable_run_logger():  # the retrain flow's refit step, outside a run
+        refit = refit_challenger.fn(small_data, model, bt, fitter)
+    assert refit is not model and refit.dask_fit_["partitions"] == 2
+    assert refit.residual_quantiles_ is not None
 
 
 def test_artifact_round_trips(dask_model, small_data, tmp_path):

@@ -184,7 +184,7 @@ def _stage_in_process(url: str, table: str, stage_id: str, shard: int) -> None:
 
 def test_concurrent_stagers(target: Target) -> None:
     """Four processes stage their shards (each twice) into one database at once."""
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
     procs = [
         ctx.Process(target=_stage_in_process, args=(target.url, target.table, "par", i))
         for i in range(4)

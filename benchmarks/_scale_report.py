@@ -14,7 +14,9 @@ def merge(path: Path, label: str, result: dict[str, Any], machine: dict[str, Any
     """Add one run to ``path`` (under a lock: two sizes may run at once)."""
     import fcntl
 
-    with open(path.with_suffix(".lock"), "w") as lock:
+    lock_path = path.parent / "out" / "scale.lock"  # git-ignored
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         doc = json.loads(path.read_text()) if path.exists() else {"runs": {}}
         doc.setdefault("machines", {})[label] = machine

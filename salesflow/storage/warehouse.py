@@ -126,6 +126,11 @@ def write_forecasts(
     same transaction a row is appended to ``runs_table`` (:mod:`salesflow.forecast_runs`;
     None: no record). Raises :class:`SeriesIdTooLong` (a UserError) when PostgreSQL's key
     index cannot hold a series id.
+
+    On PostgreSQL the write locks the (model, origin), deletes the rows it replaces and
+    COPYs the frame into the table (:mod:`salesflow.storage.pgreplace`): a replaced row
+    is replaced whole, so an optional column the frame lacks becomes NULL there (SQLite's
+    upsert keeps the old value). Sharded writers use :mod:`salesflow.storage.staging`.
     """
     ctx = context or RunContext()
     target = forecasts_table(table, schema)

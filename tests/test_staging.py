@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -227,6 +228,26 @@ def test_concurrent_commits_of_one_origin() -> None:
         assert wh.count_rows(t.url, t.table) == 24
         runs = wh.read_forecast_runs(t.url, table=t.runs)
         assert sorted(runs["rows_added"].tolist()) == [0, 24]
+    finally:
+        for name in (t.table, t.stage, t.runs):
+            drop_table(PG_URL, name)
+
+
+@pytest.mark.postgres
+def test_series_id_too_long_fails_the_commit_as_a_user_error() -> None:
+    """A series id the key index cannot hold fails the commit with SeriesIdTooLong; the
+    table stays empty and the stage keeps its rows."""
+    postgres_or_skip()
+    suffix = uuid.uuid4().hex[:10]
+    t = Target(PG_URL, f"fc_{suffix}", f"runs_{suffix}", "postgres")
+    long_id = "".join(np.random.default_rng(0).choice(list("abcdefghij0123456789"), 8000))
+    try:
+        frame = make_forecasts(n_series=1).assign(unique_id=long_id)
+        staging.stage_forecasts(t.url, frame, "long", "0", table=t.table)
+        with pytest.raises(wh.SeriesIdTooLong, match="unique_id has 8,000 bytes"):
+            staging.commit_stage(t.url, "long", table=t.table, runs_table=t.runs)
+        assert wh.count_rows(t.url, t.table) == 0 and wh.count_rows(t.url, t.runs) == 0
+        assert wh.count_rows(t.url, t.stage) == 4
     finally:
         for name in (t.table, t.stage, t.runs):
             drop_table(PG_URL, name)

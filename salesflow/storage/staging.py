@@ -189,6 +189,9 @@ def commit_stage(
                 raise
             raise error from None
     result = replace(result, seconds=time.perf_counter() - start)
+    if not result.rows_written:  # never staged, dropped, or committed already (a retry)
+        sqlstore.log.warning("stage %s has no staged rows: nothing written", stage_id)
+        return result
     sqlstore.log.info(
         "committed stage %s: %d rows (%d new, %d updated, %d deleted) to %s in %.2f s",
         stage_id, result.rows_written, result.rows_inserted, result.rows_updated,

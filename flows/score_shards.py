@@ -106,5 +106,8 @@ def score_on_dask(
     )
     runner = DaskTaskRunner(**cluster_arguments(settings.compute))
     name = f"score-shards of {flow_run.name or 'batch-forecast'}"
-    subflow = score_shards_flow.with_options(task_runner=runner, flow_run_name=lambda: name)
-    return subflow(job)  # type: ignore[arg-type]
+    subflow = score_shards_flow.with_options(
+        task_runner=runner,  # type: ignore[arg-type]  # prefect-dask's future type
+        flow_run_name=lambda: name,
+    )
+    return subflow(job)  # type: ignore[call-overload]  # a future resolves to the job

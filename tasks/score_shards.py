@@ -11,6 +11,7 @@ running tasks and the features it held: Dask runs those tasks again on the other
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,12 @@ from salesflow.modelling.scoring import (
     shard_features,
     warehouse_rows,
 )
-from salesflow.storage.staging import commit_stage, drop_stage, stage_forecasts
+from salesflow.storage.staging import (
+    commit_stage,
+    drop_stage,
+    drop_stale_stages,
+    stage_forecasts,
+)
 from salesflow.storage.warehouse import RunContext, WriteResult, describe_write, redact_url
 from tasks import TRANSIENT_IO_RETRIES
 from tasks.score import log_notes, parse_origin
@@ -223,7 +229,26 @@ def commit_forecasts(
             len(res.kept),
             notes.origin.date(),
         )
+    _drop_stale(settings, log)
     return res
+
+
+STALE_STAGE = dt.timedelta(days=1)
+
+
+def _drop_stale(settings: Settings, log: Any) -> None:
+    """Staged rows older than a day belong to runs killed before their commit (a failed
+    run drops its own): removed after a successful commit; a failure here only warns."""
+    w = settings.warehouse
+    try:
+        n = drop_stale_stages(
+            settings.warehouse_url, STALE_STAGE, table=w.table, schema=w.schema_name
+        )
+    except Exception as exc:  # the forecasts are committed: cleanup must not fail the run
+        log.warning("Could not remove stale staged rows: %s", exc)
+        return
+    if n:
+        log.info("Removed %d staged rows of runs that never committed (staged > 1 day ago)", n)
 
 
 @task(name="check-cluster", **TRANSIENT_IO_RETRIES, cache_policy=NO_CACHE)

@@ -19,7 +19,8 @@ def test_commit_drops_stale_stages_only(isolated_settings, monkeypatch, caplog) 
         score_shards._drop_stale(isolated_settings, logging.getLogger("t"))
     assert wh.count_rows(url, staging.stage_table(table).name) == 12
     monkeypatch.setattr(score_shards, "STALE_STAGE", dt.timedelta(0))
-    score_shards._drop_stale(isolated_settings, logging.getLogger("t"))
+    with caplog.at_level(logging.INFO):
+        score_shards._drop_stale(isolated_settings, logging.getLogger("t"))
     assert wh.count_rows(url, staging.stage_table(table).name) == 0
     assert "Removed 12 staged rows" in caplog.text
 

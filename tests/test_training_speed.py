@@ -7,6 +7,7 @@ import threading
 import pandas as pd
 
 from salesflow.modelling.backtest import run_backtest
+from salesflow.modelling.groups import group_means_from
 from salesflow.modelling.training import make_forecaster
 
 
@@ -25,6 +26,18 @@ def test_row_cap_fits_on_a_seeded_sample_of_exactly_that_many_rows(small_data, s
     p1, p2, pf = (m.predict(small_data)["forecast"] for m in (one, two, full))
     pd.testing.assert_series_equal(p1, p2)
     assert not p1.equals(pf)  # a sample is not all the rows
+
+
+def test_sampled_design_equals_the_sample_of_the_full_design(small_data, small_settings):
+    """The capped fit's matrix (sample rows only, group means of every row) is the full
+    matrix's sampled rows: memory follows the cap, the numbers do not change."""
+    model = make_forecaster(_with_model(small_settings, max_train_rows=1000))
+    rows = model.training_rows(small_data)
+    assert model.group_features_  # store x dept: group means span rows outside the sample
+    keep = model._row_sample(len(rows))
+    full = model._design(rows, small_data).iloc[keep].reset_index(drop=True)
+    means = group_means_from(model.group_sums(rows, small_data))
+    pd.testing.assert_frame_equal(model._design(rows.iloc[keep], small_data, means), full)
 
 
 def test_row_cap_above_the_row_count_changes_nothing(small_data, small_settings):

@@ -252,7 +252,12 @@ class GlobalForecaster:
         train = self.training_rows(data) if rows is None else rows
         if rows is not None and not hasattr(self, "feature_names_"):
             raise ValueError("rows given to fit() must come from this model's training_rows()")
-        x = self._design(train, data)
+        keep = self._row_sample(len(train))
+        if keep is None:
+            x = self._design(train, data)
+        else:  # group means read every row, as at prediction; the matrix only the sample's
+            means = group_means_from(self.group_sums(train, data))
+            x = self._design(train.iloc[keep], data, means)
         hol = np.where(train["is_holiday"].to_numpy() > 0, self.holiday_weight, 1.0)
         self.base_column_ = "prof_base" if self.spec.weekly_season else "seas_base"
         base = seasonal_base(train, self.base_column_)
@@ -264,9 +269,8 @@ class GlobalForecaster:
             **self.params,
         )
         weight = train["scale"].to_numpy() * hol
-        keep = self._row_sample(len(train))
-        if keep is not None:  # after _design: group means read every row, as at prediction
-            x, target, weight = x.iloc[keep], target[keep], weight[keep]
+        if keep is not None:
+            target, weight = target[keep], weight[keep]
         self.model_.fit(x, target, sample_weight=weight)
         self.trained_until_ = data.last_date
         self.n_train_rows_ = len(target)

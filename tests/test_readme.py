@@ -56,3 +56,15 @@ def test_required_top_level_is_tracked():
     required += ["configs/", "deployments/", "tests/", "data/", "benchmarks/"]
     missing = [name for name in required if name not in top]
     assert not missing, f"not tracked in git: {missing}"
+
+
+def test_readme_dask_commands_are_the_e2e_harness_commands():
+    """The scheduler and worker commands of "Scaling out" are those the Dask e2e test runs."""
+    from tests.e2e.dask_stack import DASK_COMMANDS, WORKER_NAMES
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### A Dask cluster on one machine") :]
+    section = section[: section.index("\n### ", 5)]
+    assert DASK_COMMANDS["scheduler"] in section
+    for name in WORKER_NAMES:
+        assert DASK_COMMANDS["worker"].format(name=name) in section

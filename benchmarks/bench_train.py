@@ -1,6 +1,7 @@
-"""Training time on the Walmart data, as users run it and step by step.
+"""Training time on the Walmart and Rossmann data, as users run it and step by step.
 
-Usage: ``python benchmarks/bench_train.py --walmart ../shared/data/walmart_recruiting``.
+Usage: ``python benchmarks/bench_train.py --walmart ../shared/data/walmart_recruiting
+[--rossmann ../shared/data/rossmann]`` (either or both).
 
 Measures, one process each: (1) ``salesflow train --source walmart --path ...`` exactly as
 the README runs it (a temporary Prefect server, MLflow registration; a fresh local folder):
@@ -8,8 +9,9 @@ wall time, peak RSS of the process tree, the backtest table it prints; (2) the s
 without Prefect and MLflow, step by step (``_accuracy.task_train``); (3) one fit on the weeks
 before 2012-02-03 and its WMAE against seasonal naive (``_accuracy.task_salesflow_single``).
 The mlforecast + LightGBM fit time on that split is read from ``results.json`` (the last
-``run_all.py`` run, whose date is given). Writes ``benchmarks/training.json`` and
-``benchmarks/TRAINING.md`` with the machine's description.
+``run_all.py`` run, whose date is given). With ``--rossmann``: ``salesflow train --env
+rossmann --path ...`` as the README runs it (goal: 15 min, 4 GB). Writes
+``benchmarks/training.json`` and ``benchmarks/TRAINING.md`` with the machine's description.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,28 @@ from _common import HERE, QUIET_ENV, describe_machine, run_measured, write_json
 ORIGIN = "2012-02-03"
 PACKAGES = ["salesflow", "xgboost", "pandas", "numpy", "prefect", "mlflow"]
 GOALS = {"train_s": 120.0, "fit_vs_mlforecast": 2.0, "ratio_vs_seasonal_naive": 0.80}
+ROSSMANN_GOALS = {"train_s": 900.0, "peak_mb": 4096.0}
+# Runs a command and prints its process tree's peak RSS (KB): each run's own peak, not the
+# maximum over every child this benchmark has started so far.
+_TREE_PEAK = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(r.returncode)"
+)
+
+
+def run_tree(
+    cmd: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess, float, float]:
+    """``cmd`` in a wrapper process: its result, wall seconds, peak RSS (MB) of its tree."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _TREE_PEAK, *cmd], cwd=HERE.parent, env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    wall = round(time.perf_counter() - start, 1)
+    peak = re.search(r"^PEAK_KB (\d+)$", proc.stderr, re.M)
+    return proc, wall, (int(peak[1]) / 1024 if peak else float("nan"))
 
 
 def measure_cli(walmart: Path, work: Path) -> dict[str, Any]:
@@ -44,12 +67,7 @@ def measure_cli(walmart: Path, work: Path) -> dict[str, Any]:
     setting = json.dumps({"paths": {"local_dir": str(work / "local")}})
     cmd = [str(exe), "train", "--source", "walmart", "--path", str(walmart), "--set", setting]
     print("[bench_train] salesflow train: started", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd, cwd=HERE.parent, env={**os.environ, **QUIET_ENV}, capture_output=True, text=True
-    )
-    wall = round(time.perf_counter() - start, 1)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    proc, wall, peak = run_tree(cmd, {**os.environ, **QUIET_ENV})
     log = proc.stdout + proc.stderr
     (work / "salesflow_train.log").write_text(log)
     if proc.returncode != 0:
@@ -67,6 +85,49 @@ def measure_cli(walmart: Path, work: Path) -> dict[str, Any]:
         "pooled_vs_seasonal_naive": float(pooled[2]) if pooled else None,
         "vs_seasonal_naive_by_origin": origins,
     }
+
+
+def measure_rossmann(rossmann: Path, work: Path) -> dict[str, Any]:
+    """``salesflow train --env rossmann --path ...`` in a fresh local folder: wall time, its
+    own peak RSS (the process tree), the pooled backtest line it prints."""
+    work.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("salesflow")
+    setting = json.dumps({"paths": {"local_dir": str(work / "local")}})
+    cmd = [str(exe), "train", "--env", "rossmann", "--path", str(rossmann), "--set", setting]
+    print("[bench_train] salesflow train --env rossmann: started", flush=True)
+    proc, wall, peak = run_tree(cmd, {**os.environ, **QUIET_ENV})
+    (work / "salesflow_train_rossmann.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"salesflow train --env rossmann failed (exit {proc.returncode}): {work}")
+    line = re.search(r"^salesflow\s+([\d,.]+)\s+.*?\s([\d.]+)\s+([\d.]+)$", proc.stdout, re.M)
+    print(f"[bench_train] rossmann: {wall} s, peak {peak:.0f} MB", flush=True)
+    return {
+        "command": " ".join(cmd[:6]) + " --set '{paths.local_dir: <temp>}'",
+        "wall_s": wall,
+        "peak_mb_process_tree": round(peak, 1),
+        "pooled_vs_seasonal_naive": float(line[2]) if line else None,
+        "pooled_rmspe": float(line[3]) if line else None,
+    }
+
+
+def render_rossmann(r: dict[str, Any]) -> list[str]:
+    ok_t = r["wall_s"] <= ROSSMANN_GOALS["train_s"]
+    ok_m = r["peak_mb_process_tree"] <= ROSSMANN_GOALS["peak_mb"]
+    yes = {True: "met", False: "**not met**"}
+    return [
+        "",
+        "## Rossmann",
+        "",
+        "| measurement | figure | goal |",
+        "| --- | ---: | --- |",
+        f"| `salesflow train --env rossmann` (Prefect, MLflow; 3-origin backtest + final fit) "
+        f"| {r['wall_s']:.0f} s ({r['wall_s'] / 60:.1f} min) | ≤ 15 min: {yes[ok_t]} |",
+        f"| its peak RSS (process tree) | {r['peak_mb_process_tree'] / 1024:.2f} GB "
+        f"| ≤ 4 GB: {yes[ok_m]} |",
+        f"| backtest pooled: vs seasonal naive / RMSPE | {r['pooled_vs_seasonal_naive']} / "
+        f"{r['pooled_rmspe']} | |",
+        "",
+    ]
 
 
 def single_origin(frame: Path) -> dict[str, float]:
@@ -93,7 +154,24 @@ def mlforecast_reference() -> dict[str, Any]:
 
 
 def render(r: dict[str, Any]) -> str:
-    m, cli, steps, one, ref = r["machine"], r["cli"], r["steps"], r["single"], r["mlforecast"]
+    m = r["machine"]
+    lines = [
+        "# Training time",
+        "",
+        f"Generated by `benchmarks/bench_train.py` on {m['date']}: {m['cores']} cores, "
+        f"{m['memory_gb']} GB, {m['cpu_model']}, Python {m['python']}, load "
+        f"{m['load_average_1m_at_start']} at start; "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v),
+    ]
+    if "cli" in r:
+        lines += render_walmart(r)
+    if "rossmann" in r:
+        lines += render_rossmann(r["rossmann"])
+    return "\n".join(lines)
+
+
+def render_walmart(r: dict[str, Any]) -> list[str]:
+    cli, steps, one, ref = r["cli"], r["steps"], r["single"], r["mlforecast"]
     ratio = one["fit_s"] / ref["fit_s"] if ref else None
     ok = {
         "train": cli["wall_s"] <= GOALS["train_s"],
@@ -107,13 +185,9 @@ def render(r: dict[str, Any]) -> str:
         for r in cli["runs"]
     )
     step_txt = ", ".join(f"{k} {v:.1f} s" for k, v in steps["step_s"].items())
-    lines = [
-        "# Training time on Walmart",
+    return [
         "",
-        f"Generated by `benchmarks/bench_train.py` on {m['date']}: {m['cores']} cores, "
-        f"{m['memory_gb']} GB, {m['cpu_model']}, Python {m['python']}, load "
-        f"{m['load_average_1m_at_start']} at start; "
-        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v),
+        "## Walmart",
         "",
         "| measurement | figure | goal |",
         "| --- | ---: | --- |",
@@ -139,52 +213,56 @@ def render(r: dict[str, Any]) -> str:
         f"Settings: {json.dumps(steps['settings']['model'])}",
         "",
     ]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--walmart", type=Path, required=True, help="Walmart Recruiting folder")
+    parser.add_argument("--walmart", type=Path, help="Walmart Recruiting folder")
+    parser.add_argument("--rossmann", type=Path, help="Rossmann folder (configs/rossmann.yaml)")
     parser.add_argument("--repeat", type=int, default=3, help="salesflow train runs (median)")
     parser.add_argument("--out", type=Path, default=HERE / "training.json")
     parser.add_argument("--md", type=Path, default=HERE / "TRAINING.md")
     args = parser.parse_args(argv)
+    if not (args.walmart or args.rossmann):
+        parser.error("give --walmart, --rossmann or both")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     machine = describe_machine(PACKAGES)
+    report: dict[str, Any] = {"machine": machine}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         work = Path(tmp)
-        runs = []
-        for i in range(args.repeat):
-            runs.append(measure_cli(args.walmart.resolve(), work / f"cli{i}"))
-        cli = {**sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2], "runs": runs}
-        steps = run_measured(
-            "train",
-            {"walmart": str(args.walmart.resolve()), "frame": str(work / "bt.parquet")},
-            work,
-            3600,
-            prefix="bench_train",
-        )
-        prepare_data(args.walmart.resolve(), work / "walmart.pkl")
-        frame = work / "single.parquet"
-        one = run_measured(
-            "salesflow_single",
-            {"data": str(work / "walmart.pkl"), "origin": ORIGIN, "frame": str(frame)},
-            work,
-            3600,
-            prefix="bench_train",
-        )
-        one = {"fit_s": round(one["fit_s"], 1), "peak_mb": one["peak_mb"], **single_origin(frame)}
-    report = {
-        "machine": machine,
-        "cli": cli,
-        "steps": steps,
-        "single": one,
-        "mlforecast": mlforecast_reference(),
-    }
+        if args.walmart:
+            report.update(walmart_figures(args.walmart.resolve(), args.repeat, work))
+        if args.rossmann:
+            report["rossmann"] = measure_rossmann(args.rossmann.resolve(), work / "rossmann")
     write_json(args.out, report)
     args.md.write_text(render(report))
     print(render(report))
     return report
+
+
+def walmart_figures(walmart: Path, repeat: int, work: Path) -> dict[str, Any]:
+    """The Walmart measurements: ``salesflow train`` ``repeat`` times (median), the same
+    work step by step without Prefect, one fit at ORIGIN, mlforecast's reference."""
+    runs = [measure_cli(walmart, work / f"cli{i}") for i in range(repeat)]
+    cli = {**sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2], "runs": runs}
+    steps = run_measured(
+        "train",
+        {"walmart": str(walmart), "frame": str(work / "bt.parquet")},
+        work,
+        3600,
+        prefix="bench_train",
+    )
+    prepare_data(walmart, work / "walmart.pkl")
+    frame = work / "single.parquet"
+    one = run_measured(
+        "salesflow_single",
+        {"data": str(work / "walmart.pkl"), "origin": ORIGIN, "frame": str(frame)},
+        work,
+        3600,
+        prefix="bench_train",
+    )
+    one = {"fit_s": round(one["fit_s"], 1), "peak_mb": one["peak_mb"], **single_origin(frame)}
+    return {"cli": cli, "steps": steps, "single": one, "mlforecast": mlforecast_reference()}
 
 
 if __name__ == "__main__":

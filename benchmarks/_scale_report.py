@@ -174,8 +174,8 @@ def _projection(runs: dict[str, dict[str, Any]]) -> list[str]:
         "",
         f"Worker time = ceil(shards / workers) x {per_shard:.1f} CPU-s per "
         f"{c['series']:,.0f}-series shard (shards are independent), assuming one dedicated "
-        "core per worker; the commit is one transaction on one PostgreSQL server and does not shrink "
-        "with workers. Add the cluster's start and the driver's plan + reduce (seconds).",
+        "core per worker; the commit is one transaction on one PostgreSQL server and does "
+        "not shrink with workers. Add the cluster's start and the driver's plan + reduce.",
     ]
     return lines
 

@@ -80,7 +80,9 @@ shards, then pass 1 on the workers (`shard_features` -> group sums) + `reduce_sh
 (features again, `forecast_shard`, rows, `stage_forecasts`: the predictions are made in
 this step) + one `commit_stage` from the driver, as the `score-shards` subflow does.
 *batch s*: everything after the data exists in the driver (Dask: after the cluster
-started; `dask-parts`: generation happens on the workers and is included). Peaks: RSS
+started). `dask-parts`: each worker generates and validates its part inside pass 1 (so
+its *features s* holds generate + validate + features) and reads (generates) it again in
+pass 2; both are included in *batch s*. Peaks: RSS
 polled every 0.5 s (psutil) and VmHWM; a worker restarted by its nanny counts as another
 process."""
 
@@ -180,6 +182,35 @@ def _projection(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _training(doc: dict[str, Any]) -> list[str]:
+    """dasktrain's ``benchmarks/dask_train.py`` lines (local vs xgboost.dask fit), if run."""
+    rows = doc.get("training", [])
+    if not rows:
+        return []
+    lines = [
+        "## Training: local vs Dask fit (`benchmarks/dask_train.py`, dasktrain's)",
+        "",
+        "| variant | series | train rows (of candidates) | fit s | driver peak MB | "
+        "worker peak MB | load 1m |",
+        "| --- " * 7 + "|",
+    ]
+    for r in rows:
+        workers = ", ".join(f"{w:,}" for w in r.get("worker_peak_mb", [])) or "–"
+        lines.append(
+            f"| {r['variant']} | {r['series']:,} | {r['train_rows']:,} "
+            f"({r['candidate_rows']:,}) | {r['fit_s']:.1f} | {r['driver_peak_mb']:,} | "
+            f"{workers} | {r['load_1min']:.2f} |"
+        )
+    lines += [
+        "",
+        "Features + fit of the dev settings' forecaster on the whole panel (the 150k-row "
+        "cap applies), panel generation and cluster start not counted; worker peaks are "
+        "`ru_maxrss`, which on Linux can carry the parent's mark across fork + exec.",
+        "",
+    ]
+    return lines
+
+
 def write_report(here: Path) -> None:
     doc = json.loads((here / "scale.json").read_text())
     runs = doc["runs"]
@@ -210,6 +241,7 @@ def write_report(here: Path) -> None:
         "",
         *_shard_table(runs),
         "",
+        *_training(doc),
         "## Projection (paper)",
         "",
         *_projection(runs),

@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-series", type=int, default=1_000)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--report-only", action="store_true", help="rebuild SCALE.md only")
+    p.add_argument("--tag", default="", help="appended to the runs' labels (e.g. quiet)")
     a = p.parse_args(argv)
     import _scale_report
 
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
                 "memory_limit": a.memory_limit, "shard_series": a.shard_series,
                 "model_series": a.model_series, "cache": str(work / "models" / code["commit"]),
             }  # fmt: skip
-            label = f"{variant}-{n}-{a.periods}w"
+            label = f"{variant}-{n}-{a.periods}w" + (f"-{a.tag}" if a.tag else "")
             result = run_measured(
                 variant, args, work, a.timeout, label, worker="bench_scale.py", prefix="scale"
             )

@@ -228,9 +228,11 @@ def write_report(here: Path) -> None:
         "",
         f"Machine: {last.get('cores')} cores ({last.get('cpu_model')}), "
         f"{last.get('memory_gb')} GB, {last.get('platform')}, Python {last.get('python')}; "
-        f"{pk}. **Shared**: other processes ran on the same 2 cores during these runs (the "
-        "1-minute load average at each run's start and end is in the table; above 2 the "
-        "runs waited for CPU), so every time here is inflated by an unknown factor.",
+        f"{pk}. **Shared**: other processes ran on the same 2 cores during most of these runs "
+        "(the 1-minute load average at each run's start and end is in the table; above 2 "
+        "the runs waited for CPU), so their times are inflated by an unknown factor; runs "
+        "tagged `quiet` ran after the others had stopped. Per-shard CPU seconds (worker "
+        "`process_time`) hardly depend on the load.",
         "",
         HEADER,
         *(_row(label, r) for label, r in runs.items()),

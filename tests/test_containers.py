@@ -147,8 +147,16 @@ def test_kustomize_renders_the_manifests():
 def test_k8s_services_deployments_and_job_exist():
     """Deployments and Services for each server, the worker, and the deploy Job."""
     deployments, services = k8s_by_kind("Deployment"), k8s_by_kind("Service")
-    assert {"prefect-server", "mlflow", "api", "dashboard", "prefect-worker"} <= set(deployments)
-    assert {"prefect-server", "mlflow", "api", "dashboard"} <= set(services)
+    assert {
+        "prefect-server",
+        "mlflow",
+        "api",
+        "dashboard",
+        "prefect-worker",
+        "dask-scheduler",
+        "dask-worker",
+    } <= set(deployments)
+    assert {"prefect-server", "mlflow", "api", "dashboard", "dask-scheduler"} <= set(services)
     assert "deploy-flows" in k8s_by_kind("Job")
     for name, svc in services.items():
         selected = deployments[name]["spec"]["template"]["metadata"]["labels"]
@@ -177,6 +185,9 @@ def test_k8s_pods_run_as_non_root_with_resources():
         ("prefect-server", "livenessProbe", "/api/health"),
         ("dashboard", "readinessProbe", "/_stcore/health"),
         ("prefect-worker", "livenessProbe", "/health"),
+        ("dask-scheduler", "readinessProbe", "/health"),
+        ("dask-scheduler", "livenessProbe", "/health"),
+        ("dask-worker", "livenessProbe", "/health"),
     ],
 )
 def test_k8s_probes_hit_the_health_routes(workload, probe, path):
@@ -423,10 +434,10 @@ def commands_of(program: str) -> list[tuple[str, list[str]]]:
 
 
 def test_every_command_uses_a_known_program():
-    """Containers run only salesflow, prefect, mlflow and python (all in the image)."""
+    """Containers run only salesflow, prefect, mlflow, dask and python (all in the image)."""
     programs = {a[0] for _, a in all_commands()}
-    assert programs <= {"salesflow", "prefect", "mlflow", "python"}, programs
-    assert {"salesflow", "prefect", "mlflow"} <= programs
+    assert programs <= {"salesflow", "prefect", "mlflow", "dask", "python"}, programs
+    assert {"salesflow", "prefect", "mlflow", "dask"} <= programs
     for program in programs - {"python"}:
         assert (BIN / program).exists(), f"{program} is not installed in the venv"
 
@@ -489,6 +500,46 @@ def test_prefect_commands_exist_with_their_options():
         assert len(words) - len(path) <= len(positional), f"{where}: {usage}"
         for opt in options:
             assert re.search(rf"(?<![\w-]){opt}(?![\w-])", helptext), f"{where}: {opt}"
+
+
+def dask_context(argv: list[str]) -> dict[str, Any]:
+    """``dask scheduler|worker ...`` parsed by distributed's own click commands (the
+    options' values checked as the CLI checks them); a bad option fails the test."""
+    import click
+    from distributed.cli import dask_scheduler, dask_worker
+
+    command = {"scheduler": dask_scheduler.main, "worker": dask_worker.main}[argv[1]]
+    try:
+        return command.make_context(f"dask {argv[1]}", list(argv[2:])).params
+    except click.ClickException as exc:  # pragma: no cover - reported as the failure
+        pytest.fail(f"dask {argv[1]} rejects {argv[2:]}: {exc.format_message()}")
+
+
+def test_dask_commands_parse_with_the_real_cli_and_meet():
+    """The Dask scheduler and workers parse with distributed's CLI; the workers dial the
+    scheduler's Service on its port, the Prefect worker points salesflow at the same
+    address, and each Dask worker's memory limit sits below its container's limit."""
+    from dask.utils import parse_bytes
+
+    found = {a[1]: (w, a) for w, a in commands_of("dask")}
+    assert set(found) == {"scheduler", "worker"}
+    scheduler = dask_context(found["scheduler"][1])
+    worker = dask_context(found["worker"][1])
+    service = k8s_by_kind("Service")["dask-scheduler"]
+    comm = {p["name"]: p["port"] for p in service["spec"]["ports"]}["comm"]
+    assert int(scheduler["port"]) == comm
+    address = f"tcp://dask-scheduler:{comm}"
+    assert worker["scheduler"] == address
+    prefect_worker = k8s_by_kind("Deployment")["prefect-worker"]
+    env = {e["name"]: e.get("value") for e in pod_spec(prefect_worker)["containers"][0]["env"]}
+    assert env["SALESFLOW_COMPUTE__ENGINE"] == "dask"
+    assert env["SALESFLOW_COMPUTE__ADDRESS"] == address
+    container = pod_spec(k8s_by_kind("Deployment")["dask-worker"])["containers"][0]
+    limit = parse_bytes(container["resources"]["limits"]["memory"].replace("Gi", "GiB"))
+    assert parse_bytes(worker["memory_limit"]) < limit
+    names = {e["name"] for e in container["env"]}
+    assert {"SALESFLOW_WAREHOUSE_URL", "OMP_WAIT_POLICY", "POD_NAME"} <= names
+    assert "$(POD_NAME)" in found["worker"][1]
 
 
 def pool_of(argv: list[str]) -> str | None:
@@ -691,7 +742,8 @@ def container_environments() -> dict[str, dict[str, str]]:
             env.update(config)
         for e in c.get("env", []):
             ref = e.get("valueFrom", {}).get("secretKeyRef")
-            env[e["name"]] = secret[ref["key"]] if ref else e["value"]
+            # a fieldRef (the pod's name) is filled in by Kubernetes: any value does here
+            env[e["name"]] = secret[ref["key"]] if ref else e.get("value", "pod-name")
         out[f"k8s {name}"] = env
     return out
 

@@ -189,12 +189,18 @@ def file_periods(data: DataSection) -> int | None:
     file, reading its date column only; None for the other sources."""
     from salesflow.data.canonical import SourceError, to_dates
     from salesflow.data.datafiles import read_column
+    from salesflow.data.long_format import history_paths, is_glob
     from salesflow.data.sources import long_files, walmart_file
 
     if data.source == "long" and data.path:
         m = data.long
-        path = long_files(data.path, m).history or Path(data.path)
-        dates = to_dates(read_column(path, m.date, m.encoding), m.date, m.date_format)
+        if is_glob(data.path):  # every file of the glob
+            paths = history_paths(data.path, m)
+        else:
+            paths = [long_files(data.path, m).history or Path(data.path)]
+        path = paths[0]
+        columns = [read_column(p, m.date, m.encoding) for p in paths]
+        dates = to_dates(pd.concat(columns, ignore_index=True), m.date, m.date_format)
         freq = data.freq
     elif data.source == "walmart" and data.path:
         path = walmart_file(Path(data.path), "train")

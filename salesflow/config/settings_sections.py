@@ -39,6 +39,20 @@ class SyntheticSection(_Section):
     seed: int = 42
     ragged_share: float = Field(0.15, ge=0, le=1, description="share of series starting late")
     drift: DriftInjection | None = None
+    parts: int = Field(
+        1,
+        ge=1,
+        description="partitions of whole stores, each from its own child seed (1: one panel)",
+    )
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> SyntheticSection:
+        if self.parts > self.n_stores:
+            raise ValueError(
+                f"data.synthetic.parts ({self.parts}) is more than n_stores ({self.n_stores}): "
+                "every part holds at least one store"
+            )
+        return self
 
 
 class LongFormatSection(_Section):

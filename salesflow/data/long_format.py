@@ -10,6 +10,7 @@ future covariates in one file). When ``data.path`` is a folder the history is
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def long_files(path: str | Path | None, mapping: LongFormatSection) -> LongFiles
         elif p.is_dir():
             raise SourceError(
                 f"data file {p} is a folder, not a file: point data.path (--path) at the "
-                "file, or set data.long.history_file to the history file inside the folder"
+                "file, set data.long.history_file to the history file inside the folder, or "
+                f"give a glob of its files (e.g. {p / '*.csv'}) to read each as one partition"
             )
         else:
             history = p  # a missing file is reported by the reader, naming data.path
@@ -90,6 +92,27 @@ def _side_file(value: str | None, setting: str, folder: Path | None) -> Path | N
         where = f" (relative paths are read inside data.path {folder})" if folder else ""
         raise SourceNotFound(f"{setting}: file {p} not found{where}")
     return p
+
+
+def is_glob(path: str | Path | None) -> bool:
+    """``data.path`` is a pattern (``*``, ``?``, ``[``): every file it matches is read."""
+    return path is not None and glob.has_magic(str(path))
+
+
+def history_paths(path: str | Path, mapping: LongFormatSection) -> list[Path]:
+    """The history files of ``data.path``: the files a glob matches (sorted; each is one
+    partition on Dask), else ``[path]``. SourceNotFound when a glob matches no file."""
+    if not is_glob(path):
+        return [Path(path)]
+    if mapping.history_file:
+        raise SourceError(
+            f"data.path {str(path)!r} is a glob, but data.long.history_file needs a folder: "
+            "unset one of them"
+        )
+    found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+    if not found:
+        raise SourceNotFound(f"no file matches data.path {str(path)!r}: check the pattern")
+    return found
 
 
 # --- which columns each file must hold ------------------------------------------------
@@ -150,13 +173,15 @@ def check_mapping(mapping: LongFormatSection) -> None:
 
 
 def check_long_files(path: str | Path | None, mapping: LongFormatSection) -> LongFiles:
-    """Before reading any data: the files exist and their headers hold the mapped columns."""
+    """Before reading any data: the files exist and their headers hold the mapped columns
+    (every file of a glob)."""
     check_mapping(mapping)
-    files = long_files(path, mapping)
+    paths = history_paths(path, mapping) if path is not None else []
+    files = long_files(paths[0] if paths else None, mapping)
     enc = mapping.encoding
-    if files.history is not None:
-        what = f"long-format file {files.history}"
-        require_header(files.history, history_columns(mapping, files), what, enc)
+    histories = paths if is_glob(path) else [files.history] if files.history else []
+    for p in histories:
+        require_header(p, history_columns(mapping, files), f"long-format file {p}", enc)
     for p, cols, what, _ in _side_specs(files, mapping):
         require_header(p, cols, what, enc)
     return files
@@ -192,14 +217,20 @@ def read_side_files(files: LongFiles, mapping: LongFormatSection) -> dict[str, p
 
 
 def load_long(path: str | Path, mapping: LongFormatSection, freq: str = "W-FRI") -> SalesData:
-    """A long-format file (CSV, .csv.gz, zipped CSV, Parquet), or a folder holding
-    ``mapping.history_file``, mapped by ``mapping``; text is read in ``mapping.encoding``.
-    See :func:`sales_from_long` for the columns."""
+    """A long-format file (CSV, .csv.gz, zipped CSV, Parquet), a folder holding
+    ``mapping.history_file``, or a glob of files (their rows concatenated), mapped by
+    ``mapping``; text is read in ``mapping.encoding``. See :func:`sales_from_long` for the
+    columns."""
     check_mapping(mapping)
-    files = long_files(path, mapping)
+    paths = history_paths(path, mapping)
+    files = long_files(paths[0], mapping)
     assert files.history is not None
-    what = f"long-format file {files.history}"
-    raw = _read(files.history, history_columns(mapping, files), what, mapping)
+    cols = history_columns(mapping, files)
+    if len(paths) == 1:
+        raw = _read(files.history, cols, f"long-format file {files.history}", mapping)
+    else:
+        frames = [_read(p, cols, f"long-format file {p}", mapping) for p in paths]
+        raw = pd.concat(frames, ignore_index=True)
     return sales_from_long(raw, mapping, freq, "long", **read_side_files(files, mapping))
 
 

@@ -227,7 +227,7 @@ def check_source_files(data: DataSection) -> None:
     elif data.source == "sql":
         check_long_files(None, data.long)
     elif data.source == "walmart":
-        folder = Path(_path(data))
+        folder = Path(source_path(data))
         if not folder.is_dir():
             raise SourceNotFound(
                 f"walmart data folder {folder} not found: check data.path (--path)"
@@ -237,7 +237,7 @@ def check_source_files(data: DataSection) -> None:
             require_header(path, needed, f"walmart {path.name}", "utf-8", _WALMART_NAMES)
 
 
-def _sql_url(data: DataSection) -> str:
+def sql_url(data: DataSection) -> str:
     """``data.url_env``'s value when set (secrets), else ``data.url``."""
     if data.url_env and os.environ.get(data.url_env):
         return os.environ[data.url_env]
@@ -249,7 +249,8 @@ def _sql_url(data: DataSection) -> str:
     )
 
 
-def _path(data: DataSection) -> str:
+def source_path(data: DataSection) -> str:
+    """``data.path``; SourceError when the source needs one and it is unset."""
     if not data.path:
         raise SourceError(f"data.path is required when data.source is {data.source!r}")
     return data.path
@@ -260,11 +261,11 @@ def load_sales(data: DataSection) -> SalesData:
     if data.source == "synthetic":
         sales = generate_sales(data.synthetic)
     elif data.source == "walmart":
-        sales = load_walmart(_path(data))
+        sales = load_walmart(source_path(data))
     elif data.source == "long":
-        sales = load_long(_path(data), data.long, data.freq)
+        sales = load_long(source_path(data), data.long, data.freq)
     elif data.source == "sql":
-        sales = load_sql(_sql_url(data), data.table, data.query, data.long, data.freq)
+        sales = load_sql(sql_url(data), data.table, data.query, data.long, data.freq)
     else:  # unreachable through settings validation, kept for callers building sections
         raise SourceError(
             f"unknown data.source {data.source!r}: use synthetic, walmart, long or sql"

@@ -9,6 +9,8 @@ series; the only Python loops run over periods (AR noise) or the handful of cova
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -48,20 +50,64 @@ def generate_sales(cfg: SyntheticSection, future_periods: int = 52) -> SalesData
     Columns out (history): ``unique_id, store, dept, ds, y, is_holiday, temperature,
     fuel_price, markdown1..markdown5, cpi, unemployment, store_type, store_size``; future:
     the same without ``y``, ``future_periods`` periods after the last history date.
+    With ``cfg.parts`` = k > 1 the panel is the k parts of :func:`generate_part` (whole
+    stores each), concatenated and sorted by ``unique_id``, ``ds``.
     """
+    if cfg.parts == 1:
+        return _generate(cfg, np.random.SeedSequence(cfg.seed), 1, cfg.n_stores, future_periods)
+    parts = [generate_part(cfg, i, future_periods) for i in range(cfg.parts)]
+
+    def joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        out = pd.concat(frames, ignore_index=True)
+        return out.sort_values([ID, DATE], kind="stable").reset_index(drop=True)
+
+    return replace(
+        parts[0],
+        history=joined([p.history for p in parts]),
+        future=joined([p.future for p in parts]),
+    )
+
+
+def part_stores(n_stores: int, parts: int, part: int) -> range:
+    """The store numbers of ``part`` (0-based) of ``parts``: contiguous, sizes within 1."""
+    if not 0 <= part < parts <= n_stores:
+        raise ValueError(f"part {part} of {parts} does not fit {n_stores} stores")
+    edges = [n_stores * i // parts for i in range(parts + 1)]
+    return range(edges[part] + 1, edges[part + 1] + 1)
+
+
+def generate_part(cfg: SyntheticSection, part: int, future_periods: int = 52) -> SalesData:
+    """Part ``part`` (0-based) of ``cfg.parts``: the stores of :func:`part_stores`, drawn
+    from the part's own child of ``SeedSequence(cfg.seed)`` (no other part is generated).
+    With one part: the whole panel of :func:`generate_sales`."""
+    if cfg.parts == 1:
+        return generate_sales(cfg, future_periods)
+    stores = part_stores(cfg.n_stores, cfg.parts, part)
+    seed = np.random.SeedSequence(cfg.seed).spawn(cfg.parts)[part]
+    return _generate(cfg, seed, stores.start, len(stores), future_periods)
+
+
+def _generate(
+    cfg: SyntheticSection,
+    seed: np.random.SeedSequence,
+    first_store: int,
+    n_stores: int,
+    future_periods: int,
+) -> SalesData:
+    """Stores ``first_store`` .. ``first_store + n_stores - 1`` from the streams of ``seed``."""
     if future_periods < 0:
         raise ValueError(f"future_periods must be >= 0, got {future_periods}")
-    rng = _streams(cfg.seed)
+    rng = _streams(seed)
     n, t = cfg.periods, cfg.periods + future_periods
     dates = pd.date_range(pd.Timestamp(cfg.start), periods=t, freq=cfg.freq)
     holiday = is_holiday_period(dates, cfg.freq)
-    stores = _stores(cfg.n_stores, rng["stores"])
+    stores = _stores(n_stores, rng["stores"], first_store)
     series = _series(stores, cfg.n_depts, rng["series"])
     cov = _covariates(dates, stores, holiday, cfg.periods, rng)
     y = _sales(dates, series, cov, holiday, cfg.freq, rng["noise"])
     y = _add_returns(y, rng["returns"])
     if cfg.drift is not None:
-        cov, y = _inject_drift(cfg.drift, dates, stores, series, cov, y, cfg.periods)
+        cov, y = _inject_drift(cfg.drift, dates, stores, series, cov, y, cfg.periods, cfg.n_stores)
     first = _ragged_starts(len(series), n, cfg.ragged_share, rng["ragged"])
     return SalesData(
         history=_panel(series, dates, holiday, cov, y, range(0, n), first),
@@ -74,20 +120,24 @@ def generate_sales(cfg: SyntheticSection, future_periods: int = 52) -> SalesData
     )
 
 
-def _streams(seed: int) -> dict[str, np.random.Generator]:
+def _streams(seed: np.random.SeedSequence) -> dict[str, np.random.Generator]:
     """One independent generator per component, so adding a draw never shifts the others."""
-    children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    children = seed.spawn(len(_STREAMS))
     return {name: np.random.default_rng(c) for name, c in zip(_STREAMS, children, strict=True)}
 
 
-def _stores(n: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Columns out: ``store`` (1..n), ``store_type`` (A/B/C), ``store_size`` (sq ft)."""
+def _stores(n: int, rng: np.random.Generator, first: int = 1) -> pd.DataFrame:
+    """Columns out: ``store`` (first..first+n-1), ``store_type`` (A/B/C), ``store_size``."""
     kind = rng.choice(np.array(["A", "B", "C"]), size=n, p=[0.5, 0.38, 0.12])
     low = np.select([kind == "A", kind == "B"], [140_000, 35_000], 39_000)
     high = np.select([kind == "A", kind == "B"], [220_000, 140_000], 43_000)
     size = rng.uniform(low, high).astype(np.int64)
     return pd.DataFrame(
-        {"store": np.arange(1, n + 1), "store_type": kind.astype(object), "store_size": size}
+        {
+            "store": np.arange(first, first + n),
+            "store_type": kind.astype(object),
+            "store_size": size,
+        }
     )
 
 
@@ -279,8 +329,10 @@ def _inject_drift(
     cov: dict[str, np.ndarray],
     y: np.ndarray,
     n_hist: int,
+    n_stores: int,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """From ``drift.start`` on (in ``drift.stores``): covariate += k * std, sales *= 1 + level."""
+    """From ``drift.start`` on (in ``drift.stores`` of the panel's stores 1..n_stores):
+    covariate += k * std, sales *= 1 + level."""
     unknown = sorted(set(drift.covariate_shift) - set(cov))
     if unknown:
         raise ValueError(
@@ -290,9 +342,9 @@ def _inject_drift(
     if drift.stores is None:
         chosen = np.ones(len(ids), dtype=bool)
     else:
-        missing = sorted(set(drift.stores) - set(ids.tolist()))
+        missing = sorted(set(drift.stores) - set(range(1, n_stores + 1)))
         if missing:
-            raise ValueError(f"drift.stores {missing} do not exist; stores are 1..{len(ids)}")
+            raise ValueError(f"drift.stores {missing} do not exist; stores are 1..{n_stores}")
         chosen = np.isin(ids, drift.stores)
     hit = np.asarray(dates >= pd.Timestamp(drift.start))[:, None] & chosen[None, :]
     out = dict(cov)

@@ -101,7 +101,12 @@ def drop_short_series(data: SalesData, report: ValidationReport) -> SalesData:
     The gate tolerates up to ``max_short_series_share`` of such series; the caller drops
     them (and logs ``report.short_series``) before building features.
     """
-    short = set(report.short_series)
+    return drop_series(data, report.short_series)
+
+
+def drop_series(data: SalesData, ids: list[str]) -> SalesData:
+    """``data`` without the series ``ids`` (history and future rows)."""
+    short = set(ids)
 
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
         if not short or ID not in frame:
@@ -304,6 +309,9 @@ def _to_result(check: _Check, res: Any, frame: pd.DataFrame) -> CheckResult:
     if "unexpected_count" in info:
         out.unexpected_count = int(info["unexpected_count"])
         out.unexpected_percent = float(info.get("unexpected_percent") or 0.0)
+        if "element_count" in info:
+            out.checked = int(info["element_count"]) - int(info.get("missing_count") or 0)
+        out.mostly = config.kwargs.get("mostly")
         rows = info.get("partial_unexpected_index_list") or []
         out.sample = [_sample_row(r, gx_column) for r in rows] if not out.success else []
     elif error:

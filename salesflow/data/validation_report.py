@@ -30,6 +30,8 @@ class CheckResult:
     sample: list[dict[str, Any]] = field(default_factory=list)
     unit: str = "rows"
     observed: str | None = None
+    checked: int | None = None  # rows (or series) the check looked at: its percent's base
+    mostly: float | None = None  # passes while at least this share is as expected
 
     def describe(self) -> str:
         """One line: ``<check>: <column>: <count> rows (<pct>%) e.g. <sample>``."""

@@ -20,8 +20,9 @@ import pandas as pd
 from features.build import period_step
 from salesflow.compute.shards import series_shards, shard_data, shard_name
 from salesflow.data.canonical import SourceError
-from salesflow.data.schema import DATE, HOLIDAY, ID, SalesData
+from salesflow.data.schema import DATE, ID, SalesData
 from salesflow.modelling.groups import GroupSums, combine_group_sums, group_means_from
+from salesflow.modelling.holidays import panel_holidays
 from salesflow.modelling.model import GlobalForecaster, PredictFeatures
 from salesflow.modelling.registry import data_fingerprint
 
@@ -207,32 +208,6 @@ def plan_scoring(
         shards=[shard_data(data, part) for part in ids],
         names=[shard_name(i, part) for i, part in enumerate(ids)],
     )
-
-
-def panel_holidays(data: SalesData, origin: pd.Timestamp, horizon: int) -> pd.Series:
-    """``is_holiday`` per date as the whole panel's grid takes it: the maximum over its
-    series, and on a target date that some series lack, also the calendar's flag (what
-    :func:`fill_future_covariates` gives them). A shard's grid then flags the same dates."""
-    from features.calendar import is_holiday_period
-
-    step = period_step(data.freq)
-    known = data.as_of(origin - step)
-    ids = known.history[ID].unique()
-    targets = pd.DatetimeIndex([origin + step * h for h in range(horizon)])
-    fut = known.future
-    if len(fut):
-        fut = fut[fut[DATE].isin(targets) & fut[ID].isin(ids)]
-    cols = [ID, DATE, HOLIDAY]
-    frames = [f[cols] for f in (known.history, fut) if HOLIDAY in f and len(f)]
-    given = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
-    given = given.dropna(subset=[HOLIDAY])
-    flags = given.groupby(DATE)[HOLIDAY].max().astype(bool)
-    on_targets = given[given[DATE].isin(targets)].drop_duplicates([ID, DATE])
-    n_given = on_targets.groupby(DATE).size().reindex(targets, fill_value=0)
-    short = targets[n_given.to_numpy() < len(ids)]
-    flags = flags.reindex(flags.index.union(short), fill_value=False)
-    flags.loc[short] = flags.loc[short].to_numpy() | is_holiday_period(short, data.freq)
-    return flags
 
 
 def shard_features(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from salesflow.config.settings import DataSection, Settings
 from salesflow.data.canonical import SourceError
-from salesflow.data.long_format import long_files
+from salesflow.data.long_format import history_paths, is_glob, long_files
 from salesflow.data.schema import SalesData
 from salesflow.data.sources import load_sales
 from salesflow.errors import redact
@@ -42,7 +42,13 @@ def _source_paths(data: DataSection) -> list[Path]:
         files = long_files(data.path if data.source == "long" else None, data.long)
     except SourceError:  # the load reports it, naming the setting
         return []
-    return [Path(p) for p in astuple(files) if p is not None]
+    out = [Path(p) for p in astuple(files) if p is not None]
+    if data.source == "long" and is_glob(data.path):  # every file the pattern matches
+        try:
+            out = [*history_paths(data.path or "", data.long), *out[1:]]
+        except SourceError:
+            return []
+    return out
 
 
 def source_signature(data: DataSection) -> Signature:

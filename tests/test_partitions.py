@@ -229,3 +229,49 @@ def test_merged_row_check_fails_when_one_shard_fails():
     )
     assert not merged.passed and merged.n_rows == 20 and merged.n_series == 4
     assert merged.checks[0].unexpected_count == 1 and merged.checks[0].sample == [row]
+
+
+def test_future_file_rows_start_after_the_panels_last_date(tmp_path):
+    """With a future file, a partition ending early (departments 3-4 stop 10 weeks before
+    the others) gets future rows from its own last date on; its shards keep only those
+    after the panel's last date, once, as the whole panel does."""
+    from salesflow.compute.shards import shard_data
+    from salesflow.compute.shuffle import (
+        assemble_shard,
+        index_partition,
+        plan_shuffle,
+        split_partition,
+    )
+    from salesflow.data.partitions import list_partitions, load_partition
+    from salesflow.data.sources import load_sales
+
+    rows = long_rows()
+    late = rows["dept"] >= 3
+    last = rows["date"].max()
+    early = rows["date"] <= "2011-06-30"
+    stop = sorted(rows["date"].unique())[-11]
+    files = [
+        rows[~late & early],
+        rows[~late & ~early],
+        rows[late & (rows["date"] <= stop)],
+    ]
+    for i, f in enumerate(files):
+        f.to_csv(tmp_path / f"sales_{i}.csv", index=False)
+    future = rows[rows["date"] > stop].drop(columns="sales")
+    future = pd.concat([future, future[future["date"] == last].assign(date="2012-12-28")])
+    future.to_csv(tmp_path / "future.csv", index=False)
+    mapping = long_mapping().model_copy(update={"future_path": str(tmp_path / "future.csv")})
+    section = load_settings("test", data={"source": "long", "path": str(tmp_path / "s*.csv")})
+    section = section.data.model_copy(update={"long": mapping})
+    whole = load_sales(section)
+    assert len(whole.future) == 12  # one date after the panel's last, every series
+    parts = [load_partition(section, p) for p in list_partitions(section)]
+    assert len(parts[2].future) > 2 * 10  # from its own last date on
+    plan = plan_shuffle([index_partition(d, "p", None) for d in parts], None, 3, None, None)
+    assert plan.holders[2:] == [[2], [2]]
+    pieces = [split_partition(d, a) for d, a in zip(parts, plan.assign, strict=True)]
+    for s, holders in enumerate(plan.holders):
+        shard = assemble_shard([pieces[p][s] for p in holders], plan.raw_last, None)
+        expected = shard_data(whole, sorted(shard.history[ID].unique()))
+        pd.testing.assert_frame_equal(shard.history, expected.history)
+        pd.testing.assert_frame_equal(shard.future, expected.future)

@@ -169,11 +169,11 @@ def assemble_shard(
     if not pieces:
         raise ValueError("a shard needs at least one piece")
     history = _sorted([p.history for p in pieces])
-    future = pieces[0].future
-    if len(pieces) > 1:
-        future = _sorted([p.future for p in pieces])
-        future = future[future[DATE] > raw_last].drop_duplicates([ID, DATE], keep="first")
-        future = future.reset_index(drop=True)
+    future = _sorted([p.future for p in pieces])
+    future = future[future[DATE] > raw_last]
+    if len(pieces) > 1:  # a future file's rows of a series come with each of its partitions
+        future = future.drop_duplicates([ID, DATE], keep="first")
+    future = future.reset_index(drop=True)
     return replace(pieces[0], history=history, future=future).as_of(as_of)
 
 

@@ -8,12 +8,14 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.run_names import run_name
+from flows.score_partitions import score_partitions_on_dask
 from flows.score_shards import score_on_dask
-from salesflow.compute.cluster import require_prefect_server
-from salesflow.config.settings import load_settings, settings_overrides
+from salesflow.compute.cluster import ingests_on_workers, require_prefect_server
+from salesflow.config.settings import Settings, load_settings, settings_overrides
+from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.report import scoring_summary
-from salesflow.modelling.scoring import rows_per_store
-from salesflow.storage.warehouse import describe_write
+from salesflow.modelling.scoring import ScoringNotes, rows_per_store
+from salesflow.storage.warehouse import WriteResult, describe_write
 from tasks.ingest import ingest_sales
 from tasks.preflight import check_data, check_run
 from tasks.score import forecast_series, load_champion, write_to_warehouse
@@ -36,28 +38,23 @@ def batch_forecast_flow(
     (default: the period after the last observation). Series of that origin already in
     the warehouse but absent from this run (a partial extract) keep their rows unless
     ``replace_origin``; the result says what was added, replaced, removed and kept.
-    With ``compute.engine: dask`` the scoring runs as the ``score-shards`` subflow on the
-    Dask cluster (one task per shard of series, staged writes, one commit).
+    With ``compute.engine: dask`` the data is read, validated and scored per partition and
+    shard on the Dask cluster (the ``score-partitions`` subflow; ``compute.ingest: driver``:
+    read and validated here, scored by the ``score-shards`` subflow), rows staged and
+    committed once.
     """
     settings = load_settings(env, **settings_overrides(source, path, as_of, overrides))
     require_prefect_server(settings.compute)
     check_run(settings, "forecast")
     model, identity = load_champion(settings)
-    data = ingest_sales(settings.data)
-    data = validate_data(data, settings.validation, settings.data.as_of, model.horizon)
-    check_data(settings, data, "forecast", model, identity["version"])
-    if settings.compute.engine == "dask":
-        per_store, notes, result = score_on_dask(
-            model, identity, data, settings, origin, replace_origin
+    if ingests_on_workers(settings.compute):
+        per_store, notes, result = score_partitions_on_dask(
+            model, identity, settings, origin, replace_origin
         )
     else:
-        rows, notes = forecast_series(model, identity, data, origin)
-        w = settings.warehouse
-        write = write_to_warehouse.with_options(
-            retries=w.retries, retry_delay_seconds=w.retry_delay_seconds
+        per_store, notes, result = _ingest_and_score(
+            model, identity, settings, origin, replace_origin
         )
-        result = write(rows, settings, notes, replace_origin)
-        per_store = rows_per_store(rows)
     create_table_artifact(
         key="forecast-rows-per-store", table=per_store, description="Rows written per store"
     )
@@ -80,6 +77,29 @@ def batch_forecast_flow(
         "table": result.table,
         "write_summary": describe_write(result),
     }
+
+
+def _ingest_and_score(
+    model: GlobalForecaster,
+    identity: dict[str, Any],
+    settings: Settings,
+    origin: str | None,
+    replace_origin: bool,
+) -> tuple[list[dict], ScoringNotes, WriteResult]:
+    """The whole panel read and validated in this process, then scored here or on Dask
+    (``compute.ingest: driver``)."""
+    data = ingest_sales(settings.data)
+    data = validate_data(data, settings.validation, settings.data.as_of, model.horizon)
+    check_data(settings, data, "forecast", model, identity["version"])
+    if settings.compute.engine == "dask":
+        return score_on_dask(model, identity, data, settings, origin, replace_origin)
+    rows, notes = forecast_series(model, identity, data, origin)
+    w = settings.warehouse
+    write = write_to_warehouse.with_options(
+        retries=w.retries, retry_delay_seconds=w.retry_delay_seconds
+    )
+    result = write(rows, settings, notes, replace_origin)
+    return rows_per_store(rows), notes, result
 
 
 if __name__ == "__main__":

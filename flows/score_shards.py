@@ -14,6 +14,7 @@ to the workers as task parameters, one shard per task.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow, unmapped
@@ -45,16 +46,26 @@ def score_shards_flow(job: ShardJob) -> tuple[list[dict], ScoringNotes, WriteRes
     """Forecast every shard on the cluster, stage the rows, commit them once. Returns the
     rows per store, the run's notes and the write's result. ``job``: a future of
     ``plan-shards`` (its run's parameters show a placeholder, never the data)."""
+    return forecast_shards(job, job.plan.shards)
+
+
+def forecast_shards(
+    job: ShardJob, shards: Sequence[Any], short: Sequence[list[str] | None] | None = None
+) -> tuple[list[dict], ScoringNotes, WriteResult]:
+    """The shards' features, group means, forecasts (staged) and the one commit; staged
+    rows are dropped when anything fails. ``shards``: each shard's data, or a future of it
+    held by a worker; ``short``: series to leave out of each shard (validation's)."""
     plan = job.plan
     try:
         model = share_model.submit(job.model)
         parts = features_of_shard.map(
-            data=plan.shards,
+            data=list(shards),
             shard=plan.names,
             model=unmapped(model),
             origin=unmapped(plan.origin),
             holidays=unmapped(plan.holidays),
             start=unmapped(plan.start),
+            short=list(short) if short is not None else unmapped(None),
         )
         means = None
         if job.needs_group_sums:

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from salesflow.compute.cluster import check_scheduler
 from salesflow.config.settings import Settings
 from salesflow.data.schema import SalesData
+from salesflow.data.validation import drop_series
 from salesflow.errors import retry_transient
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.scoring import (
@@ -118,8 +119,12 @@ def features_of_shard(
     origin: pd.Timestamp,
     holidays: pd.Series,
     start: pd.Timestamp,
+    short: list[str] | None = None,
 ) -> ShardPart:
-    """One shard's covariate fill and features at the origin (kept on the worker)."""
+    """One shard's covariate fill and features at the origin (kept on the worker), without
+    its ``short`` series (dropped by the validation gate)."""
+    if short:
+        data = drop_series(data, short)
     part = shard_features(model, data, origin, holidays, start)
     n = part.summary.n_series_forecast
     get_run_logger().info("Shard %s: features of %d series", shard, n)

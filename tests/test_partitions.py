@@ -3,6 +3,7 @@ and the merged validation verdict: pure functions, no Prefect, no Dask."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -127,7 +128,6 @@ def test_shards_assembled_from_partitions_equal_the_panels_shards(tmp_path):
     from salesflow.compute.shuffle import (
         assemble_shard,
         index_partition,
-        plan_shuffle,
         split_partition,
     )
     from salesflow.data.partitions import list_partitions, load_partition
@@ -138,9 +138,7 @@ def test_shards_assembled_from_partitions_equal_the_panels_shards(tmp_path):
     section = load_settings("test", data={"source": "long", "path": pattern, "as_of": as_of}).data
     section = section.model_copy(update={"long": mapping})
     parts = [load_partition(section, p) for p in list_partitions(section)]
-    plan = plan_shuffle(
-        [index_partition(d, str(i), as_of) for i, d in enumerate(parts)], None, 3, None, as_of
-    )
+    plan = _plan([index_partition(d, str(i), as_of) for i, d in enumerate(parts)], as_of)
     assert plan.holders == [[0, 1, 2]] * 4  # a department of every store; store 1 in two files
     whole = load_sales(section)
     pieces = [split_partition(d, a) for d, a in zip(parts, plan.assign, strict=True)]
@@ -159,7 +157,6 @@ def test_duplicate_across_files_fails_the_merged_verdict(tmp_path):
         assemble_shard,
         check_shard,
         index_partition,
-        plan_shuffle,
         split_partition,
     )
     from salesflow.data.partitions import list_partitions, load_partition
@@ -170,7 +167,7 @@ def test_duplicate_across_files_fails_the_merged_verdict(tmp_path):
     section = load_settings("test", data={"source": "long", "path": pattern}).data
     section = section.model_copy(update={"long": mapping})
     parts = [load_partition(section, p) for p in list_partitions(section)]
-    plan = plan_shuffle([index_partition(d, "p", None) for d in parts], None, 3, None, None)
+    plan = _plan([index_partition(d, "p", None) for d in parts])
     pieces = [split_partition(d, a) for d, a in zip(parts, plan.assign, strict=True)]
     cfg = load_settings("test").validation
     checks = [
@@ -184,6 +181,13 @@ def test_duplicate_across_files_fails_the_merged_verdict(tmp_path):
     assert "unique (series, date): unique_id, ds: 2 rows" in message
     dup = pd.read_csv(tmp_path / "sales_0.csv").iloc[4]
     assert f"{dup['store']}/{dup['dept']}" in message and str(dup["date"]) in message
+
+
+def _plan(indexes, as_of=None):
+    """Shards of one department (3 series) planned from ``indexes``."""
+    from salesflow.compute.shuffle import panel_skeleton, plan_shuffle
+
+    return plan_shuffle(indexes, panel_skeleton(indexes), None, 3, None, as_of)
 
 
 def _result(name, success, unexpected, checked, mostly=None, sample=()):
@@ -239,7 +243,6 @@ def test_future_file_rows_start_after_the_panels_last_date(tmp_path):
     from salesflow.compute.shuffle import (
         assemble_shard,
         index_partition,
-        plan_shuffle,
         split_partition,
     )
     from salesflow.data.partitions import list_partitions, load_partition
@@ -267,7 +270,7 @@ def test_future_file_rows_start_after_the_panels_last_date(tmp_path):
     assert len(whole.future) == 12  # one date after the panel's last, every series
     parts = [load_partition(section, p) for p in list_partitions(section)]
     assert len(parts[2].future) > 2 * 10  # from its own last date on
-    plan = plan_shuffle([index_partition(d, "p", None) for d in parts], None, 3, None, None)
+    plan = _plan([index_partition(d, "p", None) for d in parts])
     assert plan.holders[2:] == [[2], [2]]
     pieces = [split_partition(d, a) for d, a in zip(parts, plan.assign, strict=True)]
     for s, holders in enumerate(plan.holders):
@@ -275,3 +278,21 @@ def test_future_file_rows_start_after_the_panels_last_date(tmp_path):
         expected = shard_data(whole, sorted(shard.history[ID].unique()))
         pd.testing.assert_frame_equal(shard.history, expected.history)
         pd.testing.assert_frame_equal(shard.future, expected.future)
+
+
+def test_holiday_flags_from_shards_equal_the_panels():
+    """The shards' holiday partials combine into the whole panel's flags, also on target
+    dates some series lack (the calendar fills them)."""
+    from salesflow.compute.shards import series_shards, shard_data
+    from salesflow.data.synthetic import generate_sales
+    from salesflow.modelling.holidays import combine_holidays, holiday_partial, panel_holidays
+
+    data = generate_sales(_cfg()).as_of(pd.Timestamp("2011-12-02"))
+    some = data.future[~data.future[ID].isin(["1/1", "2/3"])]
+    data = replace(data, future=some.reset_index(drop=True))
+    origin = data.last_date + pd.Timedelta(days=7)
+    whole = panel_holidays(data, origin, 8)
+    parts = [
+        holiday_partial(shard_data(data, ids), origin, 8) for ids in series_shards(data, None, 3)
+    ]
+    pd.testing.assert_series_equal(combine_holidays(parts, origin, 8, data.freq), whole)

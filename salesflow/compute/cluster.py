@@ -44,6 +44,12 @@ def cluster_arguments(compute: ComputeSection) -> dict[str, Any]:
     }
 
 
+def ingests_on_workers(compute: ComputeSection) -> bool:
+    """The batch forecast reads and validates the data per partition on the Dask workers
+    (``engine: dask`` and ``ingest: workers``), never as a whole in the flow's process."""
+    return compute.engine == "dask" and compute.ingest == "workers"
+
+
 def require_prefect_server(compute: ComputeSection) -> None:
     """:class:`NeedsPrefectServer` unless ``PREFECT_API_URL`` names a server: a flow on
     Prefect's temporary (ephemeral) server cannot be reached from Dask worker processes."""

@@ -66,8 +66,8 @@ def index_partition(data: SalesData, name: str, as_of: dt.date | None) -> Partit
 @dataclass(frozen=True)
 class ShufflePlan:
     """The shards planned from the indexes: names, each partition's ``unique_id`` ->
-    shard number, which partitions hold rows of each shard, the origin, and the panel's
-    series without rows (``skeleton``: ids, keys, statics, for the data x champion checks)."""
+    shard number, which partitions hold rows of each shard, the origin, the last date
+    before the ``as_of`` cut, and the panel's size."""
 
     names: list[str]
     assign: list[pd.Series]
@@ -75,26 +75,35 @@ class ShufflePlan:
     origin: pd.Timestamp
     raw_last: pd.Timestamp
     as_of: dt.date | None
-    skeleton: SalesData
     started_at: dt.datetime
+    n_series: int
     n_rows: int
+    freq: str
+
+
+def panel_skeleton(indexes: list[PartitionIndex]) -> SalesData:
+    """The panel without rows: its ``history`` holds one row per series (``unique_id``, the
+    keys, the statics, ``n_rows``, ``first``, ``last``: :func:`merge_series`), with the
+    partitions' columns and settings; enough for the data x champion checks and the plan."""
+    series = merge_series(indexes)
+    if series.empty:
+        raise SourceError("the data has no rows (before data.as_of): nothing to forecast")
+    return replace(indexes[0].template, history=series)
 
 
 def plan_shuffle(
     indexes: list[PartitionIndex],
+    skeleton: SalesData,
     model: Any,
     shard_series: int,
     origin: pd.Timestamp | None,
     as_of: dt.date | None,
 ) -> ShufflePlan:
     """Shards of about ``shard_series`` series (whole groups of the last key) from the
-    partitions' indexes; ``origin`` None: the period after the panel's last date."""
+    partitions' indexes and their :func:`panel_skeleton`; ``origin`` None: the period after
+    the panel's last date."""
     started = dt.datetime.now(dt.UTC)
-    series = merge_series(indexes)
-    if series.empty:
-        raise SourceError("the data has no rows (before data.as_of): nothing to forecast")
-    template = indexes[0].template
-    skeleton = replace(template, history=series[[ID, *template.keys, *template.static]])
+    series = skeleton.history
     shards = series_shards(skeleton, model, shard_series)
     number = pd.Series(
         np.repeat(np.arange(len(shards)), [len(s) for s in shards]),
@@ -110,12 +119,13 @@ def plan_shuffle(
         names=[shard_name(i, ids) for i, ids in enumerate(shards)],
         assign=assign,
         holders=holders,
-        origin=pd.Timestamp(origin) if origin is not None else last + period_step(template.freq),
+        origin=pd.Timestamp(origin) if origin is not None else last + period_step(skeleton.freq),
         raw_last=max(pd.Timestamp(ix.raw_last) for ix in indexes if ix.raw_last is not None),
         as_of=as_of,
-        skeleton=skeleton,
         started_at=started,
+        n_series=len(series),
         n_rows=int(series["n_rows"].sum()),
+        freq=skeleton.freq,
     )
 
 
@@ -231,7 +241,7 @@ def scoring_plan(plan: ShufflePlan, checks: list[ShardCheck], horizon: int) -> S
             [c.holidays for _, c in kept if c.holidays is not None],
             plan.origin,
             horizon,
-            plan.skeleton.freq,
+            plan.freq,
         ),
         start=min(firsts),
         shards=[],

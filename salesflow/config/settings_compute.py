@@ -28,6 +28,11 @@ class ComputeSection(BaseModel):
     shard_series: int = Field(
         20_000, ge=1, description="series per scoring shard (one mapped task each)"
     )
+    ingest: Literal["workers", "driver"] = Field(
+        "workers",
+        description="dask engine, batch forecast: read and validate the data per partition "
+        "on the workers, or the whole panel in the flow's process (driver)",
+    )
 
     @field_validator("address")
     @classmethod

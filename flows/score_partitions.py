@@ -1,0 +1,109 @@
+"""The batch forecast on Dask with ingestion on the workers: the ``score-partitions`` subflow.
+
+The flow's process never holds the panel's rows. ``read-partition-<name>`` reads each
+partition of the source on a worker (:mod:`salesflow.data.partitions`), where it stays;
+``index-partition-<name>`` sends back its small index. In the flow's process,
+``merge-indexes`` joins them, ``check-data-fits`` checks the champion against the data's
+shape and ids (before any expensive work) and ``plan-shards`` plans shards of whole groups
+of the last key. Each
+partition is cut per shard on its worker and only those pieces move, to
+``shard-data-<shard>``; ``validate-shard-<shard>`` runs the gate per shard and
+``validation-verdict`` merges the reports (one ``data-validation`` artifact, one error
+naming every failed check, before anything is staged). Then the sharded scoring of
+:mod:`flows.score_shards`: ``shard-features`` / ``forecast-shard`` on the shards' workers,
+``commit-forecasts`` once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+
+from flows.score_shards import forecast_shards
+from salesflow.compute.cluster import cluster_arguments
+from salesflow.config.settings import Settings
+from salesflow.modelling.model import GlobalForecaster
+from salesflow.modelling.scoring import ScoringNotes
+from salesflow.storage.warehouse import WriteResult
+from tasks.partitions import (
+    PartitionJob,
+    list_source_partitions,
+    merge_indexes,
+    move_pieces,
+    partition_index,
+    plan_from_indexes,
+    read_partition,
+    shard_data,
+    validate_shard,
+    validation_verdict,
+)
+from tasks.preflight import check_data
+from tasks.score_shards import check_cluster
+
+
+@flow(name="score-partitions", log_prints=True)
+def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, WriteResult]:
+    """Read, shuffle and validate the partitions on the cluster, then forecast the shards,
+    stage their rows and commit them once. Returns the rows per store, the run's notes and
+    the write's result. ``job``: a future of ``list-partitions``."""
+    s, horizon = job.settings, job.model.horizon
+    parts = read_partition.map(data=unmapped(s.data), partition=job.partitions)
+    indexes = partition_index.map(
+        data=parts, partition=job.partitions, as_of=unmapped(s.data.as_of)
+    )
+    found = [f.result() for f in indexes]
+    skeleton = merge_indexes(found)
+    check_data(s, skeleton, "forecast", job.model, job.identity["version"])
+    plan = plan_from_indexes(found, skeleton, job)
+    pieces = move_pieces(_client(), list(parts), plan)
+    shards = shard_data.map(
+        pieces=pieces,
+        shard=plan.names,
+        raw_last=unmapped(plan.raw_last),
+        as_of=unmapped(plan.as_of),
+    )
+    checks = validate_shard.map(
+        data=shards,
+        shard=plan.names,
+        cfg=unmapped(s.validation),
+        as_of=unmapped(s.data.as_of),
+        horizon=unmapped(horizon),
+        origin=unmapped(plan.origin),
+    )
+    verdict = validation_verdict([f.result() for f in checks], plan, s.validation, horizon)
+    kept = [shards[i] for i in verdict.keep]
+    return forecast_shards(job.shard_job(verdict.plan), kept, verdict.short)
+
+
+def _client() -> Any:
+    """The Dask client of this flow's ``DaskTaskRunner``."""
+    context = FlowRunContext.get()
+    assert context is not None and context.task_runner is not None
+    return context.task_runner.client  # type: ignore[attr-defined]  # DaskTaskRunner
+
+
+def score_partitions_on_dask(
+    model: GlobalForecaster,
+    identity: dict[str, Any],
+    settings: Settings,
+    origin: str | None,
+    replace_origin: bool,
+) -> tuple[list[dict], ScoringNotes, WriteResult]:
+    """List the partitions here, run ``score-partitions`` on the configured Dask cluster."""
+    from prefect_dask import DaskTaskRunner
+
+    check_cluster(settings)
+    job: PrefectFuture[PartitionJob] = list_source_partitions.submit(
+        model, identity, settings, origin, flow_run.id, replace_origin
+    )
+    runner = DaskTaskRunner(**cluster_arguments(settings.compute))
+    name = f"score-partitions of {flow_run.name or 'batch-forecast'}"
+    subflow = score_partitions_flow.with_options(
+        task_runner=runner,  # type: ignore[arg-type]  # prefect-dask's future type
+        flow_run_name=lambda: name,
+    )
+    return subflow(job)  # type: ignore[call-overload]  # a future resolves to the job

@@ -1,0 +1,169 @@
+"""The batch forecast on Dask with ingestion on the workers (``compute.ingest: workers``),
+on a real ``distributed.LocalCluster`` (in-process workers: small and fast) under Prefect's
+test server: the same rows as the local engine on synthetic parts and on a glob of long
+files with a series in two files; a bad partition stops the run before anything is
+staged; the partitions are read by the workers, never by the flow's process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_partitions import long_mapping, long_rows
+
+SHARD_SERIES = 3  # the test panel: 4 departments x 3 stores -> 4 shards of one department
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Prefect's test server, a LocalCluster of 2 in-process workers, a champion in a
+    registry of this module, and a SQLite warehouse the workers share."""
+    from distributed import LocalCluster
+    from prefect.testing.utilities import prefect_test_harness
+
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_sales
+    from salesflow.modelling.registry import log_and_register
+    from salesflow.modelling.training import example_input, make_forecaster
+
+    local = tmp_path_factory.mktemp("partitioned")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
+        mp.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(local))
+        s = load_settings("test")
+        s.local_dir.mkdir(parents=True, exist_ok=True)
+        data = load_sales(s.data)
+        champion = log_and_register(
+            make_forecaster(s).fit(data),
+            tracking_uri=s.tracking_uri,
+            experiment=s.mlflow.experiment,
+            artifact_location=s.artifact_location,
+            model_name=s.model.name,
+            alias=s.mlflow.champion_alias,
+            params={},
+            metrics={},
+            tags={},
+            figures={},
+            tables={},
+            input_example=example_input(data),
+        )
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        )
+        with cluster, prefect_test_harness(server_startup_timeout=120):
+            yield {"local": local, "champion": champion, "cluster": cluster, "settings": s}
+
+
+def _dask(world: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    address = world["cluster"].scheduler_address
+    compute = {"engine": "dask", "address": address, "shard_series": SHARD_SERIES}
+    return {"compute": compute, "data": data}
+
+
+def _forecast(overrides: dict[str, Any]) -> dict[str, Any]:
+    from flows.batch_forecast import batch_forecast_flow
+
+    return batch_forecast_flow(env="test", overrides=overrides)
+
+
+def _rows(world: dict[str, Any]) -> pd.DataFrame:
+    from salesflow.storage.warehouse import read_forecasts
+
+    rows = read_forecasts(world["settings"].warehouse_url)
+    return rows.sort_values(["unique_id", "target_date"]).reset_index(drop=True)
+
+
+def _same_answers(world: dict[str, Any], data: dict[str, Any]) -> None:
+    """The local engine's rows, then the Dask engine's: equal within 1e-6."""
+    local = _forecast({"data": data})
+    local_rows = _rows(world)
+    result = _forecast(_dask(world, data))
+    rows = _rows(world)
+    assert result["rows_written"] == local["rows_written"] == len(rows) == len(local_rows)
+    assert result["rows_replaced"] == len(rows) and result["series"] == local["series"]
+    assert result["model_version"] == local["model_version"] == world["champion"].version
+    assert set(rows["model_version"]) == {world["champion"].version}
+    keys = ["unique_id", "forecast_origin", "target_date", "horizon"]
+    assert rows[keys].equals(local_rows[keys])
+    for col in ("forecast", "lo_80", "hi_80", "lo_95", "hi_95"):
+        np.testing.assert_allclose(rows[col], local_rows[col], rtol=1e-6)
+
+
+def test_synthetic_parts_same_answers_as_local(world):
+    """data.synthetic.parts = 3: three parts read on the workers, the local engine's rows."""
+    _same_answers(world, {"synthetic": {"parts": 3}})
+
+
+def _write_files(folder, duplicate: bool = False) -> dict[str, Any]:
+    rows = long_rows()
+    cut = rows["date"] <= "2011-06-30"
+    one = rows["store"] == 1
+    files = [rows[one & cut], rows[(one & ~cut) | (rows["store"] == 2)], rows[rows["store"] == 3]]
+    if duplicate:
+        files[2] = pd.concat([files[2], files[0].iloc[[6]]])
+    folder.mkdir(exist_ok=True)
+    for i, f in enumerate(files):
+        f.to_csv(folder / f"sales_{i}.csv", index=False)
+    mapping = long_mapping().model_dump(exclude_none=True)
+    mapping["keys"] = mapping.pop("key_columns")  # read from YAML as ``keys``
+    return {"source": "long", "path": str(folder / "sales_*.csv"), "long": mapping}
+
+
+def test_long_files_same_answers_as_local(world, tmp_path, monkeypatch):
+    """A glob of 3 long CSV files, one series in two of them: the local engine's rows; the
+    partitions were read by the Dask workers (never the flow's process), and the flow
+    only ever held their indexes (no rows)."""
+    import distributed
+
+    import tasks.partitions as tp
+
+    # Dask pickles the task's function by value (with its globals): record in a file.
+    record = tmp_path / "read_on.txt"
+    indexes: list[Any] = []
+    load, plan = tp.load_partition, tp.plan_shuffle
+
+    def load_on_worker(section, part):
+        address = distributed.get_worker().address  # ValueError outside a worker
+        with record.open("a") as f:
+            f.write(address + "\n")
+        return load(section, part)
+
+    def plan_recorded(found, *args):
+        indexes.extend(found)
+        return plan(found, *args)
+
+    monkeypatch.setattr(tp, "load_partition", load_on_worker)
+    monkeypatch.setattr(tp, "plan_shuffle", plan_recorded)
+    _same_answers(world, _write_files(tmp_path / "files"))
+    workers = set(world["cluster"].scheduler_info["workers"])
+    read_on = record.read_text().split()
+    assert len(read_on) == 3 and set(read_on) <= workers  # the local run reads no partition
+    assert len(indexes) == 3 and all(ix.template.history.empty for ix in indexes)
+    assert sum(len(ix.series) for ix in indexes) == 12 + 4  # store 1's series in two files
+
+
+def test_bad_partition_stops_before_anything_is_staged(world, tmp_path):
+    """A row repeated in two files: the run fails naming the check, columns and row; the
+    forecasts table keeps its rows and nothing stays staged."""
+    from salesflow.data.validation_report import DataValidationError
+    from salesflow.storage import staging
+    from salesflow.storage.warehouse import count_rows
+
+    s = world["settings"]
+    before = _rows(world)
+    with pytest.raises(DataValidationError) as err:
+        _forecast(_dask(world, _write_files(tmp_path / "bad", duplicate=True)))
+    message = str(err.value)
+    dup = pd.read_csv(tmp_path / "bad" / "sales_0.csv").iloc[6]
+    assert "unique (series, date): unique_id, ds: 2 rows" in message
+    assert f"{dup['store']}/{dup['dept']}" in message and dup["date"] in message
+    pd.testing.assert_frame_equal(_rows(world), before)
+    stage = staging.stage_table(s.warehouse.table).name
+    try:
+        assert count_rows(s.warehouse_url, stage) == 0
+    except Exception as exc:  # never created: nothing was staged
+        assert "no such table" in str(exc).lower()

@@ -132,7 +132,8 @@ def _task_runs(flow_run_id: Any) -> list[Any]:
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
             )
         )
-        assert [c.name.split(" ")[0] for c in children] == ["score-shards"]
+        # compute.ingest: workers (the default): the data is read on the workers too
+        assert [c.name.split(" ")[0] for c in children] == ["score-partitions"]
         assert children[0].parameters == {"job": "<PrefectConcurrentFuture>"}
         ids = [c.id for c in children]
         return client.read_task_runs(
@@ -169,7 +170,8 @@ def test_dask_rows_equal_local_rows(local_then_dask, champion, small_data):
 
 
 def test_shards_are_named_task_runs(local_then_dask):
-    """Per shard, completed features, group sums and forecast task runs; one commit."""
+    """The partition read on a worker; per shard, completed data, validation, features,
+    group sums and forecast task runs; one verdict, one commit."""
     *_, run_id, _ = local_then_dask
     runs = _task_runs(run_id)
     by = lambda prefix: [r for r in runs if r.name.startswith(prefix)]  # noqa: E731
@@ -177,6 +179,9 @@ def test_shards_are_named_task_runs(local_then_dask):
     assert len(shards) == 4 and all(r.state.is_completed() for r in shards)
     assert sorted(r.name for r in shards)[0] == "forecast-shard-000-3-series-from-1/1"
     assert len(by("shard-features-")) == len(by("shard-group-sums-")) == 4
+    assert [r.name for r in by("read-partition-")] == ["read-partition-synthetic-1-of-1"]
+    assert len(by("shard-data-")) == len(by("validate-shard-")) == 4
+    assert [r.state.is_completed() for r in by("validation-verdict")] == [True]
     assert [r.state.is_completed() for r in by("commit-forecasts")] == [True]
 
 

@@ -37,6 +37,7 @@ from tasks.partitions import (
     partition_index,
     plan_from_indexes,
     read_partition,
+    release_pieces,
     shard_data,
     validate_shard,
     validation_verdict,
@@ -75,6 +76,7 @@ def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, 
         origin=unmapped(plan.origin),
     )
     verdict = validation_verdict([f.result() for f in checks], plan, s.validation, horizon)
+    release_pieces(pieces)
     kept = [shards[i] for i in verdict.keep]
     return forecast_shards(job.shard_job(verdict.plan), kept, verdict.short)
 

@@ -172,6 +172,14 @@ def move_pieces(client: Any, partitions: list[Any], plan: ShufflePlan) -> list[l
     ]
 
 
+def release_pieces(pieces: list[list[Any]]) -> None:
+    """Free the pieces' memory once every shard is assembled: Dask keeps how to compute
+    them again, should a worker holding a shard be lost."""
+    for futures in pieces:
+        for f in futures:
+            f.release()
+
+
 def _split(state: Any, assign: pd.Series) -> dict[int, SalesData]:
     """On the partition's worker: its rows per shard."""
     from prefect.states import State

@@ -296,3 +296,42 @@ def test_holiday_flags_from_shards_equal_the_panels():
         holiday_partial(shard_data(data, ids), origin, 8) for ids in series_shards(data, None, 3)
     ]
     pd.testing.assert_series_equal(combine_holidays(parts, origin, 8, data.freq), whole)
+
+
+def test_a_missing_date_in_one_file_fails_the_merged_verdict(tmp_path):
+    """A row without a date in the third file reaches its shard and fails 'not null' on
+    ``ds``, naming the series; the other shards pass."""
+    from salesflow.compute.shuffle import (
+        assemble_shard,
+        check_shard,
+        index_partition,
+        split_partition,
+    )
+    from salesflow.data.partitions import list_partitions, load_partition
+    from salesflow.data.validation_merge import merge_reports
+    from salesflow.data.validation_report import DataValidationError
+
+    pattern, mapping = _long_files(tmp_path)
+    third = pd.read_csv(tmp_path / "sales_2.csv")
+    third.loc[3, "date"] = None
+    third.to_csv(tmp_path / "sales_2.csv", index=False)
+    section = load_settings("test", data={"source": "long", "path": pattern}).data
+    section = section.model_copy(update={"long": mapping})
+    parts = [load_partition(section, p) for p in list_partitions(section)]
+    plan = _plan([index_partition(d, "p", None) for d in parts])
+    pieces = [split_partition(d, a) for d, a in zip(parts, plan.assign, strict=True)]
+    cfg = load_settings("test").validation
+    checks = [
+        check_shard(
+            assemble_shard([pieces[p][s] for p in h], plan.raw_last, None),
+            cfg,
+            None,
+            8,
+            plan.origin,
+        )
+        for s, h in enumerate(plan.holders)
+    ]
+    assert [c.report.passed for c in checks].count(False) == 1
+    message = str(DataValidationError(merge_reports([c.report for c in checks], cfg.sample_rows)))
+    assert "not null: ds: 1 rows" in message
+    assert f"{third.loc[3, 'store']}/{third.loc[3, 'dept']}" in message

@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
 from salesflow.compute.shuffle import (
     PartitionIndex,
@@ -36,12 +35,12 @@ from salesflow.config.settings import DataSection, Settings, ValidationSection
 from salesflow.data.partitions import Partition, list_partitions, load_partition
 from salesflow.data.schema import SalesData
 from salesflow.data.validation_merge import merge_reports
-from salesflow.data.validation_report import DataValidationError
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.scoring import ScoringPlan
 from tasks import TRANSIENT_IO_RETRIES
 from tasks.score import parse_origin
 from tasks.score_shards import IN_MEMORY, ShardJob
+from tasks.validate import publish_verdict
 
 
 @dataclass(frozen=True)
@@ -227,24 +226,9 @@ def validation_verdict(
     """One report over every shard (artifact ``data-validation``): DataValidationError
     naming the failed checks, columns and example rows when any failed; the short series
     dropped are reported once."""
-    log = get_run_logger()
     report = merge_reports([c.report for c in checks], cfg.sample_rows)
-    create_markdown_artifact(
-        key="data-validation",
-        markdown=report.to_markdown(),
-        description="Great Expectations validation of the ingested data (every shard)",
-    )
-    if not report.passed:
-        raise DataValidationError(report)
-    dropped = report.short_series
-    if dropped:
-        log.warning(
-            "Dropped %d series with fewer than %d observations: %s",
-            len(dropped),
-            cfg.min_history,
-            ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""),
-        )
-    log.info(
+    publish_verdict(report, cfg, "Great Expectations validation of the ingested data (every shard)")
+    get_run_logger().info(
         "Validation passed: %d checks on %s rows in %d shards",
         len(report.checks),
         f"{report.n_rows:,}",

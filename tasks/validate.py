@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from salesflow.config.settings import ValidationSection
 from salesflow.data.schema import SalesData
 from salesflow.data.validation import DataValidationError, drop_short_series, validate_sales
+from salesflow.data.validation_report import ValidationReport
 
 
 @task(name="validate-sales", cache_policy=NO_CACHE)
@@ -23,22 +24,27 @@ def validate_data(
     """Run the gate, publish its report, raise on failure; drop (and report) short series.
 
     ``horizon`` bounds how far after today future covariates may reach."""
-    log = get_run_logger()
     report = validate_sales(data, cfg, as_of, horizon)
+    publish_verdict(report, cfg, "Great Expectations validation of the ingested data")
+    get_run_logger().info(
+        "Validation passed: %d checks on %s rows", len(report.checks), f"{report.n_rows:,}"
+    )
+    return drop_short_series(data, report)
+
+
+def publish_verdict(report: ValidationReport, cfg: ValidationSection, description: str) -> None:
+    """Publish ``report`` as the run's ``data-validation`` artifact; raise
+    DataValidationError when it failed, else warn once about the short series dropped."""
     create_markdown_artifact(
-        key="data-validation",
-        markdown=report.to_markdown(),
-        description="Great Expectations validation of the ingested data",
+        key="data-validation", markdown=report.to_markdown(), description=description
     )
     if not report.passed:
         raise DataValidationError(report)
-    kept, dropped = drop_short_series(data, report), report.short_series
+    dropped = report.short_series
     if dropped:
-        log.warning(
+        get_run_logger().warning(
             "Dropped %d series with fewer than %d observations: %s",
             len(dropped),
             cfg.min_history,
             ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""),
         )
-    log.info("Validation passed: %d checks on %s rows", len(report.checks), f"{report.n_rows:,}")
-    return kept

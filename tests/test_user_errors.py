@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -481,9 +482,18 @@ def _last_flow_run() -> tuple[str, dict[str, int]]:
 
     with get_client(sync_client=True) as client:
         (run,) = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
-        tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
-        )
+        # Task-run states reach the server as events, recorded in the background; on a
+        # busy machine the recorder can lag (SQLite "database is locked", retried later).
+        # Wait until every task run has its final state before reading its run count.
+        deadline = time.monotonic() + 180
+        while True:
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+            )
+            settled = all(t.state is not None and t.state.is_final() for t in tasks)
+            if (settled and all(t.run_count for t in tasks)) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     assert run.state is not None and run.state.is_failed()
     return run.state.message or "", {t.name: t.run_count for t in tasks}
 

@@ -91,6 +91,11 @@ def _same_answers(world: dict[str, Any], data: dict[str, Any]) -> None:
     assert rows[keys].equals(local_rows[keys])
     for col in ("forecast", "lo_80", "hi_80", "lo_95", "hi_95"):
         np.testing.assert_allclose(rows[col], local_rows[col], rtol=1e-6)
+    from salesflow.storage.warehouse import read_forecast_runs
+
+    prints = read_forecast_runs(world["settings"].warehouse_url)["data_fingerprint"].tail(2)
+    prints = prints.tolist()
+    assert prints[0] == prints[1] and prints[0], prints  # the same rows, the same print
 
 
 def test_synthetic_parts_same_answers_as_local(world):

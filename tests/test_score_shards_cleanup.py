@@ -35,4 +35,3 @@ def test_cleanup_failure_only_warns(isolated_settings, monkeypatch, caplog) -> N
     with caplog.at_level(logging.WARNING):
         score_shards._drop_stale(isolated_settings, logging.getLogger("t"))
     assert "Could not remove stale staged rows: disk gone" in caplog.text
-

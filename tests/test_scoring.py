@@ -56,3 +56,23 @@ def test_scoring_notes_carry_the_fingerprint_of_the_data_scored(
     hist = small_data.history
     fewer = replace(small_data, history=hist[hist["unique_id"] != unseen])
     assert score_series(model, fewer)[1].data_fingerprint != notes.data_fingerprint
+
+
+def test_fingerprint_adds_up_over_parts_in_any_order(small_data):
+    """The print of the rows split into parts (shards on Dask workers) and added up is the
+    whole panel's, whatever the rows' order; one changed value or one row less changes it."""
+    from salesflow.modelling.registry import combine_prints, data_fingerprint, print_parts
+
+    hist = small_data.history
+    whole = data_fingerprint(small_data)
+    shuffled = hist.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    assert data_fingerprint(replace(small_data, history=shuffled)) == whole
+    ids = sorted(hist["unique_id"].unique())
+    parts = [hist[hist["unique_id"].isin(ids[i::3])] for i in range(3)]
+    pieces = [print_parts(replace(small_data, history=p)) for p in parts]
+    assert combine_prints(pieces) == whole and combine_prints(pieces[::-1]) == whole
+    assert combine_prints(pieces[:2]) != whole
+    changed = hist.copy()
+    changed.loc[changed.index[5], "y"] += 1.0
+    assert data_fingerprint(replace(small_data, history=changed)) != whole
+    assert data_fingerprint(replace(small_data, history=hist.iloc[1:])) != whole

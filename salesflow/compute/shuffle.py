@@ -17,7 +17,6 @@ of the sharded scoring. Pure pandas: no Prefect, no Dask.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,7 +31,7 @@ from salesflow.data.schema import DATE, ID, SalesData
 from salesflow.data.validation import drop_short_series, validate_sales
 from salesflow.data.validation_report import ValidationReport
 from salesflow.modelling.holidays import HolidayPartial, combine_holidays, holiday_partial
-from salesflow.modelling.registry import data_fingerprint
+from salesflow.modelling.registry import PrintParts, combine_prints, print_parts
 from salesflow.modelling.scoring import ScoringPlan
 
 _SHAPE = ("keys", "covariates", "static", "freq", "categorical", "known_ahead", "open")
@@ -199,7 +198,7 @@ class ShardCheck:
     fingerprint, the first date and the holiday flags (:class:`HolidayPartial`)."""
 
     report: ValidationReport
-    fingerprint: str | None
+    fingerprint: PrintParts | None
     first: pd.Timestamp | None
     holidays: HolidayPartial | None
 
@@ -221,22 +220,21 @@ def check_shard(
     if kept.history.empty:
         return ShardCheck(report, None, None, None)
     first = pd.Timestamp(kept.history[DATE].min())
-    return ShardCheck(report, data_fingerprint(kept), first, holiday_partial(kept, origin, horizon))
+    return ShardCheck(report, print_parts(kept), first, holiday_partial(kept, origin, horizon))
 
 
 def scoring_plan(plan: ShufflePlan, checks: list[ShardCheck], horizon: int) -> ScoringPlan:
     """The sharded scoring's plan from the passed shard checks (shards without series
-    left are dropped). Its fingerprint hashes the shards' fingerprints in shard order: the
-    same data and ``shard_series`` give the same print (not the local engine's)."""
+    left are dropped). Its fingerprint adds up the shards' print parts: the local
+    engine's print of the same rows."""
     kept = [(n, c) for n, c in zip(plan.names, checks, strict=True) if c.holidays is not None]
     if not kept:
         raise SourceError("no series left to forecast after dropping the short ones")
-    prints = "".join(str(c.fingerprint) for _, c in kept)
     firsts = [c.first for _, c in kept if c.first is not None]
     return ScoringPlan(
         origin=plan.origin,
         started_at=plan.started_at,
-        data_fingerprint=hashlib.sha256(prints.encode()).hexdigest()[:16],
+        data_fingerprint=combine_prints([c.fingerprint for _, c in kept if c.fingerprint]),
         holidays=combine_holidays(
             [c.holidays for _, c in kept if c.holidays is not None],
             plan.origin,

@@ -16,10 +16,12 @@ import logging
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -102,10 +104,36 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
     return c.create_experiment(name, artifact_location=artifact_location)
 
 
+PrintParts = tuple[int, int, int]
+"""(rows, sum of one 64-bit row hash, sum of another): :func:`print_parts`."""
+
+_SECOND_KEY = "salesflow-print2"  # 16 characters: pandas' hash_key for the second hash
+
+
+def print_parts(data: SalesData) -> PrintParts:
+    """What :func:`data_fingerprint` is made of, for any part of the rows: the row count
+    and two sums (mod 2**64) of independent 64-bit hashes of each (unique_id, ds, y). Sums
+    do not depend on the rows' order, so parts held apart (shards of the panel on Dask
+    workers) add up to the whole panel's (:func:`combine_prints`)."""
+    rows = data.history[["unique_id", "ds", "y"]]
+    one = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+    two = pd.util.hash_pandas_object(rows, index=False, hash_key=_SECOND_KEY).to_numpy()
+    return len(rows), int(one.sum(dtype=np.uint64)), int(two.sum(dtype=np.uint64))
+
+
+def combine_prints(parts: Sequence[PrintParts]) -> str:
+    """The fingerprint of the union of disjoint parts (see :func:`print_parts`)."""
+    mod = 2**64
+    n = sum(p[0] for p in parts)
+    one = sum(p[1] for p in parts) % mod
+    two = sum(p[2] for p in parts) % mod
+    return hashlib.sha256(f"{n}:{one:016x}:{two:016x}".encode()).hexdigest()[:16]
+
+
 def data_fingerprint(data: SalesData) -> str:
-    """sha256 over (unique_id, ds, y) of the history: the same data gives the same print."""
-    h = pd.util.hash_pandas_object(data.history[["unique_id", "ds", "y"]], index=False)
-    return hashlib.sha256(h.to_numpy().tobytes()).hexdigest()[:16]
+    """A 16-hex print of the history's (unique_id, ds, y) rows, whatever their order: the
+    same rows give the same print, on one machine or summed over Dask shards."""
+    return combine_prints([print_parts(data)])
 
 
 def code_version() -> str:

@@ -172,3 +172,40 @@ def test_bad_partition_stops_before_anything_is_staged(world, tmp_path):
         assert count_rows(s.warehouse_url, stage) == 0
     except Exception as exc:  # never created: nothing was staged
         assert "no such table" in str(exc).lower()
+
+
+def test_commit_retried_after_a_lost_acknowledgement(world, monkeypatch):
+    """The commit lands but its acknowledgement is lost (a connection reset right after):
+    commit-forecasts is retried, finds its stage committed and reports that commit's rows,
+    not 0; the table holds them once and forecast_runs one row for the run."""
+    import tasks.score_shards as ts
+    from salesflow.storage.warehouse import count_rows, read_forecast_runs
+
+    s = world["settings"]
+    runs_before = len(read_forecast_runs(s.warehouse_url))
+    commit, lost = ts.commit_stage, []
+
+    def commit_then_lose_the_ack(*args, **kwargs):
+        result = commit(*args, **kwargs)
+        if not lost:
+            lost.append(result)
+            raise ConnectionResetError("server closed the connection unexpectedly")
+        return result
+
+    monkeypatch.setattr(ts, "commit_stage", commit_then_lose_the_ack)
+    monkeypatch.setattr(ts.commit_forecasts, "retry_delay_seconds", 0)
+    result = _forecast(_dask(world, {"synthetic": {"parts": 2}}))
+    (first,) = lost
+    assert first.rows_written > 0 and first.committed_by is None
+    assert result["rows_written"] == first.rows_written == len(_rows(world))
+    assert result["rows_replaced"] == first.rows_updated
+    runs = read_forecast_runs(s.warehouse_url)
+    assert len(runs) == runs_before + 1 and runs["stage_id"].iloc[-1]
+    stage = staging_table(s)
+    assert count_rows(s.warehouse_url, stage) == 0
+
+
+def staging_table(settings: Any) -> str:
+    from salesflow.storage import staging
+
+    return staging.stage_table(settings.warehouse.table).name

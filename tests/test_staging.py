@@ -151,6 +151,48 @@ def test_two_commits_of_one_origin_equal_one(target: Target) -> None:
     assert wh.count_rows(target.url, target.runs) == 2
 
 
+def test_commit_retried_after_it_committed_reports_that_commit(target: Target) -> None:
+    """A commit whose acknowledgement was lost is retried: the stage is empty, the runs
+    table names it, so the retry reports the first commit's counts and writes nothing."""
+    frame = make_forecasts(n_series=4)
+    stage_id = uuid.uuid4().hex
+    for i, part in enumerate(_shards(frame, 2)):
+        staging.stage_forecasts(target.url, part, stage_id, f"shard-{i}", table=target.table)
+    first = staging.commit_stage(target.url, stage_id, table=target.table, runs_table=target.runs)
+    once = _rows(target.url, target.table)
+    again = staging.commit_stage(target.url, stage_id, table=target.table, runs_table=target.runs)
+    assert first.committed_by is None and _counts(first) == (16, 16, 0, 0, {}, {})
+    assert _counts(again) == _counts(first) and again.committed_by
+    runs = wh.read_forecast_runs(target.url, table=target.runs)
+    assert runs["run_id"].tolist() == [again.committed_by]
+    assert runs["stage_id"].tolist() == [stage_id]
+    assert "by an earlier attempt of this commit" in wh.describe_write(again)
+    pd.testing.assert_frame_equal(_rows(target.url, target.table), once)
+    never = staging.commit_stage(target.url, "never", table=target.table, runs_table=target.runs)
+    assert _counts(never) == (0, 0, 0, 0, {}, {}) and never.committed_by is None
+
+
+def test_runs_table_from_before_gains_stage_id(target: Target) -> None:
+    """A forecast_runs table created before ``stage_id`` existed gains it at the commit."""
+    import sqlalchemy as sa
+
+    from salesflow.storage.forecast_runs import forecast_runs_table
+    from salesflow.storage.sqlengine import open_engine
+
+    new = forecast_runs_table(target.runs)
+    old = sa.Table(
+        target.runs,
+        sa.MetaData(),
+        *(sa.Column(c.name, c.type, nullable=c.nullable) for c in new.c if c.name != "stage_id"),
+        sa.PrimaryKeyConstraint("run_id"),
+    )
+    with open_engine(target.url, write=True) as engine:
+        old.create(engine)
+    _commit_in_shards(target, make_forecasts(n_series=2))
+    runs = wh.read_forecast_runs(target.url, table=target.runs)
+    assert len(runs) == 1 and runs["stage_id"].notna().all()
+
+
 def test_same_key_in_two_shards_is_refused(target: Target) -> None:
     """Two shards holding one series fail the commit with a ValueError; nothing written."""
     frame = make_forecasts(n_series=2)

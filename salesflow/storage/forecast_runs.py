@@ -36,6 +36,7 @@ class RunContext:
     data_fingerprint: str | None = None
     started_at: dt.datetime | None = None  # None: when the write began
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    stage_id: str | None = None  # a staged write's stage (commit_stage sets it)
 
 
 def forecast_runs_table(name: str = DEFAULT_RUNS_TABLE, schema: str | None = None) -> sa.Table:
@@ -70,6 +71,7 @@ def forecast_runs_table(name: str = DEFAULT_RUNS_TABLE, schema: str | None = Non
         col("kept_series", text, True),
         col("started_at", sa.DateTime(timezone=True)),
         col("finished_at", sa.DateTime(timezone=True)),
+        col("stage_id", text, True),
         sa.PrimaryKeyConstraint("run_id"),
         sa.Index(f"ix_{name}_origin"[:63], "forecast_origin", "model_name"),
         schema=schema,
@@ -116,12 +118,34 @@ def run_record(
         "kept_series": _listed(result.kept),
         "started_at": ctx.started_at or started,
         "finished_at": dt.datetime.now(dt.UTC),
+        "stage_id": ctx.stage_id,
     }
 
 
 def append_run(conn: Connection, table: sa.Table, record: dict[str, Any]) -> None:
     """Insert ``record`` inside the caller's transaction (the forecast write's)."""
     conn.execute(table.insert(), [record])
+
+
+def committed_stage(conn: Connection, table: sa.Table, stage_id: str) -> WriteResult | None:
+    """What the latest commit of ``stage_id`` wrote, from its runs row (None: never
+    committed). The series removed / kept are counted there, not listed: the result's
+    ``removed`` / ``kept`` stay empty."""
+    c = table.c
+    q = sa.select(table).where(c.stage_id == stage_id).order_by(c.finished_at.desc()).limit(1)
+    row = conn.execute(q).mappings().first()
+    if row is None:
+        return None
+    return WriteResult(
+        rows_written=int(row["rows_written"]),
+        rows_inserted=int(row["rows_added"]),
+        rows_updated=int(row["rows_replaced"]),
+        seconds=0.0,
+        table=str(row["forecast_table"]),
+        url_redacted="",
+        rows_deleted=int(row["rows_removed"]),
+        committed_by=str(row["run_id"]),
+    )
 
 
 def _listed(series: dict[str, int]) -> str | None:

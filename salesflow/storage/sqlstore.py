@@ -73,6 +73,9 @@ class WriteResult:
     # member, deleted (``removed``) or left as they were (``kept``, with keep_absent).
     removed: dict[str, int] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
+    # A staged commit retried after its first attempt committed (the acknowledgement was
+    # lost): the forecast_runs run_id of that commit, whose counts this result repeats.
+    committed_by: str | None = None
 
 
 def _after_chunk(i: int) -> None:

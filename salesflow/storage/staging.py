@@ -15,7 +15,9 @@ moves them into the forecasts table. How the promises of :func:`write_forecasts`
   before, in the same transaction, so a retried or rescheduled shard never duplicates its
   rows; on PostgreSQL an advisory lock per (stage_id, shard) serialises two attempts of
   the same shard running at once. Committing replaces the origin's rows, so committing the
-  same rows again (a rerun with a new stage_id) gives the same table.
+  same rows again (a rerun with a new stage_id) gives the same table. The runs row names
+  its ``stage_id``: a commit retried after its first attempt committed (the database's
+  acknowledgement lost) finds the stage empty and reports that commit, not 0 rows.
 * **Leftovers.** A run that crashes before its commit leaves staged rows: the next run
   with the same ``stage_id`` replaces them shard by shard, :func:`drop_stage` removes a
   stage (an aborted run), :func:`drop_stale_stages` those staged longer ago than an age.
@@ -48,6 +50,7 @@ from salesflow.storage.forecast_runs import (
     DEFAULT_RUNS_TABLE,
     RunContext,
     append_run,
+    committed_stage,
     forecast_runs_table,
 )
 from salesflow.storage.sqlconvert import Values, prepare_frame, qualified
@@ -154,11 +157,13 @@ def commit_stage(
     Same semantics and result as ``write_forecasts`` of all those rows as one frame
     (``replace_origin``, ``kept`` / ``removed``, the runs row in the same transaction), and
     the staged rows are deleted in that transaction. A stage with no rows writes nothing
-    and records no run. Raises ``ValueError`` when two shards staged the same key,
-    :class:`SeriesIdTooLong` as ``write_forecasts``.
+    and records no run; when the runs table holds a commit of ``stage_id`` (a retry whose
+    first attempt committed, its acknowledgement lost), the result repeats that commit's
+    counts, with ``committed_by`` its run id. Raises ``ValueError`` when two shards staged
+    the same key, :class:`SeriesIdTooLong` as ``write_forecasts``.
     """
     _check_tag(stage_id, "stage_id")
-    ctx = context or RunContext()
+    ctx = replace(context or RunContext(), stage_id=stage_id)
     target, stage = forecasts_table(table, schema), stage_table(table, schema)
     runs = None if runs_table is None else forecast_runs_table(runs_table, schema)
     dialect = make_url(url).get_backend_name()
@@ -183,13 +188,25 @@ def commit_stage(
                         )  # fmt: skip
                         append_run(conn, runs, row)
                     conn.execute(stage.delete().where(_of(stage, stage_id)))
+                elif runs is not None:  # nothing staged: committed by an earlier attempt?
+                    earlier = committed_stage(conn, runs, stage_id)
+                    if earlier is not None:
+                        result = replace(
+                            earlier, table=result.table, url_redacted=result.url_redacted
+                        )
         except Exception as exc:
             error = _user_error(exc, engine, target, stage, stage_id)
             if error is None:
                 raise
             raise error from None
     result = replace(result, seconds=time.perf_counter() - start)
-    if not result.rows_written:  # never staged, dropped, or committed already (a retry)
+    if result.committed_by:  # a retry whose first attempt committed (its ack was lost)
+        sqlstore.log.warning(
+            "stage %s was committed already (forecast run %s, %d rows): nothing written again",
+            stage_id, result.committed_by, result.rows_written,
+        )  # fmt: skip
+        return result
+    if not result.rows_written:  # never staged, or dropped
         sqlstore.log.warning("stage %s has no staged rows: nothing written", stage_id)
         return result
     sqlstore.log.info(

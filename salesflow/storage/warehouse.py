@@ -184,6 +184,8 @@ def describe_write(result: WriteResult, listed: int = 5) -> str:
         f"{result.rows_written:,} rows written to {result.table}: {result.rows_inserted:,} "
         f"added, {result.rows_updated:,} replaced, {result.rows_deleted:,} removed"
     )
+    if result.committed_by:
+        line += f" by an earlier attempt of this commit (forecast run {result.committed_by})"
     if result.removed:
         n = sum(result.removed.values())
         line += f"; {len(result.removed):,} series not in this run removed ({n:,} rows: "

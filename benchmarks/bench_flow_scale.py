@@ -263,6 +263,8 @@ def _stage_of(name: str) -> str:
     for stage in sorted(STAGES, key=len, reverse=True):
         if name == stage or name.startswith(stage + "-"):
             return stage
+    if name.startswith("score-partitions"):  # the subflow's run in its parent
+        return "(subflow) score-partitions"
     head, _, tail = name.rpartition("-")  # Prefect's default run name: <task>-<3 hex>
     return head if head and len(tail) == 3 and all(c in "0123456789abcdef" for c in tail) else name
 

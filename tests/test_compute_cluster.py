@@ -46,3 +46,164 @@ def test_local_cluster_needs_no_check():
     compute = ComputeSection(engine="dask", n_workers=3)
     assert check_scheduler(compute) is None
     assert cluster_arguments(compute)["cluster_kwargs"]["n_workers"] == 3
+
+
+# ---- compute.cluster_class / cluster_kwargs ----------------------------------------------
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"address": "tcp://10.0.0.5:8786", "cluster_class": "coiled.Cluster"},
+            "both name a cluster",
+        ),
+        ({"cluster_kwargs": {"n_workers": 4}}, "cluster_kwargs is for compute.cluster_class"),
+        ({"cluster_class": "Cluster"}, "must be a class's import path"),
+        (
+            {"cluster_class": "coiled.Cluster", "cluster_kwargs": {"token": "abc"}},
+            "look like credentials",
+        ),
+    ],
+)
+def test_cluster_settings_mistakes(given, message):
+    """Two clusters named, arguments without a class, a bare name, a credential: refused."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        ComputeSection(engine="dask", **given)
+
+
+def test_cluster_class_started_with_its_arguments():
+    """compute.cluster_class + cluster_kwargs: that class is started for the run with those
+    arguments (here distributed's LocalCluster, threads, one worker) and closed after it;
+    the same arguments go to prefect-dask's DaskTaskRunner."""
+    from salesflow.compute.cluster import dask_client
+
+    kwargs = {"n_workers": 1, "threads_per_worker": 1, "processes": False}
+    compute = ComputeSection(
+        engine="dask",
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={**kwargs, "dashboard_address": ":0"},
+    )
+    assert cluster_arguments(compute) == {
+        "cluster_class": "distributed.LocalCluster",
+        "cluster_kwargs": {**kwargs, "dashboard_address": ":0"},
+    }
+    with dask_client(compute) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+        cluster = client.cluster
+    assert cluster.status.name == "closed"
+
+
+def test_missing_cluster_class_names_the_package():
+    """A cluster class whose package is not installed: one user error naming what to install."""
+    from salesflow.compute.cluster import ClusterClassMissing
+    from salesflow.errors import UserError
+
+    compute = ComputeSection(engine="dask", cluster_class="nosuchprovider.Cluster")
+    with pytest.raises(ClusterClassMissing, match="pip install nosuchprovider") as err:
+        check_scheduler(compute)
+    assert isinstance(err.value, UserError) and not is_transient(err.value)
+
+
+# ---- a TLS scheduler ---------------------------------------------------------------------
+def _self_signed(folder) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key (also used as the CA)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_tls_scheduler(tmp_path):
+    """A real `dask scheduler --protocol tls` and `dask worker`: without Dask's TLS settings
+    the user is told which to set; with them (Dask's own config, as its environment
+    variables DASK_DISTRIBUTED__COMM__TLS__* set it) salesflow connects and runs a task."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import dask
+
+    from salesflow.compute.cluster import TlsNotConfigured, dask_client
+
+    cert, key = _self_signed(tmp_path)
+    tls = ["--tls-ca-file", cert, "--tls-cert", cert, "--tls-key", key]
+    dask_cli = str(Path(sys.executable).parent / "dask")
+    sched_file = tmp_path / "scheduler.json"
+    procs = [
+        subprocess.Popen(
+            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--protocol", "tls"]
+            + ["--dashboard-address", ":0", "--scheduler-file", str(sched_file), *tls],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "scheduler.log").open("w"),
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tls://")
+        procs.append(
+            subprocess.Popen(
+                [dask_cli, "worker", address, "--nthreads", "1", "--no-dashboard", *tls],
+                stdout=subprocess.DEVNULL,
+                stderr=(tmp_path / "worker.log").open("w"),
+            )
+        )
+        compute = ComputeSection(engine="dask", address=address)
+        unset = dask.config.set({"distributed.comm.tls.ca-file": None})
+        with unset, pytest.raises(TlsNotConfigured, match="DASK_DISTRIBUTED__COMM__TLS__CA_FILE"):
+            check_scheduler(compute)
+        config = {
+            "distributed.comm.tls.ca-file": cert,
+            "distributed.comm.tls.client.cert": cert,
+            "distributed.comm.tls.client.key": key,
+        }
+        with dask.config.set(config):
+            with dask_client(compute) as client:
+                client.wait_for_workers(1, timeout=60)
+                assert client.submit(sum, [4, 5]).result() == 9
+            assert check_scheduler(compute) == 1
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)

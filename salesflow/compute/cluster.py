@@ -1,14 +1,18 @@
 """Connecting to the Dask cluster named by the ``compute`` settings.
 
 ``compute.address`` set: an existing scheduler (``dask scheduler`` + ``dask worker``
-processes, Kubernetes, Coiled...). Empty: a ``distributed.LocalCluster`` of
-``compute.n_workers`` processes, started for the run and closed after it. No Prefect here:
+processes, Kubernetes...; ``tls://`` addresses take Dask's own TLS configuration).
+``compute.cluster_class`` set (e.g. ``coiled.Cluster``): that class, started with
+``compute.cluster_kwargs`` for the run and closed after it. Neither: a
+``distributed.LocalCluster`` of ``compute.n_workers`` processes, started and closed the same
+way. No Prefect here:
 :mod:`tasks` and :mod:`flows` wrap these (prefect-dask's ``DaskTaskRunner`` takes the same
 arguments as :func:`cluster_arguments`).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,11 +30,71 @@ class NeedsPrefectServer(UserError):
     """Dask workers are other processes: they report task runs to a real Prefect server."""
 
 
+class ClusterClassMissing(UserError):
+    """``compute.cluster_class`` cannot be imported (its package is not installed)."""
+
+
+def cluster_class(compute: ComputeSection) -> Any:
+    """The class ``compute.cluster_class`` names, imported (:class:`ClusterClassMissing`
+    naming the package to install when it cannot be); None when not set."""
+    if not compute.cluster_class:
+        return None
+    module, _, name = compute.cluster_class.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ClusterClassMissing(
+            f"compute.cluster_class {compute.cluster_class} cannot be imported ({exc}); "
+            f"install its package where the flow runs (e.g. pip install {module.split('.')[0]})"
+        ) from None
+    if not callable(found):
+        raise ClusterClassMissing(f"compute.cluster_class {compute.cluster_class} is not a class")
+    return found
+
+
+class TlsNotConfigured(UserError):
+    """A ``tls://`` scheduler address without Dask's TLS credentials configured."""
+
+
+TLS_SETTINGS = (
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and "
+    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"
+)
+
+
+def require_tls_credentials(compute: ComputeSection) -> None:
+    """A ``tls://`` address needs Dask's TLS configuration (its ``distributed.comm.tls``
+    settings: a CA file and a client certificate and key), read from Dask's config files or
+    its environment variables; :class:`TlsNotConfigured` names them when missing."""
+    if not (compute.address or "").startswith("tls://"):
+        return
+    from distributed.security import Security
+
+    sec = Security()
+    missing = [
+        name
+        for name, value in (
+            ("ca-file", sec.tls_ca_file),
+            ("client.cert", sec.tls_client_cert),
+        )
+        if not value
+    ]
+    if missing:
+        raise TlsNotConfigured(
+            f"compute.address {compute.address} speaks TLS, but Dask's TLS settings lack "
+            f"{', '.join('distributed.comm.tls.' + m for m in missing)}: set {TLS_SETTINGS} "
+            "to the scheduler's CA file and this client's certificate and key"
+        )
+
+
 def cluster_arguments(compute: ComputeSection) -> dict[str, Any]:
     """Keyword arguments for ``DaskTaskRunner`` (and :func:`dask_client`): the scheduler's
-    address, or a local cluster's class and size."""
+    address, a configured cluster class and its arguments, or a local cluster's size."""
     if compute.address:
         return {"address": compute.address}
+    if compute.cluster_class:
+        kwargs = dict(compute.cluster_kwargs)
+        return {"cluster_class": compute.cluster_class, "cluster_kwargs": kwargs}
     return {
         "cluster_class": "distributed.LocalCluster",
         "cluster_kwargs": {
@@ -73,6 +137,7 @@ def dask_client(compute: ComputeSection, timeout: str = "30s") -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if compute.address:
+        require_tls_credentials(compute)
         try:
             client = Client(compute.address, timeout=timeout, set_as_default=False)
         except OSError as exc:
@@ -84,14 +149,18 @@ def dask_client(compute: ComputeSection, timeout: str = "30s") -> Iterator[Any]:
             yield client
         return
     kwargs = cluster_arguments(compute)["cluster_kwargs"]
-    with LocalCluster(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
+    start = cluster_class(compute) or LocalCluster
+    with start(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
         yield client
 
 
 def check_scheduler(compute: ComputeSection, timeout: str = "10s") -> int | None:
     """The number of workers of the scheduler at ``compute.address`` (None without an
     address: a local cluster is started with the run). :class:`ComputeUnavailable` names
-    the address when it does not answer within ``timeout``."""
+    the address when it does not answer within ``timeout``; a ``cluster_class`` that
+    cannot be imported is :class:`ClusterClassMissing`, a ``tls://`` address without Dask's
+    TLS settings :class:`TlsNotConfigured`."""
+    cluster_class(compute)
     if not compute.address:
         return None
     with dask_client(compute, timeout=timeout) as client:

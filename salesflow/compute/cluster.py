@@ -70,14 +70,11 @@ def require_tls_credentials(compute: ComputeSection) -> None:
         return
     from distributed.security import Security
 
-    sec = Security()
+    sec = Security()  # reads distributed.comm.tls.* from Dask's config and environment
     missing = [
         name
-        for name, value in (
-            ("ca-file", sec.tls_ca_file),
-            ("client.cert", sec.tls_client_cert),
-        )
-        if not value
+        for name, attr in (("ca-file", "tls_ca_file"), ("client.cert", "tls_client_cert"))
+        if not getattr(sec, attr, None)
     ]
     if missing:
         raise TlsNotConfigured(

@@ -23,8 +23,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
-from flows.score_shards import forecast_shards
-from salesflow.compute.cluster import cluster_arguments
+from flows.score_shards import forecast_shards, on_dask
 from salesflow.config.settings import Settings
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.scoring import ScoringNotes
@@ -96,16 +95,9 @@ def score_partitions_on_dask(
     replace_origin: bool,
 ) -> tuple[list[dict], ScoringNotes, WriteResult]:
     """List the partitions here, run ``score-partitions`` on the configured Dask cluster."""
-    from prefect_dask import DaskTaskRunner
-
     check_cluster(settings)
     job: PrefectFuture[PartitionJob] = list_source_partitions.submit(
         model, identity, settings, origin, flow_run.id, replace_origin
     )
-    runner = DaskTaskRunner(**cluster_arguments(settings.compute))
-    name = f"score-partitions of {flow_run.name or 'batch-forecast'}"
-    subflow = score_partitions_flow.with_options(
-        task_runner=runner,  # type: ignore[arg-type]  # prefect-dask's future type
-        flow_run_name=lambda: name,
-    )
+    subflow = on_dask(score_partitions_flow, settings, "score-partitions")
     return subflow(job)  # type: ignore[call-overload]  # a future resolves to the job

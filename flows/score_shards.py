@@ -109,16 +109,19 @@ def score_on_dask(
     replace_origin: bool,
 ) -> tuple[list[dict], ScoringNotes, WriteResult]:
     """Plan the shards here, run ``score-shards`` on the configured Dask cluster."""
-    from prefect_dask import DaskTaskRunner
-
     check_cluster(settings)
     job: PrefectFuture[ShardJob] = plan_shards.submit(
         model, identity, data, settings, origin, flow_run.id, replace_origin
     )
-    runner = DaskTaskRunner(**cluster_arguments(settings.compute))
-    name = f"score-shards of {flow_run.name or 'batch-forecast'}"
-    subflow = score_shards_flow.with_options(
-        task_runner=runner,  # type: ignore[arg-type]  # prefect-dask's future type
-        flow_run_name=lambda: name,
-    )
+    subflow = on_dask(score_shards_flow, settings, "score-shards")
     return subflow(job)  # type: ignore[call-overload]  # a future resolves to the job
+
+
+def on_dask(subflow: Any, settings: Settings, label: str) -> Any:
+    """``subflow`` on prefect-dask's ``DaskTaskRunner`` for the configured cluster, its run
+    named after the batch forecast's ("<label> of <run name>")."""
+    from prefect_dask import DaskTaskRunner
+
+    runner = DaskTaskRunner(**cluster_arguments(settings.compute))
+    name = f"{label} of {flow_run.name or 'batch-forecast'}"
+    return subflow.with_options(task_runner=runner, flow_run_name=lambda: name)

@@ -120,13 +120,7 @@ def write_to_warehouse(
     """Upsert the rows in one transaction with their forecast_runs record; the origin's
     series absent from ``rows`` are kept unless ``replace_origin`` (then removed)."""
     w = settings.warehouse
-    context = RunContext(
-        flow_run_id=flow_run.id,
-        env=settings.env,
-        as_of=settings.data.as_of,
-        data_fingerprint=notes.data_fingerprint if notes else None,
-        started_at=notes.started_at if notes else None,
-    )
+    context = run_context(settings, notes, flow_run.id)
     res = write_forecasts(
         settings.warehouse_url,
         rows,
@@ -139,11 +133,29 @@ def write_to_warehouse(
     log = get_run_logger()
     url = redact_url(settings.warehouse_url)
     log.info("%s at %s in %.2f s", describe_write(res), url, res.seconds)
+    warn_kept(log, res, rows["forecast_origin"].min())
+    return res
+
+
+def run_context(
+    settings: Settings, notes: ScoringNotes | None, flow_run_id: str | None
+) -> RunContext:
+    """The forecast_runs record's run-level values of a write (local or staged)."""
+    return RunContext(
+        flow_run_id=flow_run_id,
+        env=settings.env,
+        as_of=settings.data.as_of,
+        data_fingerprint=notes.data_fingerprint if notes else None,
+        started_at=notes.started_at if notes else None,
+    )
+
+
+def warn_kept(log: Any, res: WriteResult, origin: Any) -> None:
+    """Warn when series of the origin not in this run kept their earlier forecasts."""
     if res.kept:
         log.warning(
             "%d series of origin %s were not in this run and keep their earlier forecasts "
             "(rerun with replace_origin / --replace-origin to remove them)",
             len(res.kept),
-            rows["forecast_origin"].min(),
+            origin,
         )
-    return res

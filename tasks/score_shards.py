@@ -43,9 +43,9 @@ from salesflow.storage.staging import (
     drop_stale_stages,
     stage_forecasts,
 )
-from salesflow.storage.warehouse import RunContext, WriteResult, describe_write, redact_url
+from salesflow.storage.warehouse import WriteResult, describe_write, redact_url
 from tasks import TRANSIENT_IO_RETRIES
-from tasks.score import log_notes, parse_origin
+from tasks.score import log_notes, parse_origin, run_context, warn_kept
 
 # Large values (shard data, the model) pass between tasks in memory, never as results.
 IN_MEMORY: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -203,13 +203,7 @@ def commit_forecasts(
     """Move every staged shard into the forecasts table in one transaction, with its
     forecast_runs record (same result as the local path's write-forecasts)."""
     w = settings.warehouse
-    context = RunContext(
-        flow_run_id=flow_run_id,
-        env=settings.env,
-        as_of=settings.data.as_of,
-        data_fingerprint=notes.data_fingerprint,
-        started_at=notes.started_at,
-    )
+    context = run_context(settings, notes, flow_run_id)
     res = commit_stage(
         settings.warehouse_url,
         stage_id,
@@ -227,13 +221,7 @@ def commit_forecasts(
         res.seconds,
         notes.n_shards,
     )
-    if res.kept:
-        log.warning(
-            "%d series of origin %s were not in this run and keep their earlier forecasts "
-            "(rerun with replace_origin / --replace-origin to remove them)",
-            len(res.kept),
-            notes.origin.date(),
-        )
+    warn_kept(log, res, notes.origin.date())
     _drop_stale(settings, log)
     return res
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.champions import register_champion
 from tests.test_partitions import long_mapping, long_rows
 
 SHARD_SERIES = 3  # the test panel: 4 departments x 3 stores -> 4 shards of one department
@@ -26,31 +27,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from prefect.testing.utilities import prefect_test_harness
 
     from salesflow.config.settings import load_settings
-    from salesflow.data.sources import load_sales
-    from salesflow.modelling.registry import log_and_register
-    from salesflow.modelling.training import example_input, make_forecaster
 
     local = tmp_path_factory.mktemp("partitioned")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("SALESFLOW_WAREHOUSE_URL", raising=False)
         mp.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(local))
         s = load_settings("test")
-        s.local_dir.mkdir(parents=True, exist_ok=True)
-        data = load_sales(s.data)
-        champion = log_and_register(
-            make_forecaster(s).fit(data),
-            tracking_uri=s.tracking_uri,
-            experiment=s.mlflow.experiment,
-            artifact_location=s.artifact_location,
-            model_name=s.model.name,
-            alias=s.mlflow.champion_alias,
-            params={},
-            metrics={},
-            tags={},
-            figures={},
-            tables={},
-            input_example=example_input(data),
-        )
+        champion = register_champion(s)
         cluster = LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
         )

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.champions import register_champion
+
 from .stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -66,28 +68,8 @@ def _drop(url: str, table: str) -> None:
 def champion(env: dict[str, Any]) -> Any:
     """A forecaster fitted on the test panel, registered with the champion alias."""
     from salesflow.config.settings import load_settings
-    from salesflow.data.sources import load_sales
-    from salesflow.modelling.registry import log_and_register
-    from salesflow.modelling.training import example_input, make_forecaster
 
-    s = load_settings("test")
-    s.local_dir.mkdir(parents=True, exist_ok=True)
-    data = load_sales(s.data)
-    model = make_forecaster(s).fit(data)
-    return log_and_register(
-        model,
-        tracking_uri=s.tracking_uri,
-        experiment=s.mlflow.experiment,
-        artifact_location=s.artifact_location,
-        model_name=s.model.name,
-        alias=s.mlflow.champion_alias,
-        params={},
-        metrics={},
-        tags={},
-        figures={},
-        tables={},
-        input_example=example_input(data),
-    )
+    return register_champion(load_settings("test"))
 
 
 def _forecast(**kwargs: Any) -> tuple[dict[str, Any], Any]:

@@ -9,9 +9,10 @@ of the last key. Each
 partition is cut per shard on its worker and only those pieces move, to
 ``shard-data-<shard>``; ``validate-shard-<shard>`` runs the gate per shard and
 ``validation-verdict`` merges the reports (one ``data-validation`` artifact, one error
-naming every failed check, before anything is staged). Then the sharded scoring of
-:mod:`flows.score_shards`: ``shard-features`` / ``forecast-shard`` on the shards' workers,
-``commit-forecasts`` once.
+naming every failed check, before anything is staged); then the pieces and the read
+partitions are released (Dask recomputes them if a shard's worker is lost). Then the
+sharded scoring of :mod:`flows.score_shards`: ``shard-features`` / ``forecast-shard`` on
+the shards' workers, ``commit-forecasts`` once.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, 
         origin=unmapped(plan.origin),
     )
     verdict = validation_verdict([f.result() for f in checks], plan, s.validation, horizon)
-    release_pieces(pieces)
+    release_pieces(pieces, list(parts))  # the shards hold the rows from here on
     kept = [shards[i] for i in verdict.keep]
     return forecast_shards(job.shard_job(verdict.plan), kept, verdict.short)
 

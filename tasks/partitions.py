@@ -171,12 +171,16 @@ def move_pieces(client: Any, partitions: list[Any], plan: ShufflePlan) -> list[l
     ]
 
 
-def release_pieces(pieces: list[list[Any]]) -> None:
-    """Free the pieces' memory once every shard is assembled: Dask keeps how to compute
-    them again, should a worker holding a shard be lost."""
+def release_pieces(pieces: list[list[Any]], partitions: list[Any]) -> None:
+    """Free the pieces' and the read partitions' memory once every shard is assembled and
+    validated: Dask keeps how to compute them again (the scheduler holds a released key's
+    task while a key that needs it lives), should a worker holding a shard be lost; a lost
+    shard then reads its partitions again. ``partitions``: ``read-partition``'s futures."""
     for futures in pieces:
         for f in futures:
             f.release()
+    for p in partitions:
+        p.wrapped_future.release()
 
 
 def _split(state: Any, assign: pd.Series) -> dict[int, SalesData]:

@@ -141,8 +141,11 @@ class Sampler:
             try:
                 rss = p.memory_info().rss / 2**20
                 entry = self.peaks.get(p.pid)
-                if entry is None:
-                    entry = self.peaks[p.pid] = {"role": _role(p), "peak_mb": 0.0}
+                # a process just forked still shows its parent's command line: ask again
+                if entry is None or entry["role"].startswith("other: ") and entry["n"] < 20:
+                    old = entry["peak_mb"] if entry else 0.0
+                    n = entry["n"] + 1 if entry else 0
+                    entry = self.peaks[p.pid] = {"role": _role(p), "peak_mb": old, "n": n}
                 entry["peak_mb"] = round(max(entry["peak_mb"], rss), 1)
             except psutil.Error:
                 continue

@@ -192,3 +192,29 @@ def staging_table(settings: Any) -> str:
     from salesflow.storage import staging
 
     return staging.stage_table(settings.warehouse.table).name
+
+
+def test_sql_parts_same_answers_as_local(world, tmp_path):
+    """data.sql_parts = 3 over a SQLite table: three partitions of whole stores, each read
+    by a worker (WHERE store IN ...), give the local engine's rows (which read it at once)."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'sales.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        long_rows().to_sql("sales", conn, index=False)
+    engine.dispose()
+    mapping = long_mapping().model_dump(exclude_none=True)
+    mapping["keys"] = mapping.pop("key_columns")
+    data = {"source": "sql", "url": url, "table": "sales", "sql_parts": 3, "long": mapping}
+    _same_answers(world, data)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="read-partition-sql-"))
+        )
+    assert sorted(r.name for r in runs) == [
+        f"read-partition-sql-{i}-of-3-store-{i}-to-{i}" for i in (1, 2, 3)
+    ]

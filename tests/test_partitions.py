@@ -335,3 +335,41 @@ def test_a_missing_date_in_one_file_fails_the_merged_verdict(tmp_path):
     message = str(DataValidationError(merge_reports([c.report for c in checks], cfg.sample_rows)))
     assert "not null: ds: 1 rows" in message
     assert f"{third.loc[3, 'store']}/{third.loc[3, 'dept']}" in message
+
+
+def _sql_source(tmp_path, parts: int, query: bool = False) -> Any:
+    """The test panel's rows in a SQLite table ``sales``; the sql source reading them."""
+    import sqlalchemy as sa
+
+    from salesflow.config.settings import DataSection
+
+    url = f"sqlite:///{tmp_path / 'sales.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        long_rows().to_sql("sales", conn, index=False, if_exists="replace")
+    engine.dispose()
+    sql = "SELECT * FROM sales WHERE sales IS NOT NULL"
+    where = {"query": sql} if query else {"table": "sales"}
+    return DataSection(source="sql", url=url, sql_parts=parts, long=long_mapping(), **where)
+
+
+@pytest.mark.parametrize("query", [False, True])
+def test_sql_partitions_are_whole_stores_and_add_up(tmp_path, query):
+    """data.sql_parts = 2 over 3 stores: 2 partitions of whole stores (1 | 2, 3 by the
+    sorted values), read with WHERE store IN (...), whose rows together are the whole
+    source's; more parts than stores: one per store."""
+    from salesflow.data.partitions import list_partitions, load_partition
+    from salesflow.data.sources import load_sql
+
+    data = _sql_source(tmp_path, 2, query)
+    parts = list_partitions(data)
+    assert [p.key_values for p in parts] == [(1, 2), (3,)]
+    assert parts[0].name == "sql-1-of-2-store-1-to-2"
+    read = [load_partition(data, p) for p in parts]
+    assert [sorted(r.history["store"].unique()) for r in read] == [[1, 2], [3]]
+    whole = load_sql(data.url or "", data.table, data.query, data.long, data.freq)
+    got = pd.concat([r.history for r in read]).sort_values(["unique_id", "ds"])
+    want = whole.history.sort_values(["unique_id", "ds"])
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+    many = list_partitions(data.model_copy(update={"sql_parts": 10}))
+    assert [p.key_values for p in many] == [(1,), (2,), (3,)]

@@ -163,6 +163,13 @@ class DataSection(_Section):
     url_env: str | None = Field(None, description="env var holding the SQL URL (secrets)")
     table: str | None = None
     query: str | None = None
+    sql_parts: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="sql source, Dask batch forecast: read in this many partitions (sets of "
+        "the first key's values, e.g. whole stores), each by one worker",
+    )
     freq: Literal["W-FRI", "W-SUN", "W-MON", "W-SAT", "W-THU", "W-WED", "W-TUE", "D"] = "W-FRI"
     as_of: dt.date | None = Field(None, description="last date to use; None: the data's last")
     synthetic: SyntheticSection = SyntheticSection()

@@ -8,8 +8,11 @@
 - ``long`` with a glob as ``data.path``: one partition per matching file, each mapped with
   the same ``data.long`` (static, future and covariates side files are read with every
   file); a single file is one partition;
-- ``walmart`` and ``sql``: one partition (the folder, or the table / query), read by one
-  worker: their files and tables are not split.
+- ``sql`` with ``data.sql_parts: k`` > 1: k partitions, each the rows whose first key column
+  (e.g. ``store``) holds one run of its sorted distinct values (one ``SELECT DISTINCT`` in
+  the flow's process to plan them; each worker then reads ``WHERE store IN (...)``);
+- ``walmart``, and ``sql`` with ``sql_parts: 1``: one partition (the folder, or the table /
+  query), read by one worker.
 
 A partition is read **before** the ``data.as_of`` cut: a long-format file's future rows
 start after that file's last date, not the panel's, so the cut is made per shard once a
@@ -21,12 +24,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from salesflow.config.settings import DataSection
 from salesflow.data.canonical import SourceError
 from salesflow.data.long_format import history_paths, is_glob, load_long
 from salesflow.data.schema import SalesData
-from salesflow.data.sources import load_sql, load_walmart, source_path, sql_url
+from salesflow.data.sources import load_sql, load_walmart, source_path, sql_key_values, sql_url
 from salesflow.data.synthetic import generate_part
 
 
@@ -39,6 +45,7 @@ class Partition:
     index: int
     count: int
     path: str | None = None
+    key_values: tuple[Any, ...] | None = None  # sql: the first key's values it holds
 
 
 def list_partitions(data: DataSection) -> list[Partition]:
@@ -50,7 +57,30 @@ def list_partitions(data: DataSection) -> list[Partition]:
         paths = history_paths(source_path(data), data.long)
         n = len(paths)
         return [Partition(_file_name(p, i), i, n, str(p)) for i, p in enumerate(paths)]
+    if data.source == "sql" and data.sql_parts > 1:
+        return _sql_partitions(data)
     return [Partition(data.source, 0, 1, data.path)]
+
+
+def _sql_partitions(data: DataSection) -> list[Partition]:
+    """``data.sql_parts`` partitions of the sql source, each a run of the sorted distinct
+    values of the first key column (whole stores: a series never spans two); fewer when
+    there are fewer values."""
+    column = data.long.key_columns[0]
+    values = sql_key_values(sql_url(data), data.table, data.query, column)
+    if not values:
+        raise SourceError(f"the sql source returned no rows ({data.table or 'data.query'})")
+    groups = [g for g in np.array_split(np.arange(len(values)), data.sql_parts) if len(g)]
+    n = len(groups)
+    return [
+        Partition(
+            f"sql-{i + 1}-of-{n}-{column}-{values[g[0]]}-to-{values[g[-1]]}",
+            i,
+            n,
+            key_values=tuple(values[j] for j in g),
+        )
+        for i, g in enumerate(groups)
+    ]
 
 
 def _file_name(path: Path, index: int) -> str:
@@ -68,5 +98,7 @@ def load_partition(data: DataSection, part: Partition) -> SalesData:
     if data.source == "walmart":
         return load_walmart(source_path(data))
     if data.source == "sql":
-        return load_sql(sql_url(data), data.table, data.query, data.long, data.freq)
+        return load_sql(
+            sql_url(data), data.table, data.query, data.long, data.freq, part.key_values
+        )
     raise SourceError(f"unknown data.source {data.source!r}: use synthetic, walmart, long or sql")

@@ -11,7 +11,9 @@ at import time.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -159,18 +161,34 @@ def _table_select(table: str) -> sa.Select:
     return sa.select(sa.literal_column("*")).select_from(sa.table(name, schema=schema or None))
 
 
+def sql_select(table: str | None, query: str | None) -> sa.Select:
+    """``SELECT *`` of ``table`` or of ``query`` (exactly one) as a subquery-able select."""
+    if (table is None) == (query is None):
+        raise SourceError("the sql source needs exactly one of data.table or data.query")
+    if table is not None:
+        return _table_select(table)
+    rows = sa.text(str(query)).columns().subquery("q")
+    return sa.select(sa.literal_column("*")).select_from(rows)
+
+
 def load_sql(
     url: str,
     table: str | None = None,
     query: str | None = None,
     mapping: LongFormatSection | None = None,
     freq: str = "W-FRI",
+    key_values: Sequence[Any] | None = None,
 ) -> SalesData:
-    """Rows of ``table`` or of ``query`` (exactly one), mapped like :func:`load_long`."""
+    """Rows of ``table`` or of ``query`` (exactly one), mapped like :func:`load_long`;
+    ``key_values``: only the rows whose first key column holds one of them (a partition;
+    a query is then read as a subquery, so it cannot end with ``;``)."""
     if (table is None) == (query is None):
         raise SourceError("the sql source needs exactly one of data.table or data.query")
     mapping = mapping or LongFormatSection()
-    stmt = _table_select(table) if table is not None else sa.text(str(query))
+    stmt: sa.Executable = sql_select(table, None) if table is not None else sa.text(str(query))
+    if key_values is not None:
+        column = _key_column(mapping.key_columns[0])
+        stmt = sql_select(table, query).where(column.in_(list(key_values)))
     engine = _sql_engine(url)
     try:
         with engine.connect() as conn:
@@ -183,6 +201,29 @@ def load_sql(
         raise SourceError(f"the sql source returned no rows ({table or 'data.query'})")
     side = read_side_files(long_files(None, mapping), mapping)
     return sales_from_long(raw, mapping, freq, "sql", **side)
+
+
+def sql_key_values(url: str, table: str | None, query: str | None, column: str) -> list[Any]:
+    """The distinct values of ``column`` in the sql source, sorted (how it is partitioned)."""
+    col = _key_column(column)
+    stmt = sa.select(col).select_from(sql_select(table, query).subquery("src")).distinct()
+    engine = _sql_engine(url)
+    try:
+        with engine.connect() as conn:
+            if table is not None:
+                _require_table(conn, table, url)
+            values = _read_sql(stmt.order_by(col), conn).iloc[:, 0]
+    finally:
+        engine.dispose()
+    return [v.item() if hasattr(v, "item") else v for v in values.dropna()]
+
+
+def _key_column(name: str) -> sa.ColumnClause:
+    if not IDENTIFIER.fullmatch(name):
+        raise SourceError(
+            f"key column {name!r} cannot partition the sql source: use letters, digits and '_'"
+        )
+    return sa.column(name)
 
 
 def _sql_engine(url: str) -> sa.Engine:

@@ -39,7 +39,7 @@ from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.scoring import ScoringPlan
 from tasks import TRANSIENT_IO_RETRIES
 from tasks.score import parse_origin
-from tasks.score_shards import IN_MEMORY, ShardJob
+from tasks.score_shards import IN_MEMORY, ShardJob, stage_id_of
 from tasks.validate import publish_verdict
 
 
@@ -93,8 +93,6 @@ def list_source_partitions(
     get_run_logger().info(
         "%s source in %d partitions, read on the workers", settings.data.source, len(parts)
     )
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-    stage_id = f"batch-forecast-{flow_run_id or stamp}"
     return PartitionJob(
         parts,
         model,
@@ -102,7 +100,7 @@ def list_source_partitions(
         settings,
         parse_origin(origin),
         flow_run_id,
-        stage_id,
+        stage_id_of(flow_run_id),
         replace_origin,
     )
 

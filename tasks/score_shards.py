@@ -100,8 +100,15 @@ def plan_shards(
         f"{min(sizes)}-{max(sizes)}" if sizes else 0,
         plan.origin.date(),
     )
-    stage_id = f"batch-forecast-{flow_run_id or plan.started_at.strftime('%Y%m%dT%H%M%S%f')}"
+    stage_id = stage_id_of(flow_run_id, plan.started_at)
     return ShardJob(plan, model, identity, settings, flow_run_id, stage_id, replace_origin)
+
+
+def stage_id_of(flow_run_id: str | None, started: dt.datetime | None = None) -> str:
+    """The run's stage id: its flow run id (a retried flow run re-stages in place), else a
+    timestamp of when it started."""
+    stamp = (started or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S%f")
+    return f"batch-forecast-{flow_run_id or stamp}"
 
 
 @task(name="share-model", **IN_MEMORY)

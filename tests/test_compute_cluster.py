@@ -207,3 +207,15 @@ def test_tls_scheduler(tmp_path):
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_credential_in_cluster_kwargs_is_never_echoed():
+    """The settings error names the credential-like key but masks its value."""
+    from salesflow.config.settings import SettingsError, load_settings
+
+    kwargs = {"api_token": "s3cr3t-value", "n_workers": 3}
+    compute = {"engine": "dask", "cluster_class": "coiled.Cluster", "cluster_kwargs": kwargs}
+    with pytest.raises(SettingsError) as err:
+        load_settings("test", compute=compute)
+    assert "['api_token'] look like credentials" in str(err.value)
+    assert "s3cr3t" not in str(err.value) and "'n_workers': 3" in str(err.value)

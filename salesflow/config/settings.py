@@ -28,7 +28,7 @@ from salesflow.config.settings_checks import (
     check_urls,
     known_envs,
 )
-from salesflow.config.settings_compute import ComputeSection
+from salesflow.config.settings_compute import ComputeSection, looks_secret
 from salesflow.config.settings_sections import (
     BacktestSection,
     DataSection,
@@ -194,6 +194,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _shown(value: Any) -> Any:
+    """``value`` as an error may show it: values under credential-like keys masked."""
+    if isinstance(value, dict):
+        return {k: "***" if looks_secret(k) else _shown(v) for k, v in value.items()}
+    return value
+
+
 def format_validation_error(exc: ValidationError, origin: str) -> str:
     lines = [f"invalid settings ({origin}):"]
     for err in exc.errors():
@@ -202,7 +209,7 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/base.yaml for the valid keys)"
         # A whole-settings check's input is every setting: naming the key says enough.
-        got = f" (got {err.get('input')!r})" if err["loc"] else ""
+        got = f" (got {_shown(err.get('input'))!r})" if err["loc"] else ""
         lines.append(f"  - {key}: {msg}{got}")
     return "\n".join(lines)
 

@@ -8,7 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-_SECRET_WORDS = ("token", "password", "secret", "credential", "api_key", "private_key")
+SECRET_WORDS = ("token", "password", "secret", "credential", "api_key", "private_key")
+
+
+def looks_secret(key: object) -> bool:
+    """A setting's key that names a credential (its value is never shown)."""
+    return any(w in str(key).lower() for w in SECRET_WORDS)
 
 
 class ComputeSection(BaseModel):
@@ -79,7 +84,7 @@ class ComputeSection(BaseModel):
     @field_validator("cluster_kwargs")
     @classmethod
     def _no_credentials(cls, v: dict[str, Any]) -> dict[str, Any]:
-        secret = [k for k in v if any(w in k.lower() for w in _SECRET_WORDS)]
+        secret = [k for k in v if looks_secret(k)]
         if secret:
             raise ValueError(
                 f"compute.cluster_kwargs {secret} look like credentials: settings files and "

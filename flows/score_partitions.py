@@ -24,7 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
-from flows.score_shards import forecast_shards, on_dask
+from flows.score_shards import forecast_shards, run_on_dask
 from salesflow.config.settings import Settings
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.scoring import ScoringNotes
@@ -100,5 +100,4 @@ def score_partitions_on_dask(
     job: PrefectFuture[PartitionJob] = list_source_partitions.submit(
         model, identity, settings, origin, flow_run.id, replace_origin
     )
-    subflow = on_dask(score_partitions_flow, settings, "score-partitions")
-    return subflow(job)  # type: ignore[call-overload]  # a future resolves to the job
+    return run_on_dask(score_partitions_flow, settings, "score-partitions", job)

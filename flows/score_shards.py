@@ -21,7 +21,7 @@ from prefect import flow, unmapped
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
-from salesflow.compute.cluster import cluster_arguments
+from salesflow.compute.cluster import WorkersLost, cluster_arguments, lost_workers_message
 from salesflow.config.settings import Settings
 from salesflow.data.schema import SalesData
 from salesflow.modelling.model import GlobalForecaster
@@ -113,15 +113,20 @@ def score_on_dask(
     job: PrefectFuture[ShardJob] = plan_shards.submit(
         model, identity, data, settings, origin, flow_run.id, replace_origin
     )
-    subflow = on_dask(score_shards_flow, settings, "score-shards")
-    return subflow(job)  # type: ignore[call-overload]  # a future resolves to the job
+    return run_on_dask(score_shards_flow, settings, "score-shards", job)
 
 
-def on_dask(subflow: Any, settings: Settings, label: str) -> Any:
-    """``subflow`` on prefect-dask's ``DaskTaskRunner`` for the configured cluster, its run
-    named after the batch forecast's ("<label> of <run name>")."""
+def run_on_dask(subflow: Any, settings: Settings, label: str, job: Any) -> Any:
+    """Run ``subflow(job)`` on prefect-dask's ``DaskTaskRunner`` for the configured cluster,
+    named after the batch forecast's run ("<label> of <run name>"). Workers that keep
+    dying on a task (``KilledWorker``) become :class:`WorkersLost` saying what to change."""
+    from distributed import KilledWorker
     from prefect_dask import DaskTaskRunner
 
     runner = DaskTaskRunner(**cluster_arguments(settings.compute))
     name = f"{label} of {flow_run.name or 'batch-forecast'}"
-    return subflow.with_options(task_runner=runner, flow_run_name=lambda: name)
+    configured = subflow.with_options(task_runner=runner, flow_run_name=lambda: name)
+    try:
+        return configured(job)
+    except KilledWorker as exc:
+        raise WorkersLost(lost_workers_message(exc, settings.compute)) from exc

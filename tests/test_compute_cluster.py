@@ -219,3 +219,52 @@ def test_credential_in_cluster_kwargs_is_never_echoed():
         load_settings("test", compute=compute)
     assert "['api_token'] look like credentials" in str(err.value)
     assert "s3cr3t" not in str(err.value) and "'n_workers': 3" in str(err.value)
+
+
+# ---- workers that keep dying ---------------------------------------------------------------
+def _killed(key: str) -> Exception:
+    from types import SimpleNamespace
+
+    from distributed import KilledWorker
+
+    worker = SimpleNamespace(address="tcp://127.0.0.1:40001")  # the scheduler's WorkerState
+    return KilledWorker(key, worker, 3)  # as the scheduler raises it
+
+
+def test_lost_workers_say_what_to_change():
+    """KilledWorker on a partition's read: smaller partitions or more memory; on a shard
+    task: a lower shard_series; the local cluster's memory limit is named."""
+    from salesflow.compute.cluster import lost_workers_message
+
+    local = ComputeSection(engine="dask", memory_limit="7GB")
+    read = lost_workers_message(_killed("read_partition-8e31f4b3"), local)
+    assert "died 4 times" in read and "compute.memory_limit, now 7GB" in read
+    assert "data.synthetic.parts" in read and "data.sql_parts" in read
+    assert "shard_series" not in read and "table is as it was" in read
+    remote = ComputeSection(engine="dask", address="tcp://10.0.0.5:8786", shard_series=5000)
+    shard = lost_workers_message(_killed("forecast_shard-77aa"), remote)
+    assert "lower compute.shard_series (now 5,000 series)" in shard
+    assert "--memory-limit" in shard and "data.sql_parts" not in shard
+
+
+def test_run_on_dask_turns_killed_workers_into_advice():
+    """A subflow on the DaskTaskRunner failing with KilledWorker: the batch forecast's error
+    is WorkersLost with that advice (the cause kept), not Dask's bare message."""
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.score_shards import run_on_dask
+    from salesflow.compute.cluster import WorkersLost
+    from salesflow.config.settings import load_settings
+
+    @flow(name="dies-reading")
+    def dies_reading(job: int) -> None:
+        raise _killed("read_partition-0c0ffee")
+
+    compute = {"engine": "dask", "n_workers": 1, "memory_limit": "1GB"}
+    settings = load_settings("test", compute=compute)
+    harness = prefect_test_harness(server_startup_timeout=120)
+    with harness, pytest.raises(WorkersLost, match="more, smaller partitions") as err:
+        run_on_dask(dies_reading, settings, "score-partitions", 1)
+    assert "compute.memory_limit, now 1GB" in str(err.value)
+    assert type(err.value.__cause__).__name__ == "KilledWorker"

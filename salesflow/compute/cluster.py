@@ -162,3 +162,45 @@ def check_scheduler(compute: ComputeSection, timeout: str = "10s") -> int | None
         return None
     with dask_client(compute, timeout=timeout) as client:
         return len(client.scheduler_info(n_workers=-1).get("workers", {}))
+
+
+class WorkersLost(RuntimeError):
+    """Dask gave up on a task whose workers kept dying (most often: out of memory)."""
+
+
+# Tasks that hold a whole partition of the source (prefect-dask's keys are the function's
+# name and a hash); any other task holds a shard.
+_PARTITION_TASKS = ("read_partition", "partition_index", "_split", "getitem")
+
+
+def lost_workers_message(exc: BaseException, compute: ComputeSection) -> str:
+    """What a ``distributed.KilledWorker`` means for a salesflow run, and what to change:
+    smaller partitions of the source or shards, or more memory per worker."""
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
+    key: Any = args[0] if args else "?"
+    key = key[0] if isinstance(key, tuple) and key else key
+    failures = args[2] if len(args) > 2 else None
+    tries = f"{failures + 1} times" if isinstance(failures, int) else ""
+    function = str(key).rsplit("-", 1)[0]
+    if function in _PARTITION_TASKS:
+        fix = (
+            "a partition of the source may not fit in a worker's memory: read the data in "
+            "more, smaller partitions (data.synthetic.parts, more files in the data.path "
+            "glob, data.sql_parts)"
+        )
+    else:
+        fix = (
+            f"a shard may not fit in a worker's memory: lower compute.shard_series "
+            f"(now {compute.shard_series:,} series)"
+        )
+    memory = (
+        "the workers' --memory-limit"
+        if compute.address or compute.cluster_class
+        else f"compute.memory_limit, now {compute.memory_limit}"
+    )
+    return (
+        f"Dask gave up on task {key}: the workers running it died {tries or 'repeatedly'} "
+        f"(most often out of memory: {memory}; a worker's nanny restarts it past 95 % of "
+        f"it). {fix[0].upper()}{fix[1:]}, or give each worker more memory. Nothing was "
+        "committed: the forecasts table is as it was."
+    )

@@ -373,3 +373,37 @@ def test_sql_partitions_are_whole_stores_and_add_up(tmp_path, query):
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
     many = list_partitions(data.model_copy(update={"sql_parts": 10}))
     assert [p.key_values for p in many] == [(1,), (2,), (3,)]
+
+
+@pytest.mark.postgres
+def test_sql_partitions_on_postgres():
+    """The same on PostgreSQL, from a query read as a subquery: whole stores that add up."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from salesflow.config.settings import DataSection
+    from salesflow.data.partitions import list_partitions, load_partition
+    from salesflow.data.sources import load_sql
+    from tests.pg import PG_URL, drop_table, postgres_or_skip
+
+    postgres_or_skip()
+    table = f"sales_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.begin() as conn:
+            long_rows().to_sql(table, conn, index=False)
+        query = f"SELECT * FROM {table} WHERE store >= 1"
+        data = DataSection(source="sql", url=PG_URL, query=query, sql_parts=2, long=long_mapping())
+        parts = list_partitions(data)
+        assert [p.key_values for p in parts] == [(1, 2), (3,)]
+        got = pd.concat([load_partition(data, p).history for p in parts])
+        whole = load_sql(PG_URL, None, query, data.long, data.freq).history
+        key = ["unique_id", "ds"]
+        pd.testing.assert_frame_equal(
+            got.sort_values(key).reset_index(drop=True),
+            whole.sort_values(key).reset_index(drop=True),
+        )
+    finally:
+        engine.dispose()
+        drop_table(PG_URL, table)

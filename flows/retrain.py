@@ -64,7 +64,7 @@ def _retrain(settings: Settings) -> dict[str, Any]:
         model, bt = fit_and_backtest(holdout.train, rows, model, settings, fitter)
         reg = register_model(model, holdout.train, bt, settings, step="challenger")
         decision = decide_promotion(
-            model, reg.version, champion, champion_version, data, holdout, settings
+            model, reg.version, champion, champion_version, data, holdout, settings, fitter
         )
         refit = None
         if decision.promote:

@@ -74,16 +74,20 @@ def decide_promotion(
     data: SalesData,
     holdout: Holdout,
     settings: Settings,
+    fitter: Fitter | None = None,
 ) -> Decision:
-    """Both models forecast the same holdout rows; the pure policy decides."""
+    """Both models forecast the same holdout rows; the pure policy decides. ``fitter``: on
+    Dask, the forecasts are made shard by shard on the workers and a champion refit (one
+    trained into the holdout) is fitted there."""
     hw = settings.backtest.holiday_weight
-    ch = holdout_frame(challenger, data, holdout)
+    predict = getattr(fitter, "predict", None)  # on Dask: shard by shard on the workers
+    ch = holdout_frame(challenger, data, holdout, predict)
     cp = None
     if champion is not None:
-        fair, note = comparable_champion(champion, holdout)
+        fair, note = comparable_champion(champion, holdout, fitter)
         if note:
             get_run_logger().info("Note: %s", note)
-        cp = holdout_frame(fair, data, holdout)
+        cp = holdout_frame(fair, data, holdout, predict)
     ch_card, cp_card = compare_on_holdout(ch, cp, challenger_version, champion_version, hw)
     decision = decide(ch_card, cp_card, settings.policy)
     get_run_logger().info("Decision: %s (%s)", decision.action, decision.reason)

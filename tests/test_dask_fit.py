@@ -242,14 +242,35 @@ def test_training_flow_on_dask(tmp_path, monkeypatch, small_data, fitter):
     temporary server is enough)."""
     from prefect.testing.utilities import prefect_test_harness
 
+    import salesflow.modelling.dask_predict as dp
+    from flows.retrain import retrain_flow
     from flows.training import training_flow
     from salesflow.modelling.registry import load_forecaster
 
+    origins: list[str] = []
+    predict = dp.predict_on_dask
+
+    def spy(model, data, origin, *args, **kwargs):  # the real thing, recorded
+        origins.append(str(pd.Timestamp(origin).date()))
+        return predict(model, data, origin, *args, **kwargs)
+
+    monkeypatch.setattr(dp, "predict_on_dask", spy)
     monkeypatch.setenv("SALESFLOW_PATHS__LOCAL_DIR", str(tmp_path))
     with prefect_test_harness(server_startup_timeout=120):
         address = fitter.client.scheduler.address
         compute = {"engine": "dask", "address": address}
         result = training_flow(env="test", overrides={"compute": compute})
+        # the backtest's forecasts were made on the cluster, one call per origin
+        assert origins == [o for o in result["origins"]], origins
+        origins.clear()
+        retrained = retrain_flow(env="test", overrides={"compute": compute})
+    # the retrain: the challenger's backtest origins, then its holdout, then the champion's
+    assert len(origins) >= 3 and origins[-1] == origins[-2], origins
+    assert retrained["champion_version"] == "1" and retrained["action"] in (
+        "promote",
+        "reject",
+        "keep",
+    )
     assert result["version"] == "1" and result["alias"] == "champion"
     model, _mv = load_forecaster(
         f"sqlite:///{tmp_path}/mlflow.db", result["model_name"], "champion"
@@ -257,3 +278,36 @@ def test_training_flow_on_dask(tmp_path, monkeypatch, small_data, fitter):
     assert model.dask_fit_["workers"] == 2 and model.dask_fit_["scheduler"] == address
     assert model.residual_quantiles_ is not None
     assert len(model.predict(small_data)) == small_data.n_series * model.horizon
+
+
+@pytest.mark.parametrize("with_baseline", [False, True])
+def test_predict_on_dask_equals_predict(local_model, small_data, fitter, with_baseline):
+    """A fitted model's forecasts computed shard by shard on the workers (the backtest's
+    path on Dask) are model.predict's, at every backtest-like origin."""
+    from salesflow.compute.shards import series_shards
+    from salesflow.modelling.dask_predict import predict_on_dask
+
+    shards = series_shards(small_data, local_model, 4)  # 3 shards of whole departments
+    assert len(shards) >= 2
+    dates = sorted(small_data.history["ds"].unique())
+    for origin in (dates[-30], dates[-8]):
+        want = local_model.predict(small_data, origin, with_baseline)
+        want = want.sort_values(["unique_id", "horizon"]).reset_index(drop=True)
+        got = predict_on_dask(local_model, small_data, origin, fitter.client, shards, with_baseline)
+        assert list(got.columns) == list(want.columns)
+        pd.testing.assert_frame_equal(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_predict_on_dask_daily_with_closed_days(fitter):
+    """Daily data with an open column and native categoricals: the same rows and zeros."""
+    from salesflow.compute.shards import series_shards
+    from salesflow.modelling.dask_predict import predict_on_dask
+    from tests.test_features_daily import _daily, _model
+
+    data = _daily(n_stores=4, future=14)
+    model = _model().fit(data)
+    origin = sorted(data.history["ds"].unique())[-20]
+    want = model.predict(data, origin).sort_values(["unique_id", "horizon"])
+    got = predict_on_dask(model, data, origin, fitter.client, series_shards(data, model, 2))
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), rtol=1e-9, atol=1e-9)
+    assert got["closed"].any() and (got.loc[got["closed"], "forecast"] == 0).all()

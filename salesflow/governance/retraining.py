@@ -8,6 +8,7 @@ so the two scorecards are comparable row for row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,17 +44,20 @@ def split_holdout(data: SalesData, periods: int) -> Holdout:
 
 
 def comparable_champion(
-    champion: GlobalForecaster, holdout: Holdout
+    champion: GlobalForecaster,
+    holdout: Holdout,
+    fit: Callable[[GlobalForecaster, SalesData], GlobalForecaster] | None = None,
 ) -> tuple[GlobalForecaster, str | None]:
     """The champion as it can fairly be scored on the holdout.
 
     A champion trained on data that reaches into the holdout has seen its answers; it is
     then scored by a refit of its own configuration on the data before the holdout, and the
-    returned note says so. Otherwise it is scored as it is (note None).
+    returned note says so (``fit``: how that refit is fitted, e.g. on Dask). Otherwise it
+    is scored as it is (note None).
     """
     if champion.trained_until_ < holdout.origin:
         return champion, None
-    refit = champion.clone().fit(holdout.train)
+    refit = fit(champion.clone(), holdout.train) if fit else champion.clone().fit(holdout.train)
     note = (
         f"the champion was trained until {champion.trained_until_.date()}, inside the "
         f"holdout (from {holdout.origin.date()}): it is scored by a refit of its "
@@ -62,14 +66,24 @@ def comparable_champion(
     return refit, note
 
 
-def holdout_frame(model: GlobalForecaster, data: SalesData, holdout: Holdout) -> pd.DataFrame:
+def holdout_frame(
+    model: GlobalForecaster,
+    data: SalesData,
+    holdout: Holdout,
+    predict: Callable[..., pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """Forecasts of ``model`` for the holdout with actuals and seasonal naive.
 
     Columns out: unique_id, ds, horizon, forecast, seasonal_naive, y, is_holiday. Only the
     first ``holdout.periods`` horizons, and only rows with an actual on a day the store was
     open (a closed day's forecast is 0 by rule: scoring it would flatter every model).
+    ``predict``: how the forecasts are made (``predict(model, data, origin)``; default
+    ``model.predict``).
     """
-    pred = model.predict(data, origin=holdout.origin)
+    if predict is not None:  # on Dask: shard by shard on the workers
+        pred = predict(model, data, holdout.origin)
+    else:
+        pred = model.predict(data, origin=holdout.origin)
     pred = pred[pred["horizon"] <= holdout.periods]
     if "closed" in pred:
         pred = pred[~pred["closed"].astype(bool)]

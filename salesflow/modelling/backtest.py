@@ -187,6 +187,7 @@ def run_backtest(
     with_baseline: bool = False,
     workers: int = 1,
     fit: Callable[[GlobalForecaster, SalesData], GlobalForecaster] | None = None,
+    predict: Callable[..., pd.DataFrame] | None = None,
 ) -> BacktestResult:
     """Fit a fresh model per origin on data before it; score model and baselines after it.
     The predictions' columns (``closed`` among them, when the model emits it) are kept.
@@ -195,7 +196,10 @@ def run_backtest(
     (XGBoost releases the GIL; its threads scale poorly on few cores, so two fits side by
     side finish sooner than one after the other); ``on_origin`` is called oldest first.
     ``fit``: how each origin's model is fitted (``fit(model, data)``, e.g. on Dask:
-    :class:`salesflow.modelling.dask_fit.DaskFitter`); default ``model.fit(data)``."""
+    :class:`salesflow.modelling.dask_fit.DaskFitter`); default ``model.fit(data)``.
+    ``predict``: how each origin's forecasts are made (``predict(model, data, origin,
+    with_baseline)``, e.g. shard by shard on Dask: ``DaskFitter.predict``); default
+    ``model.predict``."""
     proto = make_model()
     # Only the target: the baselines need no covariates (categorical ones may be text here),
     # and closed days keep their recorded value (0): see baseline_forecasts.
@@ -210,7 +214,10 @@ def run_backtest(
         origin = grid.dates[t]
         known = data.as_of(origin - period_step(data.freq))
         model = fit(make_model(), known) if fit else make_model().fit(known)
-        pred = model.predict(data, origin=origin, with_baseline=with_baseline)
+        if predict is not None:
+            pred = predict(model, data, origin, with_baseline)
+        else:
+            pred = model.predict(data, origin=origin, with_baseline=with_baseline)
         weekly = getattr(model.spec, "weekly_season", 0)
         base = baseline_forecasts(grid, t, model.horizon, model.spec.season_length, weekly)
         return pred.merge(base, on=[ID, DATE, "horizon"], how="inner"), model

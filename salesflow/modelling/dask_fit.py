@@ -45,8 +45,10 @@ def shard_size(n_series: int, n_workers: int, shard_series: int) -> int:
 
 def panel_flags(data: SalesData) -> pd.Series:
     """``is_holiday`` per date as the whole panel's grid takes it (the maximum over its
-    series), so a shard's grid flags the same dates."""
-    given = data.history[[DATE, HOLIDAY]].dropna(subset=[HOLIDAY])
+    series, history and future rows), so a shard's grid flags the same dates (a grid
+    takes only the flags of its own dates)."""
+    frames = [f[[DATE, HOLIDAY]] for f in (data.history, data.future) if HOLIDAY in f]
+    given = pd.concat(frames, ignore_index=True).dropna(subset=[HOLIDAY])
     return given.groupby(DATE)[HOLIDAY].max().astype(bool)
 
 
@@ -276,9 +278,26 @@ class DaskFitter:
     shard_series: int
 
     def __call__(self, model: GlobalForecaster, data: SalesData) -> GlobalForecaster:
+        return fit_on_dask(model, data, self.client, self._shards(model, data))
+
+    def predict(
+        self,
+        model: GlobalForecaster,
+        data: SalesData,
+        origin: pd.Timestamp,
+        with_baseline: bool = False,
+    ) -> pd.DataFrame:
+        """``model.predict(data, origin, with_baseline)``, shard by shard on the workers
+        (:func:`salesflow.modelling.dask_predict.predict_on_dask`)."""
+        from salesflow.modelling.dask_predict import predict_on_dask
+
+        shards = self._shards(model, data)
+        return predict_on_dask(model, data, origin, self.client, shards, with_baseline)
+
+    def _shards(self, model: GlobalForecaster, data: SalesData) -> list[list[str]]:
         workers = len(self.client.scheduler_info().get("workers", {}))
         size = shard_size(data.n_series, workers, self.shard_series)
-        return fit_on_dask(model, data, self.client, series_shards(data, model, size))
+        return series_shards(data, model, size)
 
 
 @contextmanager

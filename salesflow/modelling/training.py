@@ -68,7 +68,8 @@ def make_forecaster(settings: Settings) -> GlobalForecaster:
 
 def evaluate(data: SalesData, settings: Settings, fit: Fitter | None = None) -> BacktestResult:
     """Rolling-origin backtest of the configured forecaster against the baselines. With a
-    ``fit`` (Dask) the origins are fitted one after the other, each across the cluster."""
+    ``fit`` (Dask) the origins are fitted one after the other, each across the cluster, and
+    forecast shard by shard on the workers (when ``fit`` has a ``predict``)."""
     b = settings.backtest
     return run_backtest(
         data,
@@ -78,6 +79,7 @@ def evaluate(data: SalesData, settings: Settings, fit: Fitter | None = None) -> 
         b.holiday_weight,
         workers=1 if fit else max(1, settings.model.concurrent_fits - 1),
         fit=fit,
+        predict=getattr(fit, "predict", None),  # on Dask: shard by shard on the workers
     )
 
 

@@ -9,8 +9,9 @@ of the last key. Each
 partition is cut per shard on its worker and only those pieces move, to
 ``shard-data-<shard>``; ``validate-shard-<shard>`` runs the gate per shard and
 ``validation-verdict`` merges the reports (one ``data-validation`` artifact, one error
-naming every failed check, before anything is staged); then the pieces and the read
-partitions are released (Dask recomputes them if a shard's worker is lost). Then the
+naming every failed check, before anything is staged). The read partitions and the pieces
+are handed to Dask as soon as the shards are submitted: each is freed once the tasks that
+need it are done (Dask recomputes them if a shard's worker is lost). Then the
 sharded scoring of :mod:`flows.score_shards`: ``shard-features`` / ``forecast-shard`` on
 the shards' workers, ``commit-forecasts`` once.
 """
@@ -67,6 +68,10 @@ def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, 
         raw_last=unmapped(plan.raw_last),
         as_of=unmapped(plan.as_of),
     )
+    # Hand the partitions and pieces over to Dask: each is freed as soon as the tasks that
+    # need it are done (a partition once cut, a piece once its shard is assembled), so the
+    # workers hold about one copy of the rows (Dask recomputes them if a worker is lost).
+    release_pieces(pieces, list(parts))
     checks = validate_shard.map(
         data=shards,
         shard=plan.names,
@@ -76,7 +81,6 @@ def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, 
         origin=unmapped(plan.origin),
     )
     verdict = validation_verdict([f.result() for f in checks], plan, s.validation, horizon)
-    release_pieces(pieces, list(parts))  # the shards hold the rows from here on
     kept = [shards[i] for i in verdict.keep]
     return forecast_shards(job.shard_job(verdict.plan), kept, verdict.short)
 

@@ -170,10 +170,12 @@ def move_pieces(client: Any, partitions: list[Any], plan: ShufflePlan) -> list[l
 
 
 def release_pieces(pieces: list[list[Any]], partitions: list[Any]) -> None:
-    """Free the pieces' and the read partitions' memory once every shard is assembled and
-    validated: Dask keeps how to compute them again (the scheduler holds a released key's
-    task while a key that needs it lives), should a worker holding a shard be lost; a lost
-    shard then reads its partitions again. ``partitions``: ``read-partition``'s futures."""
+    """Drop this process's hold on the pieces and the read partitions once the shards are
+    submitted: Dask frees each as soon as the tasks that need it are done (a partition once
+    cut, a piece once its shard is assembled) and keeps how to compute it again (the
+    scheduler holds a released key's task while a key that needs it lives), should a worker
+    holding a shard be lost; a lost shard then reads its partitions again.
+    ``partitions``: ``read-partition``'s futures."""
     for futures in pieces:
         for f in futures:
             f.release()

@@ -18,6 +18,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,24 @@ def vmhwm_mb() -> float:
 
 class PeakSampler:
     """Polls the RSS of this process and of every descendant (Dask nannies and workers,
-    restarted ones too) every ``interval`` s; keeps each pid's peak and role."""
+    restarted ones too) every ``interval`` s; keeps each pid's peak and role (``role_of``;
+    a process just forked still shows its parent's command line, so an ``other`` role is
+    asked again a few times). ``load_every``: also the 1-minute load average that often."""
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        interval: float = 0.5,
+        role_of: Callable[[Any], str] | None = None,
+        load_every: float | None = None,
+    ) -> None:
         import psutil
 
         self.me, self.interval = psutil.Process(), interval
+        self.role_of = role_of or _role
+        self.load_every = load_every
         self.peaks: dict[int, dict[str, Any]] = {}
+        self.loads: list[tuple[str, float]] = []
+        self._last_load = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -64,6 +76,11 @@ class PeakSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.sample()
+            now = time.monotonic()
+            if self.load_every is not None and now - self._last_load >= self.load_every:
+                self._last_load = now
+                load = round(os.getloadavg()[0], 2)
+                self.loads.append((time.strftime("%H:%M:%S", time.gmtime()), load))
             self._stop.wait(self.interval)
 
     def sample(self) -> None:
@@ -76,16 +93,23 @@ class PeakSampler:
         for p in procs:
             try:
                 rss = p.memory_info().rss / 2**20
-                entry = self.peaks.setdefault(p.pid, {"role": _role(p), "peak_mb": 0.0})
+                entry = self.peaks.get(p.pid)
+                if entry is None or entry["role"].startswith("other") and entry["n"] < 20:
+                    old = entry["peak_mb"] if entry else 0.0
+                    n = entry["n"] + 1 if entry else 0
+                    entry = self.peaks[p.pid] = {"role": self.role_of(p), "peak_mb": old, "n": n}
                 entry["peak_mb"] = round(max(entry["peak_mb"], rss), 1)
             except psutil.Error:
                 continue
+
+    def mark(self) -> dict[int, float]:
+        return {pid: e["peak_mb"] for pid, e in self.peaks.items()}
 
     def by_role(self) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
         for e in self.peaks.values():
             out.setdefault(e["role"], []).append(e["peak_mb"])
-        return {k: sorted(v, reverse=True) for k, v in out.items()}
+        return {k: sorted(v, reverse=True) for k, v in sorted(out.items())}
 
 
 def _role(p: Any) -> str:

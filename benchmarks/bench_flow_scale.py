@@ -39,7 +39,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -50,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _common import QUIET_ENV, describe_machine  # noqa: E402
+from _scale_dask import PeakSampler  # noqa: E402
 from bench_scale import PACKAGES, PG_URL, shape_of, snapshot_head  # noqa: E402
 
 RESULTS = HERE / "flow_scale.json"
@@ -99,65 +99,12 @@ def _role(p: Any) -> str:
     return "other: " + cmd[:60]
 
 
-class Sampler:
-    """Peak RSS of this process and every descendant (psutil, every ``interval`` s), and
-    the 1-minute load average every 30 s."""
+class Sampler(PeakSampler):
+    """Peak RSS of this process and every descendant (psutil, every ``interval`` s), each
+    named by the flow's roles, and the 1-minute load average every 30 s."""
 
     def __init__(self, interval: float = 0.5) -> None:
-        import psutil
-
-        self.me, self.interval = psutil.Process(), interval
-        self.peaks: dict[int, dict[str, Any]] = {}
-        self.loads: list[tuple[str, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._last_load = 0.0
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            now = time.monotonic()
-            if now - self._last_load >= 30:
-                self._last_load = now
-                self.loads.append((time.strftime("%H:%M:%S", time.gmtime()), _load()))
-            self._stop.wait(self.interval)
-
-    def sample(self) -> None:
-        import psutil
-
-        try:
-            procs = [self.me, *self.me.children(recursive=True)]
-        except psutil.Error:
-            return
-        for p in procs:
-            try:
-                rss = p.memory_info().rss / 2**20
-                entry = self.peaks.get(p.pid)
-                # a process just forked still shows its parent's command line: ask again
-                if entry is None or entry["role"].startswith("other: ") and entry["n"] < 20:
-                    old = entry["peak_mb"] if entry else 0.0
-                    n = entry["n"] + 1 if entry else 0
-                    entry = self.peaks[p.pid] = {"role": _role(p), "peak_mb": old, "n": n}
-                entry["peak_mb"] = round(max(entry["peak_mb"], rss), 1)
-            except psutil.Error:
-                continue
-
-    def mark(self) -> dict[int, float]:
-        return {pid: e["peak_mb"] for pid, e in self.peaks.items()}
-
-    def by_role(self) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
-        for e in self.peaks.values():
-            out.setdefault(e["role"], []).append(e["peak_mb"])
-        return {k: sorted(v, reverse=True) for k, v in sorted(out.items())}
+        super().__init__(interval, role_of=_role, load_every=30)
 
 
 # --- the Prefect server ----------------------------------------------------------------------

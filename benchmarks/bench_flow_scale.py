@@ -50,6 +50,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import QUIET_ENV, describe_machine  # noqa: E402
 from _scale_dask import PeakSampler  # noqa: E402
+from _scale_dask import _role as dask_role  # noqa: E402
 from bench_scale import PACKAGES, PG_URL, shape_of, snapshot_head  # noqa: E402
 
 RESULTS = HERE / "flow_scale.json"
@@ -84,19 +85,17 @@ def log(msg: str) -> None:
 
 
 def _role(p: Any) -> str:
-    if p.pid == os.getpid():
-        return "driver"
+    """``_scale_dask``'s roles, and the Prefect server; other processes by command line."""
+    role = dask_role(p)
+    if role != "other":
+        return role
     try:
         cmd = " ".join(p.cmdline())
     except Exception:  # noqa: BLE001 - a process gone between listing and asking
         return "other"
-    if "resource_tracker" in cmd:
-        return "other"
-    if "spawn_main" in cmd:  # LocalCluster's workers; their nannies live in the driver
-        return "dask-worker"
     if "prefect" in cmd and "server" in cmd or "uvicorn" in cmd:
         return "prefect-server"
-    return "other: " + cmd[:60]
+    return "other" if "resource_tracker" in cmd else "other: " + cmd[:60]
 
 
 class Sampler(PeakSampler):

@@ -43,6 +43,7 @@ MODEL = "salesflow-scenario"  # configs/scenario.yaml
 OTHER_MODEL = "salesflow-forecaster"  # configs/dev.yaml and test.yaml: must not be retrained
 SHIFTED = {"temperature", "fuel_price", "cpi"}  # the scenario's covariate shift
 AUDIT_TABLE = "model_audit"  # the worker's monitor.audit_table (configs/base.yaml default)
+LOCK_TABLE = "model_locks"  # its lock table (configs/base.yaml default)
 LIMIT_MESSAGE = "Deployment concurrency limit reached."  # Prefect's CANCEL_NEW state message
 TRIGGER_TIMEOUT_S = 240  # event -> triggered run Completed
 SETTLE_TIMEOUT_S = 90  # every triggered run created and final
@@ -70,6 +71,7 @@ def scenario(stack: Stack, processes: Processes) -> Iterator[Scenario]:  # noqa:
 
     servers = [bg for bg in processes.started if bg.name == "prefect server"]
     assert len(servers) == 1, "the stack was set up twice (see _SessionFixturesOnce)"
+    _clear_dead_leases(stack.pg_url)
     table = f"{stack.table}_scenario"
     with client_for(stack) as client:
         deployment_id = client.read_deployment_by_name(DEPLOYMENT).id
@@ -87,6 +89,36 @@ def scenario(stack: Stack, processes: Processes) -> Iterator[Scenario]:  # noqa:
             EventsWorker.drain_all(timeout=10)
             APILogWorker.drain_all(timeout=10)
     _cleanup(stack, table)
+
+
+def _clear_dead_leases(pg_url: str) -> None:
+    """Delete the scenario model's lock row when its holder is a process of this host that
+    no longer exists (a test session killed mid-retrain leaves its lease for 2 hours; the
+    lock table is shared by every session). A live holder's lease is left alone."""
+    import re
+    import socket
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            if not sa.inspect(conn).has_table(LOCK_TABLE):
+                return
+            rows = conn.execute(
+                sa.text(f"SELECT holder FROM {LOCK_TABLE} WHERE model_name = :m"), {"m": MODEL}
+            ).all()
+            for (holder,) in rows:
+                found = re.search(r"@(\S+) pid (\d+)$", holder)
+                if found is None or found[1] != socket.gethostname():
+                    continue
+                if not os.path.exists(f"/proc/{found[2]}"):
+                    conn.execute(
+                        sa.text(f"DELETE FROM {LOCK_TABLE} WHERE model_name = :m AND holder = :h"),
+                        {"m": MODEL, "h": holder},
+                    )
+    finally:
+        engine.dispose()
 
 
 def _cleanup(st: Stack, table: str) -> None:

@@ -185,18 +185,15 @@ def load_sql(
     if (table is None) == (query is None):
         raise SourceError("the sql source needs exactly one of data.table or data.query")
     mapping = mapping or LongFormatSection()
-    stmt: sa.Executable = sql_select(table, None) if table is not None else sa.text(str(query))
+    stmt: sa.Executable
     if key_values is not None:
         column = _key_column(mapping.key_columns[0])
         stmt = sql_select(table, query).where(column.in_(list(key_values)))
-    engine = _sql_engine(url)
-    try:
-        with engine.connect() as conn:
-            if table is not None:
-                _require_table(conn, table, url)
-            raw = _read_sql(stmt, conn)
-    finally:
-        engine.dispose()
+    elif table is not None:
+        stmt = _table_select(table)
+    else:
+        stmt = sa.text(str(query))
+    raw = _query_sql(url, table, stmt)
     if raw.empty:
         raise SourceError(f"the sql source returned no rows ({table or 'data.query'})")
     side = read_side_files(long_files(None, mapping), mapping)
@@ -207,15 +204,20 @@ def sql_key_values(url: str, table: str | None, query: str | None, column: str) 
     """The distinct values of ``column`` in the sql source, sorted (how it is partitioned)."""
     col = _key_column(column)
     stmt = sa.select(col).select_from(sql_select(table, query).subquery("src")).distinct()
+    values = _query_sql(url, table, stmt.order_by(col)).iloc[:, 0]
+    return [v.item() if hasattr(v, "item") else v for v in values.dropna()]
+
+
+def _query_sql(url: str, table: str | None, stmt: sa.Executable) -> pd.DataFrame:
+    """The rows of ``stmt`` on ``url`` (``table``, when given, must exist: a clear error)."""
     engine = _sql_engine(url)
     try:
         with engine.connect() as conn:
             if table is not None:
                 _require_table(conn, table, url)
-            values = _read_sql(stmt.order_by(col), conn).iloc[:, 0]
+            return _read_sql(stmt, conn)
     finally:
         engine.dispose()
-    return [v.item() if hasattr(v, "item") else v for v in values.dropna()]
 
 
 def _key_column(name: str) -> sa.ColumnClause:

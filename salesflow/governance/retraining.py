@@ -17,7 +17,7 @@ import pandas as pd
 from features.build import make_grid, period_step
 from salesflow.data.schema import DATE, ID, SalesData
 from salesflow.governance.policy import Scorecard
-from salesflow.modelling.backtest import baseline_forecasts
+from salesflow.modelling.backtest import baseline_forecasts, fit_with, forecast_with
 from salesflow.modelling.metrics import bias, wmae
 from salesflow.modelling.model import GlobalForecaster
 
@@ -57,7 +57,7 @@ def comparable_champion(
     """
     if champion.trained_until_ < holdout.origin:
         return champion, None
-    refit = fit(champion.clone(), holdout.train) if fit else champion.clone().fit(holdout.train)
+    refit = fit_with(champion.clone(), holdout.train, fit)
     note = (
         f"the champion was trained until {champion.trained_until_.date()}, inside the "
         f"holdout (from {holdout.origin.date()}): it is scored by a refit of its "
@@ -80,10 +80,7 @@ def holdout_frame(
     ``predict``: how the forecasts are made (``predict(model, data, origin)``; default
     ``model.predict``).
     """
-    if predict is not None:  # on Dask: shard by shard on the workers
-        pred = predict(model, data, holdout.origin)
-    else:
-        pred = model.predict(data, origin=holdout.origin)
+    pred = forecast_with(model, data, holdout.origin, predict)
     pred = pred[pred["horizon"] <= holdout.periods]
     if "closed" in pred:
         pred = pred[~pred["closed"].astype(bool)]

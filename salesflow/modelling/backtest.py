@@ -176,6 +176,29 @@ def rolling_origins(grid: Grid, horizon: int, n_origins: int, step: int, min_his
     return origins
 
 
+def fit_with(
+    model: GlobalForecaster,
+    data: SalesData,
+    fit: Callable[[GlobalForecaster, SalesData], GlobalForecaster] | None = None,
+) -> GlobalForecaster:
+    """``model`` fitted on ``data`` by ``fit`` (e.g. on Dask), else by ``model.fit``."""
+    return fit(model, data) if fit else model.fit(data)
+
+
+def forecast_with(
+    model: GlobalForecaster,
+    data: SalesData,
+    origin: pd.Timestamp,
+    predict: Callable[..., pd.DataFrame] | None = None,
+    with_baseline: bool = False,
+) -> pd.DataFrame:
+    """``model.predict(data, origin, with_baseline)``, or the same made by ``predict``
+    (``predict(model, data, origin, with_baseline)``: shard by shard on Dask)."""
+    if predict is not None:
+        return predict(model, data, origin, with_baseline)
+    return model.predict(data, origin=origin, with_baseline=with_baseline)
+
+
 def run_backtest(
     data: SalesData,
     make_model: Callable[[], GlobalForecaster],
@@ -213,11 +236,8 @@ def run_backtest(
     def one(t: int) -> tuple[pd.DataFrame, GlobalForecaster]:
         origin = grid.dates[t]
         known = data.as_of(origin - period_step(data.freq))
-        model = fit(make_model(), known) if fit else make_model().fit(known)
-        if predict is not None:
-            pred = predict(model, data, origin, with_baseline)
-        else:
-            pred = model.predict(data, origin=origin, with_baseline=with_baseline)
+        model = fit_with(make_model(), known, fit)
+        pred = forecast_with(model, data, origin, predict, with_baseline)
         weekly = getattr(model.spec, "weekly_season", 0)
         base = baseline_forecasts(grid, t, model.horizon, model.spec.season_length, weekly)
         return pred.merge(base, on=[ID, DATE, "horizon"], how="inner"), model

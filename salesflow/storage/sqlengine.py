@@ -7,6 +7,8 @@ through :func:`redact_url`.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,12 +83,31 @@ def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cur)
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _use_wal(cur: Any) -> None:
+    # WAL is stored in the file: set it once. Switching needs an exclusive lock that SQLite
+    # may refuse at once ("database is locked") without waiting on busy_timeout when other
+    # connections open a new file at the same moment, so the switch is retried here.
+    if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
+    pause = 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 def _unavailable(url: str, exc: sa.exc.DBAPIError) -> WarehouseUnavailable:

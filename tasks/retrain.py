@@ -27,11 +27,11 @@ from salesflow.governance.retraining import (
     holdout_frame,
     split_holdout,
 )
-from salesflow.modelling.backtest import BacktestResult
+from salesflow.modelling.backtest import BacktestResult, fit_with
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.registry import ChampionNotFound, RegisteredVersion, load_forecaster
 from salesflow.modelling.report import decision_markdown
-from salesflow.modelling.training import Fitter, fit_model
+from salesflow.modelling.training import Fitter
 from tasks import TRANSIENT_IO_RETRIES
 
 
@@ -104,7 +104,7 @@ def refit_challenger(
     """The promoted configuration fitted on all the data, holdout included; its intervals
     come from the challenger's backtest (same configuration, data before the holdout).
     ``fitter``: on Dask (``compute.engine: dask``), as the challenger was."""
-    model = fit_model(challenger.clone(), data, fit=fitter).set_intervals(bt.frame)
+    model = fit_with(challenger.clone(), data, fitter).set_intervals(bt.frame)
     get_run_logger().info(
         "Refit on all data up to %s (the challenger stopped at %s) in %.1f s",
         model.trained_until_.date(),

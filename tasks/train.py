@@ -18,11 +18,11 @@ from prefect.cache_policies import NO_CACHE
 
 from salesflow.config.settings import Settings
 from salesflow.data.schema import SalesData
-from salesflow.modelling.backtest import BacktestResult
+from salesflow.modelling.backtest import BacktestResult, fit_with
 from salesflow.modelling.dask_fit import compute_fitter, fit_summary
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.report import metrics_table, origin_table
-from salesflow.modelling.training import Fitter, evaluate, fit_model, make_forecaster
+from salesflow.modelling.training import Fitter, evaluate, make_forecaster
 
 
 @contextmanager
@@ -56,7 +56,7 @@ def train_model(
 ) -> GlobalForecaster:
     """Fit the global XGBoost forecaster on the training rows (``fitter``: on Dask, from
     rows built per shard on the workers; ``rows`` is then None)."""
-    fit_model(model, data, rows, fitter)
+    fit_with(model, data, fitter, rows)
     sampled = model.n_candidate_rows_
     sample = f" (a sample of {sampled:,}: model.max_train_rows)"
     where = fit_summary(model)

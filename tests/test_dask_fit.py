@@ -225,13 +225,14 @@ def test_artifact_round_trips(dask_model, small_data, tmp_path):
 
 
 def test_engine_local_fits_in_process(small_settings, small_data, local_model):
-    """engine local: no cluster, fit_model is model.fit (bit-identical forecasts)."""
+    """engine local: no cluster, fit_with is model.fit (bit-identical forecasts)."""
+    from salesflow.modelling.backtest import fit_with
     from salesflow.modelling.dask_fit import compute_fitter
-    from salesflow.modelling.training import fit_model, make_forecaster
+    from salesflow.modelling.training import make_forecaster
 
     with compute_fitter(small_settings.compute) as f:
         assert f is None
-        model = fit_model(make_forecaster(small_settings), small_data, fit=f)
+        model = fit_with(make_forecaster(small_settings), small_data, f)
     assert not hasattr(model, "dask_fit_")
     pd.testing.assert_frame_equal(model.predict(small_data), local_model.predict(small_data))
 

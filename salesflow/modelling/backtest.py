@@ -180,9 +180,12 @@ def fit_with(
     model: GlobalForecaster,
     data: SalesData,
     fit: Callable[[GlobalForecaster, SalesData], GlobalForecaster] | None = None,
+    rows: pd.DataFrame | None = None,
 ) -> GlobalForecaster:
-    """``model`` fitted on ``data`` by ``fit`` (e.g. on Dask), else by ``model.fit``."""
-    return fit(model, data) if fit else model.fit(data)
+    """``model`` fitted on ``data``: by ``fit`` when given (which builds its own rows, e.g.
+    per shard on the workers), else ``model.fit(data, rows)`` in this process (``rows``:
+    ``model.training_rows(data)`` if already built)."""
+    return fit(model, data) if fit else model.fit(data, rows)
 
 
 def forecast_with(

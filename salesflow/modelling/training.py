@@ -14,7 +14,7 @@ from features.holidays import HolidaySpec
 from salesflow.config.settings import Settings
 from salesflow.data.schema import SalesData
 from salesflow.modelling import plots
-from salesflow.modelling.backtest import BacktestResult, run_backtest
+from salesflow.modelling.backtest import BacktestResult, fit_with, run_backtest
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.registry import code_version, data_fingerprint
 
@@ -83,22 +83,11 @@ def evaluate(data: SalesData, settings: Settings, fit: Fitter | None = None) -> 
     )
 
 
-def fit_model(
-    model: GlobalForecaster,
-    data: SalesData,
-    rows: pd.DataFrame | None = None,
-    fit: Fitter | None = None,
-) -> GlobalForecaster:
-    """``model`` fitted on ``data``: by ``fit`` when given (which builds its own rows, e.g.
-    per shard on the workers), else ``model.fit(data, rows)`` in this process."""
-    return fit(model, data) if fit else model.fit(data, rows)
-
-
 def fit_champion_candidate(
     data: SalesData, settings: Settings, bt: BacktestResult, fit: Fitter | None = None
 ):
     """Fit on all the data; prediction intervals come from the backtest residuals."""
-    return fit_model(make_forecaster(settings), data, fit=fit).set_intervals(bt.frame)
+    return fit_with(make_forecaster(settings), data, fit).set_intervals(bt.frame)
 
 
 def fit_and_evaluate(

@@ -10,10 +10,10 @@ from typing import Any
 
 from prefect import flow
 
+from flows.ingest_partitions import ingest_validated
 from flows.run_names import run_name
 from salesflow.config.settings import Settings, load_settings, settings_overrides
 from tasks.features import build_features
-from tasks.ingest import ingest_sales
 from tasks.locks import acquire_model_lock, release_model_lock
 from tasks.preflight import check_data, check_run
 from tasks.register import register_model
@@ -25,7 +25,6 @@ from tasks.retrain import (
     refit_challenger,
 )
 from tasks.train import fit_and_backtest, open_fitter, prepare_model
-from tasks.validate import validate_data
 
 
 @flow(name="retrain-forecaster", flow_run_name=run_name("retrain-forecaster"), log_prints=True)
@@ -53,8 +52,7 @@ def retrain_flow(
 
 
 def _retrain(settings: Settings) -> dict[str, Any]:
-    data = ingest_sales(settings.data)
-    data = validate_data(data, settings.validation, settings.data.as_of, settings.model.horizon)
+    data = ingest_validated(settings, settings.model.horizon)  # engine dask: on the workers
     champion, champion_version = load_current_champion(settings)
     check_data(settings, data, "retrain", champion, champion_version)
     holdout = make_holdout(data, settings)

@@ -60,8 +60,8 @@ def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, 
     found = [f.result() for f in indexes]
     skeleton = merge_indexes(found)
     check_data(s, skeleton, "forecast", job.model, job.identity["version"])
-    plan = plan_from_indexes(found, skeleton, job)
-    pieces = move_pieces(_client(), list(parts), plan)
+    plan = plan_from_indexes(found, skeleton, s, job.model, job.origin)
+    pieces = move_pieces(partition_client(), list(parts), plan)
     shards = shard_data.map(
         pieces=pieces,
         shard=plan.names,
@@ -85,7 +85,7 @@ def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, 
     return forecast_shards(job.shard_job(verdict.plan), kept, verdict.short)
 
 
-def _client() -> Any:
+def partition_client() -> Any:
     """The Dask client of this flow's ``DaskTaskRunner``."""
     context = FlowRunContext.get()
     assert context is not None and context.task_runner is not None

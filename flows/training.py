@@ -10,16 +10,15 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from flows.ingest_partitions import ingest_validated
 from flows.run_names import run_name
 from salesflow.config.settings import Settings, load_settings, settings_overrides
 from salesflow.modelling.report import training_summary
 from tasks.features import build_features
-from tasks.ingest import ingest_sales
 from tasks.locks import acquire_model_lock, release_model_lock
 from tasks.preflight import check_data, check_run
 from tasks.register import gate_first_champion, register_model
 from tasks.train import fit_and_backtest, open_fitter, prepare_model
-from tasks.validate import validate_data
 
 
 @flow(name="train-forecaster", flow_run_name=run_name("train-forecaster"), log_prints=True)
@@ -52,8 +51,7 @@ def training_flow(
 
 
 def _train(settings: Settings, force: bool, actor: str, force_reason: str | None) -> dict[str, Any]:
-    data = ingest_sales(settings.data)
-    data = validate_data(data, settings.validation, settings.data.as_of, settings.model.horizon)
+    data = ingest_validated(settings, settings.model.horizon)  # engine dask: on the workers
     check_data(settings, data, "train")
     with open_fitter(settings) as fitter:  # engine dask: one cluster for the run
         model = prepare_model(settings)

@@ -136,13 +136,16 @@ def merge_indexes(indexes: list[PartitionIndex]) -> SalesData:
 
 @task(name="plan-shards", **IN_MEMORY)
 def plan_from_indexes(
-    indexes: list[PartitionIndex], skeleton: SalesData, job: PartitionJob
+    indexes: list[PartitionIndex],
+    skeleton: SalesData,
+    settings: Settings,
+    model: GlobalForecaster | None,
+    origin: pd.Timestamp | None,
 ) -> ShufflePlan:
-    """Shards of whole groups of the last key, planned from the indexes only."""
-    s = job.settings
-    plan = plan_shuffle(
-        indexes, skeleton, job.model, s.compute.shard_series, job.origin, s.data.as_of
-    )
+    """Shards of whole groups of the last key (the model's keys, else the data's), planned
+    from the indexes only; ``origin`` None: the period after the data."""
+    s = settings
+    plan = plan_shuffle(indexes, skeleton, model, s.compute.shard_series, origin, s.data.as_of)
     get_run_logger().info(
         "%d series (%d rows) of %d partitions in %d shards from origin %s",
         plan.n_series,

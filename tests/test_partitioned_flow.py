@@ -218,3 +218,87 @@ def test_sql_parts_same_answers_as_local(world, tmp_path):
     assert sorted(r.name for r in runs) == [
         f"read-partition-sql-{i}-of-3-store-{i}-to-{i}" for i in (1, 2, 3)
     ]
+
+
+def _ingested(world: dict[str, Any], data: dict[str, Any], dask: bool) -> Any:
+    """What training's ingestion hands the fit: on the workers or in this process."""
+    from prefect import flow
+
+    from flows.ingest_partitions import ingest_validated
+    from salesflow.config.settings import load_settings
+
+    overrides = _dask(world, data) if dask else {"data": data}
+    settings = load_settings("test", **overrides)
+
+    @flow(name="ingest-for-test")
+    def ingest() -> Any:
+        return ingest_validated(settings, settings.model.horizon)
+
+    return ingest()
+
+
+def test_training_data_read_and_validated_on_the_workers(world, tmp_path):
+    """compute.ingest: workers for training: 3 long files (a series in two of them, a
+    short series dropped) read, cut and validated on the workers give the same panel the
+    flow's process reads and validates itself, with one task run per partition and shard."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from salesflow.config.settings import load_settings
+    from salesflow.data.sources import load_sales
+
+    data = _write_files(tmp_path / "train_files")
+    rows = pd.read_csv(tmp_path / "train_files" / "sales_2.csv")
+    short = rows[rows["dept"] == rows["dept"].max()].tail(3)  # a series of 3 weeks only
+    extra = short.assign(store=9)
+    pd.concat([rows, extra]).to_csv(tmp_path / "train_files" / "sales_2.csv", index=False)
+    local = _ingested(world, data, dask=False)
+    raw = load_sales(load_settings("test", data=data).data)
+    short_id = f"9/{short['dept'].iloc[0]}"
+    assert short_id in set(raw.history["unique_id"])  # read, then dropped as short
+    on_workers = _ingested(world, data, dask=True)
+    assert short_id not in set(local.history["unique_id"])
+    for part in ("history", "future"):
+        pd.testing.assert_frame_equal(getattr(on_workers, part), getattr(local, part))
+    assert on_workers.static_frame().equals(local.static_frame())
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="ingest-partitions of"))
+        )
+        names = sorted(t.name for t in client.read_task_runs() if t.flow_run_id == run.id)
+    assert [n for n in names if n.startswith("read-partition-")] == [
+        f"read-partition-00{i + 1}-sales_{i}.csv" for i in range(3)
+    ]
+    shards = [n[len("validate-shard-") :] for n in names if n.startswith("validate-shard-")]
+    assert len(shards) == 4 and shards[-1].startswith("003-4-series")  # dept 4 + the short one
+    assert [n for n in names if n.startswith("shard-data-")] == [f"shard-data-{x}" for x in shards]
+    assert any(n.startswith("validation-verdict") for n in names)
+
+
+def test_training_flow_on_partitions_read_by_the_workers(world):
+    """training_flow with engine dask and 3 synthetic parts: the data is read on the
+    workers, the fit runs on the cluster, and a version is registered (the module's
+    champion stays champion)."""
+    from flows.training import training_flow
+
+    result = training_flow(env="test", overrides=_dask(world, {"synthetic": {"parts": 3}}))
+    assert result["version"] != world["champion"].version and result["alias"] is None
+    assert result["action"] == "none" and result["origins"]
+
+
+def test_training_stops_on_a_bad_partition_before_registering(world, tmp_path):
+    """A row repeated in two files: training on the workers fails naming the check and the
+    row; no version is registered."""
+    from mlflow import MlflowClient
+
+    from flows.training import training_flow
+    from salesflow.data.validation_report import DataValidationError
+
+    s = world["settings"]
+    registry = MlflowClient(s.tracking_uri)
+    before = len(registry.search_model_versions(f"name='{s.model.name}'"))
+    assert before >= 1  # the module's champion (and versions trained by earlier tests)
+    with pytest.raises(DataValidationError) as err:
+        training_flow(env="test", overrides=_dask(world, _write_files(tmp_path, duplicate=True)))
+    assert "unique (series, date): unique_id, ds: 2 rows" in str(err.value)
+    assert len(registry.search_model_versions(f"name='{s.model.name}'")) == before

@@ -106,8 +106,9 @@ def cluster_arguments(compute: ComputeSection) -> dict[str, Any]:
 
 
 def ingests_on_workers(compute: ComputeSection) -> bool:
-    """The batch forecast reads and validates the data per partition on the Dask workers
-    (``engine: dask`` and ``ingest: workers``), never as a whole in the flow's process."""
+    """The flows read and validate the data per partition on the Dask workers (``engine:
+    dask`` and ``ingest: workers``): the batch forecast never holds it as a whole in the
+    flow's process; training and retraining gather the validated panel there."""
     return compute.engine == "dask" and compute.ingest == "workers"
 
 

@@ -51,8 +51,9 @@ class ComputeSection(BaseModel):
     )
     ingest: Literal["workers", "driver"] = Field(
         "workers",
-        description="dask engine, batch forecast: read and validate the data per partition "
-        "on the workers, or the whole panel in the flow's process (driver)",
+        description="dask engine: read and validate the data per partition on the workers "
+        "(batch forecast, training, retraining), or the whole panel in the flow's process "
+        "(driver)",
     )
 
     @field_validator("address")

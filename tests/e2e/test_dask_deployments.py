@@ -178,10 +178,14 @@ def dask_champion(
 
 def test_training_deployment_trains_on_the_cluster(stack, dask_cluster, dask_champion):
     """train-forecaster/manual with compute.engine dask completes and its version becomes
-    champion; every fit was one xgboost.dask training spanning both Dask workers (each
-    joined the fit's collective with its own rank)."""
+    champion; its data was read and validated on the workers (the ``ingest-partitions``
+    subflow's task runs); every fit was one xgboost.dask training spanning both Dask
+    workers (each joined the fit's collective with its own rank)."""
     run, version, logged = dask_champion
     assert_completed(stack, dask_cluster, run)
+    for prefix in ("read-partition", "validate-shard"):
+        runs = task_runs(stack, run.id, prefix, 1)
+        assert runs and all(r.state.is_completed() for r in runs), (prefix, runs)
     assert version is not None, f"no {MODEL} version holds the 'champion' alias"
     assert version.name == MODEL
     ranks = {}

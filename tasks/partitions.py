@@ -146,13 +146,14 @@ def plan_from_indexes(
     from the indexes only; ``origin`` None: the period after the data."""
     s = settings
     plan = plan_shuffle(indexes, skeleton, model, s.compute.shard_series, origin, s.data.as_of)
+    start = "" if model is None else f" from origin {plan.origin.date()}"  # training: none
     get_run_logger().info(
-        "%d series (%d rows) of %d partitions in %d shards from origin %s",
+        "%d series (%d rows) of %d partitions in %d shards%s",
         plan.n_series,
         plan.n_rows,
         len(indexes),
         len(plan.names),
-        plan.origin.date(),
+        start,
     )
     return plan
 

@@ -22,8 +22,9 @@ def test_dask_needs_a_prefect_server(monkeypatch):
     """engine dask without PREFECT_API_URL: a user error saying what to start and set."""
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        with pytest.raises(NeedsPrefectServer, match="prefect server start"):
+        with pytest.raises(NeedsPrefectServer, match="prefect server start") as err:
             require_prefect_server(ComputeSection(engine="dask"))
+        assert "training and retraining: or compute.ingest: driver" in str(err.value)
         require_prefect_server(ComputeSection(engine="local"))  # no server needed
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
         require_prefect_server(ComputeSection(engine="dask"))

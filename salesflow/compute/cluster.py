@@ -124,7 +124,8 @@ def require_prefect_server(compute: ComputeSection) -> None:
             "compute.engine is dask, but no Prefect server is configured: Dask workers run "
             "tasks in other processes, which report to the server at PREFECT_API_URL. Start "
             "one (`prefect server start`) and `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
-            ", or set compute.engine: local"
+            ", or set compute.engine: local (training and retraining: or compute.ingest: "
+            "driver, which reads the data in the flow's process)"
         )
 
 

@@ -18,7 +18,8 @@ the shards' workers, ``commit-forecasts`` once.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, unmapped
 from prefect.context import FlowRunContext
@@ -27,11 +28,14 @@ from prefect.runtime import flow_run
 
 from flows.score_shards import forecast_shards, run_on_dask
 from salesflow.config.settings import Settings
+from salesflow.data.partitions import Partition
+from salesflow.data.schema import SalesData
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.scoring import ScoringNotes
 from salesflow.storage.warehouse import WriteResult
 from tasks.partitions import (
     PartitionJob,
+    Verdict,
     list_source_partitions,
     merge_indexes,
     move_pieces,
@@ -46,21 +50,47 @@ from tasks.partitions import (
 from tasks.preflight import check_data
 from tasks.score_shards import check_cluster
 
+if TYPE_CHECKING:  # flows orchestrate: no pandas at run time
+    import pandas as pd
+
 
 @flow(name="score-partitions", log_prints=True)
 def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, WriteResult]:
     """Read, shuffle and validate the partitions on the cluster, then forecast the shards,
     stage their rows and commit them once. Returns the rows per store, the run's notes and
     the write's result. ``job``: a future of ``list-partitions``."""
-    s, horizon = job.settings, job.model.horizon
-    parts = read_partition.map(data=unmapped(s.data), partition=job.partitions)
-    indexes = partition_index.map(
-        data=parts, partition=job.partitions, as_of=unmapped(s.data.as_of)
+    s = job.settings
+    kept, verdict = read_and_validate(
+        s,
+        job.partitions,
+        job.model.horizon,
+        job.model,
+        job.origin,
+        lambda skeleton: check_data(s, skeleton, "forecast", job.model, job.identity["version"]),
     )
+    return forecast_shards(job.shard_job(verdict.plan), kept, verdict.short)
+
+
+def read_and_validate(
+    s: Settings,
+    partitions: list[Partition],
+    horizon: int,
+    model: GlobalForecaster | None,
+    origin: pd.Timestamp | None,
+    on_skeleton: Callable[[SalesData], Any] | None = None,
+) -> tuple[list[PrefectFuture[SalesData]], Verdict]:
+    """Inside a flow on the ``DaskTaskRunner``: read the partitions on the workers, cut
+    them into shards of whole last-key groups (the model's keys, else the data's) and
+    validate each shard there; the futures of the shards that keep series, and the
+    verdict. ``on_skeleton`` sees the merged indexes (series, no rows) before any shard is
+    planned: the batch forecast checks the champion against them there."""
+    parts = read_partition.map(data=unmapped(s.data), partition=partitions)
+    indexes = partition_index.map(data=parts, partition=partitions, as_of=unmapped(s.data.as_of))
     found = [f.result() for f in indexes]
     skeleton = merge_indexes(found)
-    check_data(s, skeleton, "forecast", job.model, job.identity["version"])
-    plan = plan_from_indexes(found, skeleton, s, job.model, job.origin)
+    if on_skeleton is not None:
+        on_skeleton(skeleton)
+    plan = plan_from_indexes(found, skeleton, s, model, origin)
     pieces = move_pieces(partition_client(), list(parts), plan)
     shards = shard_data.map(
         pieces=pieces,
@@ -81,8 +111,7 @@ def score_partitions_flow(job: PartitionJob) -> tuple[list[dict], ScoringNotes, 
         origin=unmapped(plan.origin),
     )
     verdict = validation_verdict([f.result() for f in checks], plan, s.validation, horizon)
-    kept = [shards[i] for i in verdict.keep]
-    return forecast_shards(job.shard_job(verdict.plan), kept, verdict.short)
+    return [shards[i] for i in verdict.keep], verdict
 
 
 def partition_client() -> Any:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 from prefect import get_run_logger, task
 
-from salesflow.compute.shuffle import ShufflePlan, assemble_shard
+from salesflow.compute.shuffle import assemble_shard
 from salesflow.config.settings import Settings
 from salesflow.data.partitions import Partition, list_partitions
 from salesflow.data.schema import SalesData
@@ -45,12 +46,14 @@ def list_ingest_partitions(settings: Settings, horizon: int) -> IngestJob:
     return IngestJob(parts, settings, horizon)
 
 
-def collect_panel(shards: list[Any], short: list[list[str]], plan: ShufflePlan) -> SalesData:
+def collect_panel(shards: list[Any], short: list[list[str]]) -> SalesData:
     """The validated shards (``shard-data``'s futures) as one panel in this process, each
     without its short series (``short``, per shard): the rows the local engine's
     ingest + validate keeps."""
     pieces = [drop_series(f.result(), ids) for f, ids in zip(shards, short, strict=True)]
-    data = assemble_shard(pieces, plan.raw_last, plan.as_of)
+    # Each shard is already assembled and cut at data.as_of (its future starts after the
+    # panel's last date) and the shards hold disjoint series: only concatenate and sort.
+    data = assemble_shard(pieces, pd.Timestamp.min, None)
     get_run_logger().info(
         "Collected %d series, %s rows from %d validated shards",
         data.n_series,

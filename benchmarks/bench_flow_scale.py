@@ -305,17 +305,27 @@ def count_and_drop(pg_url: str, table: str, runs: str, tag: str) -> tuple[int | 
 # --- one run --------------------------------------------------------------------------------------
 
 
-def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
-    label = f"flow-{a.series}-{a.periods}w" + (f"-{a.tag}" if a.tag else "")
-    home = WORK / "runs" / f"{label}-{time.strftime('%H%M%S')}"
+def start_run(
+    work: Path, label: str, a: argparse.Namespace, command: str
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A run's folder under ``work``, the machine's description and the result so far
+    (series, periods, command, load, code snapshot); this process and the Dask workers it
+    spawns import the snapshot (``PYTHONPATH``), quietly."""
+    home = work / "runs" / f"{label}-{time.strftime('%H%M%S')}"
     home.mkdir(parents=True, exist_ok=True)
     machine = describe_machine(PACKAGES + ["prefect", "prefect-dask"])
     result: dict[str, Any] = {"series": a.series, "periods": a.periods, "command": command}
     result["load_1m_start"] = _load()
-    result["code"] = code = snapshot_head(WORK / "code")
+    result["code"] = code = snapshot_head(work / "code")
     sys.path.insert(0, code["snapshot"])  # this process, and the spawned Dask workers
     os.environ["PYTHONPATH"] = code["snapshot"]
     os.environ.update(QUIET_ENV)
+    return home, machine, result
+
+
+def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
+    label = f"flow-{a.series}-{a.periods}w" + (f"-{a.tag}" if a.tag else "")
+    home, machine, result = start_run(WORK, label, a, command)
     os.environ.pop("SALESFLOW_WAREHOUSE_URL", None)  # training's lock: the SQLite warehouse
     stores, depts = shape_of(a.series)
     tag = uuid.uuid4().hex[:6]
@@ -366,14 +376,7 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
             result["load_1m_end"] = _load()
             log(f"flow done in {result['flow_wall_s']} s; reading task runs")
             result.update(task_run_stages(since))
-            result["peaks_flow_mb"] = {
-                role: sorted(
-                    (e["peak_mb"] for pid, e in sampler.peaks.items() if e["role"] == role
-                     and (pid not in before or e["peak_mb"] > before[pid])),
-                    reverse=True,
-                )
-                for role in {e["role"] for e in sampler.peaks.values()}
-            }  # fmt: skip
+            result["peaks_flow_mb"] = peaks_since(sampler, before)
         finally:
             (home / "partial.json").write_text(json.dumps(result, indent=2, default=str))
             try:
@@ -454,24 +457,53 @@ def write_report() -> None:
             "| stage | task runs | sum s | max s | first start -> last end s |",
             "| --- | ---: | ---: | ---: | ---: |",
         ]
-        for name, st in (r.get("stages") or {}).items():
-            out.append(
-                f"| {name} | {st['count']} | {st['sum_s']} | {st['max_s']} | {st['span_s']} |"
-            )
+        out += stage_rows(r.get("stages"))
         out += ["", "| process | peak RSS |", "| --- | --- |"]
-        for role, vals in (r.get("peaks_mb") or {}).items():
-            out.append(f"| {role} | {_mb(vals)} |")
+        out += peak_rows(r.get("peaks_mb"))
         out += [
             "",
             "The LocalCluster's nannies run inside the driver process (no process of their own).",
             "",
-            f"Machine: {m['cores']} cores, {m['memory_gb']} GB, {m['cpu_model']}, {m['platform']},"
-            f" Python {m['python']}; "
-            + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
-            + f"; OMP_WAIT_POLICY={m['omp_wait_policy']}; date {m['date']}",
+            machine_line(m),
             "",
         ]
     REPORT.write_text("\n".join(out))
+
+
+def stage_rows(stages: dict[str, Any] | None) -> list[str]:
+    """The stage table's rows (count, sum, max, first start -> last end) after its header."""
+    return [
+        f"| {name} | {st['count']} | {st['sum_s']} | {st['max_s']} | {st['span_s']} |"
+        for name, st in (stages or {}).items()
+    ]
+
+
+def peak_rows(peaks: dict[str, list[float]] | None) -> list[str]:
+    """One ``| role | peaks |`` row per process role."""
+    return [f"| {role} | {_mb(vals)} |" for role, vals in (peaks or {}).items()]
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """The machine's description (``describe_machine``) as one report line."""
+    return (
+        f"Machine: {m['cores']} cores, {m['memory_gb']} GB, {m['cpu_model']}, {m['platform']},"
+        f" Python {m['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+        + f"; OMP_WAIT_POLICY={m['omp_wait_policy']}; date {m['date']}"
+    )
+
+
+def peaks_since(sampler: Sampler, before: dict[int, float]) -> dict[str, list[float]]:
+    """Per role, the peaks of the processes that started or grew since ``before``
+    (``sampler.mark()``), largest first."""
+    return {
+        role: sorted(
+            (e["peak_mb"] for pid, e in sampler.peaks.items() if e["role"] == role
+             and (pid not in before or e["peak_mb"] > before[pid])),
+            reverse=True,
+        )
+        for role in {e["role"] for e in sampler.peaks.values()}
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

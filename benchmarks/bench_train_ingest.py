@@ -35,9 +35,19 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import QUIET_ENV, describe_machine  # noqa: E402
-from bench_flow_scale import Sampler, Server, _load, _mb, log, task_run_stages  # noqa: E402
-from bench_scale import PACKAGES, shape_of, snapshot_head  # noqa: E402
+from bench_flow_scale import (  # noqa: E402
+    Sampler,
+    Server,
+    _load,
+    log,
+    machine_line,
+    peak_rows,
+    peaks_since,
+    stage_rows,
+    start_run,
+    task_run_stages,
+)
+from bench_scale import shape_of  # noqa: E402
 
 RESULTS = HERE / "train_ingest.json"
 REPORT = HERE / "TRAIN_INGEST.md"
@@ -63,15 +73,7 @@ def ingest_once(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
     label = f"train-ingest-{a.series}-{a.periods}w-{a.ingest}" + (f"-{a.tag}" if a.tag else "")
-    home = WORK / "runs" / f"{label}-{time.strftime('%H%M%S')}"
-    home.mkdir(parents=True, exist_ok=True)
-    machine = describe_machine(PACKAGES + ["prefect", "prefect-dask"])
-    result: dict[str, Any] = {"series": a.series, "periods": a.periods, "command": command}
-    result["load_1m_start"] = _load()
-    result["code"] = code = snapshot_head(WORK / "code")
-    sys.path.insert(0, code["snapshot"])  # this process, and the spawned Dask workers
-    os.environ["PYTHONPATH"] = code["snapshot"]
-    os.environ.update(QUIET_ENV)
+    home, machine, result = start_run(WORK, label, a, command)
     stores, depts = shape_of(a.series)
     overrides = {
         "paths": {"local_dir": str(home / "local")},
@@ -105,14 +107,7 @@ def run(a: argparse.Namespace, command: str) -> dict[str, Any]:
             result["wall_s"] = round(time.perf_counter() - t0, 1)
             result["load_1m_end"] = _load()
             result.update(task_run_stages(since))
-            result["peaks_step_mb"] = {
-                role: sorted(
-                    (e["peak_mb"] for pid, e in sampler.peaks.items() if e["role"] == role
-                     and (pid not in before or e["peak_mb"] > before[pid])),
-                    reverse=True,
-                )
-                for role in {e["role"] for e in sampler.peaks.values()}
-            }  # fmt: skip
+            result["peaks_step_mb"] = peaks_since(sampler, before)
         finally:
             server.stop()
     result["loads_max"] = max((x for _, x in sampler.loads), default=None)
@@ -163,21 +158,10 @@ def write_report() -> None:
             "| stage | task runs | sum s | max s | first start -> last end s |",
             "| --- | ---: | ---: | ---: | ---: |",
         ]
-        for name, st in (r.get("stages") or {}).items():
-            out.append(
-                f"| {name} | {st['count']} | {st['sum_s']} | {st['max_s']} | {st['span_s']} |"
-            )
+        out += stage_rows(r.get("stages"))
         out += ["", "| process | peak RSS during the step |", "| --- | --- |"]
-        for role, vals in (r.get("peaks_step_mb") or {}).items():
-            out.append(f"| {role} | {_mb(vals)} |")
-        out += [
-            "",
-            f"Machine: {m['cores']} cores, {m['memory_gb']} GB, {m['cpu_model']}, {m['platform']},"
-            f" Python {m['python']}; "
-            + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
-            + f"; OMP_WAIT_POLICY={m['omp_wait_policy']}; date {m['date']}",
-            "",
-        ]
+        out += peak_rows(r.get("peaks_step_mb"))
+        out += ["", machine_line(m), ""]
     REPORT.write_text("\n".join(out))
 
 

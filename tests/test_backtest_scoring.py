@@ -34,7 +34,7 @@ class _StubForecaster:
         self.spec = types.SimpleNamespace(season_length=28, weekly_season=weekly_season)
         self.closes_sundays = closes_sundays
 
-    def fit(self, data):
+    def fit(self, data, rows=None):  # GlobalForecaster.fit's signature
         self.level_ = data.history.groupby(ID)["y"].apply(lambda s: s.tail(7).mean())
         return self
 

@@ -185,9 +185,7 @@ def fit_with(
     """``model`` fitted on ``data``: by ``fit`` when given (which builds its own rows, e.g.
     per shard on the workers), else ``model.fit(data, rows)`` in this process (``rows``:
     ``model.training_rows(data)`` if already built)."""
-    if fit is not None:
-        return fit(model, data)
-    return model.fit(data) if rows is None else model.fit(data, rows)
+    return fit(model, data) if fit is not None else model.fit(data, rows)
 
 
 def forecast_with(

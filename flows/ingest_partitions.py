@@ -4,9 +4,10 @@ workers``), else read and validated in the flow's process.
 
 On the workers the batch forecast's ingestion tasks run (``read-partition-<name>``,
 ``index-partition-<name>``, ``merge-indexes``, ``plan-shards``, ``shard-data-<shard>``,
-``validate-shard-<shard>``, ``data-validation``: one verdict and artifact before anything
-else runs); then the validated shards come to the flow's process as one panel, which
-training needs (the model's layout, the backtest's cuts, baselines and metrics).
+``validate-shard-<shard>``, ``validation-verdict``: one verdict and ``data-validation``
+artifact before anything else runs); then the validated shards come to the flow's process
+as one panel, which training needs (the model's layout, the backtest's cuts, baselines
+and metrics).
 """
 
 from __future__ import annotations

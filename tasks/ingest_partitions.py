@@ -2,10 +2,11 @@
 
 The partitions are read, cut into shards of whole last-key groups and validated on the
 workers by the batch forecast's tasks (:mod:`tasks.partitions`): ``read-partition-<name>``,
-``index-partition-<name>``, ``plan-shards``, ``shard-data-<shard>``,
-``validate-shard-<shard>``, ``data-validation``. Training then needs the panel itself (the
-model's layout, the backtest's cuts and baselines), so :func:`collect_panel` brings the
-validated shards, short series dropped, into the flow's process as one panel.
+``index-partition-<name>``, ``merge-indexes``, ``plan-shards``, ``shard-data-<shard>``,
+``validate-shard-<shard>``, ``validation-verdict`` (artifact ``data-validation``).
+Training then needs the panel itself (the model's layout, the backtest's cuts and
+baselines), so :func:`collect_panel` brings the validated shards, short series dropped,
+into the flow's process as one panel.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 from prefect import get_run_logger, task
 
 from salesflow.compute.shuffle import assemble_shard
@@ -53,7 +53,7 @@ def collect_panel(shards: list[Any], short: list[list[str]]) -> SalesData:
     pieces = [drop_series(f.result(), ids) for f, ids in zip(shards, short, strict=True)]
     # Each shard is already assembled and cut at data.as_of (its future starts after the
     # panel's last date) and the shards hold disjoint series: only concatenate and sort.
-    data = assemble_shard(pieces, pd.Timestamp.min, None)
+    data = assemble_shard(pieces, None, None)
     get_run_logger().info(
         "Collected %d series, %s rows from %d validated shards",
         data.n_series,

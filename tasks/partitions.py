@@ -144,8 +144,8 @@ def plan_from_indexes(
 ) -> ShufflePlan:
     """Shards of whole groups of the last key (the model's keys, else the data's), planned
     from the indexes only; ``origin`` None: the period after the data."""
-    s = settings
-    plan = plan_shuffle(indexes, skeleton, model, s.compute.shard_series, origin, s.data.as_of)
+    shard_series, as_of = settings.compute.shard_series, settings.data.as_of
+    plan = plan_shuffle(indexes, skeleton, model, shard_series, origin, as_of)
     start = "" if model is None else f" from origin {plan.origin.date()}"  # training: none
     get_run_logger().info(
         "%d series (%d rows) of %d partitions in %d shards%s",

@@ -169,17 +169,19 @@ def split_partition(data: SalesData, assign: pd.Series) -> dict[int, SalesData]:
 
 
 def assemble_shard(
-    pieces: list[SalesData], raw_last: pd.Timestamp, as_of: dt.date | None
+    pieces: list[SalesData], raw_last: pd.Timestamp | None, as_of: dt.date | None
 ) -> SalesData:
     """A shard from its pieces of every partition: history rows together, sorted by
     ``unique_id``, ``ds``; the future after the panel's last date (``raw_last``: each
-    partition's own future starts after its own last date), each (series, date) once;
-    then cut at ``as_of`` as :meth:`SalesData.as_of` cuts the whole panel."""
+    partition's own future starts after its own last date; None: pieces already cut, every
+    future row kept), each (series, date) once; then cut at ``as_of`` as
+    :meth:`SalesData.as_of` cuts the whole panel."""
     if not pieces:
         raise ValueError("a shard needs at least one piece")
     history = _sorted([p.history for p in pieces])
     future = _sorted([p.future for p in pieces])
-    future = future[future[DATE] > raw_last]
+    if raw_last is not None:
+        future = future[future[DATE] > raw_last]
     if len(pieces) > 1:  # a future file's rows of a series come with each of its partitions
         future = future.drop_duplicates([ID, DATE], keep="first")
     future = future.reset_index(drop=True)

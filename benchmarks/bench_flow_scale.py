@@ -64,7 +64,8 @@ STAGES = (
     "shard-data",
     "validate-shard",
     "validation-verdict",
-    "shard-features",
+    "shard-features",  # runs before the features were recomputed per pass (stay readable)
+    "share-shard",
     "shard-group-sums",
     "group-means",
     "forecast-shard",

@@ -2,13 +2,15 @@
 
 The flow's process plans the shards (``plan-shards``); the subflow runs with prefect-dask's
 ``DaskTaskRunner`` on the cluster of the ``compute`` settings. ``share-model`` puts the
-champion on the cluster once (the shard tasks read it from there). Per shard,
-``shard-features-<shard>`` computes the features (they stay on that worker); with group
-features (several keys) ``shard-group-sums-<shard>`` hands their sums to ``group-means``,
-which reduces them; ``forecast-shard-<shard>`` forecasts the shard and stages its rows in
-the warehouse, and ``commit-forecasts`` moves every staged row into the forecasts table in
-one transaction. The reduce and the commit run in the flow's process; the shards' data goes
-to the workers as task parameters, one shard per task.
+champion on the cluster once (the shard tasks read it from there). With group features
+(several keys) ``share-shard-<shard>`` sends each shard to a worker once and
+``shard-group-sums-<shard>`` computes each shard's features on its worker
+and hands their sums to ``group-means``, which reduces them; ``forecast-shard-<shard>``
+computes the shard's features (again), forecasts it and stages its rows in the warehouse,
+and ``commit-forecasts`` moves every staged row into the forecasts table in one
+transaction. The reduce and the commit run in the flow's process; the shards' data goes to
+the workers as task parameters, one shard per task, and each shard is freed once its
+forecast is staged.
 """
 
 from __future__ import annotations
@@ -27,17 +29,19 @@ from salesflow.data.schema import SalesData
 from salesflow.modelling.model import GlobalForecaster
 from salesflow.modelling.scoring import ScoringNotes, merge_rows_per_store
 from salesflow.storage.warehouse import WriteResult
+from tasks.partitions import release_futures
 from tasks.score_shards import (
     ShardJob,
+    ShardOrigin,
     check_cluster,
     commit_forecasts,
     drop_staged,
-    features_of_shard,
     forecast_and_stage,
     group_means,
     plan_shards,
     shard_group_sums,
     share_model,
+    share_shard,
 )
 
 
@@ -56,31 +60,33 @@ def forecast_shards(
     rows are dropped when anything fails. ``shards``: each shard's data, or a future of it
     held by a worker; ``short``: series to leave out of each shard (validation's)."""
     plan = job.plan
+    at = ShardOrigin.of(plan)
+    shards = list(shards)
+    short = list(short) if short is not None else [None] * len(shards)
     try:
         model = share_model.submit(job.model)
-        parts = features_of_shard.map(
-            data=list(shards),
-            shard=plan.names,
-            model=unmapped(model),
-            origin=unmapped(plan.origin),
-            holidays=unmapped(plan.holidays),
-            start=unmapped(plan.start),
-            short=list(short) if short is not None else unmapped(None),
-        )
         means = None
         if job.needs_group_sums:
-            sums = shard_group_sums.map(part=parts, shard=plan.names)
+            if not any(hasattr(d, "wrapped_future") for d in shards):  # data, not futures
+                shards = list(share_shard.map(data=shards, shard=plan.names))
+            sums = shard_group_sums.map(
+                model=unmapped(model), data=shards, shard=plan.names, at=unmapped(at), short=short
+            )
             means, notes = group_means([f.result() for f in sums], plan)
         forecasts = forecast_and_stage.map(
             model=unmapped(model),
-            part=parts,
+            data=shards,
             shard=plan.names,
+            at=unmapped(at),
+            short=short,
             means=unmapped(means),
             identity=unmapped(job.identity),
             settings=unmapped(job.settings),
             flow_run_id=unmapped(job.flow_run_id),
             stage_id=unmapped(job.stage_id),
         )
+        # Hand the shards over to Dask: each is freed once its forecast is staged.
+        release_futures(shards)
         done = [f.result() for f in forecasts]
         if means is None:
             _, notes = group_means([r.summary for r in done], plan)

@@ -183,8 +183,17 @@ def release_pieces(pieces: list[list[Any]], partitions: list[Any]) -> None:
     for futures in pieces:
         for f in futures:
             f.release()
-    for p in partitions:
-        p.wrapped_future.release()
+    release_futures(partitions)
+
+
+def release_futures(values: list[Any]) -> None:
+    """Drop this process's hold on the prefect-dask futures among ``values`` (other values
+    are left alone) once the tasks that need them are submitted: Dask frees each when those
+    tasks are done, and keeps how to compute it again while they run."""
+    for v in values:
+        wrapped = getattr(v, "wrapped_future", None)
+        if wrapped is not None:
+            wrapped.release()
 
 
 def _split(state: Any, assign: pd.Series) -> dict[int, SalesData]:

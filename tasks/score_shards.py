@@ -1,12 +1,15 @@
-"""Batch-scoring steps on Dask: plan the shards, features, group sums, forecast + stage,
-commit.
+"""Batch-scoring steps on Dask: plan the shards, group sums, forecast + stage, commit.
 
-A shard's features (``shard-features``) stay in the memory of the worker that computed
-them: ``shard-group-sums`` and ``forecast-shard`` read them there (prefect-dask hands the
-Dask future on; Dask runs a task where its input is), and only small values come back to
-the flow's process (the sums, the notes, the rows staged). A worker lost mid-run loses its
-running tasks and the features it held: Dask runs those tasks again on the other workers
-(Prefect records the task run again), so the run still completes.
+Each shard's data stays in the memory of the worker holding it (prefect-dask hands the
+Dask future on; Dask runs a task where its input is). With group features,
+``shard-group-sums-<shard>`` computes the shard's features there and returns only their
+sums and notes (small); ``forecast-shard-<shard>`` computes the features again, forecasts
+and stages the rows. The features are never kept between the two passes: the reduce needs
+every shard's sums before any forecast, so kept features would pile up on the workers
+until the last shard (at a million series, several times the panel). Only small values
+come back to the flow's process (the sums, the notes, the rows staged). A worker lost
+mid-run loses its running tasks and the data it held: Dask runs those tasks again on the
+other workers (Prefect records the task run again), so the run still completes.
 """
 
 from __future__ import annotations
@@ -118,30 +121,50 @@ def share_model(model: GlobalForecaster) -> GlobalForecaster:
     return model
 
 
-@task(name="shard-features", task_run_name="shard-features-{shard}", **IN_MEMORY)
-def features_of_shard(
-    model: GlobalForecaster,
-    data: SalesData,
-    shard: str,
-    origin: pd.Timestamp,
-    holidays: pd.Series,
-    start: pd.Timestamp,
-    short: list[str] | None = None,
+@task(name="share-shard", task_run_name="share-shard-{shard}", **IN_MEMORY)
+def share_shard(data: SalesData, shard: str) -> SalesData:  # noqa: ARG001 - the name
+    """A shard planned in the flow's process, sent to a worker once: its group sums and its
+    forecast both read it there."""
+    return data
+
+
+@dataclass(frozen=True)
+class ShardOrigin:
+    """What every shard's features need besides its data (small): the origin, the whole
+    panel's holiday flags and first date."""
+
+    origin: pd.Timestamp
+    holidays: pd.Series
+    start: pd.Timestamp
+
+    @classmethod
+    def of(cls, plan: ScoringPlan) -> ShardOrigin:
+        return cls(plan.origin, plan.holidays, plan.start)
+
+
+def _shard_part(
+    model: GlobalForecaster, data: SalesData, at: ShardOrigin, short: list[str] | None
 ) -> ShardPart:
-    """One shard's covariate fill and features at the origin (kept on the worker), without
-    its ``short`` series (dropped by the validation gate)."""
+    """A shard's covariate fill and features at the origin, without its ``short`` series
+    (dropped by the validation gate)."""
     if short:
         data = drop_series(data, short)
-    part = shard_features(model, data, origin, holidays, start)
-    n = part.summary.n_series_forecast
-    get_run_logger().info("Shard %s: features of %d series", shard, n)
-    return part
+    return shard_features(model, data, at.origin, at.holidays, at.start)
 
 
 @task(name="shard-group-sums", task_run_name="shard-group-sums-{shard}", **IN_MEMORY)
-def shard_group_sums(part: ShardPart, shard: str) -> ShardSummary:  # noqa: ARG001 - the name
-    """A shard's group sums and notes (small): what the reduce needs of it."""
-    return part.summary
+def shard_group_sums(
+    model: GlobalForecaster,
+    data: SalesData,
+    shard: str,
+    at: ShardOrigin,
+    short: list[str] | None = None,
+) -> ShardSummary:
+    """A shard's features, reduced on its worker to their group sums and notes: what the
+    reduce needs of it (the features themselves are dropped)."""
+    summary = _shard_part(model, data, at, short).summary
+    get_run_logger().info("Shard %s: group sums of %d series", shard, summary.n_series_forecast)
+    return summary
 
 
 @task(name="group-means", **IN_MEMORY)
@@ -167,16 +190,20 @@ def group_means(
 )
 def forecast_and_stage(
     model: GlobalForecaster,
-    part: ShardPart,
+    data: SalesData,
     shard: str,
+    at: ShardOrigin,
+    short: list[str] | None,
     means: dict[str, pd.DataFrame] | None,
     identity: dict[str, Any],
     settings: Settings,
     flow_run_id: str | None,
     stage_id: str,
 ) -> ShardResult:
-    """One shard's forecasts, staged in the warehouse under ``stage_id`` (re-staging a
-    shard replaces its rows). ``means`` None (no group features): this shard alone."""
+    """One shard's features and forecasts, staged in the warehouse under ``stage_id``
+    (re-staging a shard replaces its rows). ``means`` None (no group features): this shard
+    alone."""
+    part = _shard_part(model, data, at, short)
     if part.summary.gaps is not None:  # group-means raises for every shard at once
         return ShardResult(part.summary, 0, [])
     pred = forecast_shard(model, part, means)

@@ -41,10 +41,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             yield {"local": local, "champion": champion, "cluster": cluster, "settings": s}
 
 
-def _dask(world: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+def _dask(world: dict[str, Any], data: dict[str, Any], ingest: str = "workers") -> dict[str, Any]:
     address = world["cluster"].scheduler_address
     compute = {"engine": "dask", "address": address, "shard_series": SHARD_SERIES}
-    return {"compute": compute, "data": data}
+    return {"compute": {**compute, "ingest": ingest}, "data": data}
 
 
 def _forecast(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -60,11 +60,11 @@ def _rows(world: dict[str, Any]) -> pd.DataFrame:
     return rows.sort_values(["unique_id", "target_date"]).reset_index(drop=True)
 
 
-def _same_answers(world: dict[str, Any], data: dict[str, Any]) -> None:
+def _same_answers(world: dict[str, Any], data: dict[str, Any], ingest: str = "workers") -> None:
     """The local engine's rows, then the Dask engine's: equal within 1e-6."""
     local = _forecast({"data": data})
     local_rows = _rows(world)
-    result = _forecast(_dask(world, data))
+    result = _forecast(_dask(world, data, ingest))
     rows = _rows(world)
     assert result["rows_written"] == local["rows_written"] == len(rows) == len(local_rows)
     assert result["rows_replaced"] == len(rows) and result["series"] == local["series"]
@@ -84,6 +84,32 @@ def _same_answers(world: dict[str, Any], data: dict[str, Any]) -> None:
 def test_synthetic_parts_same_answers_as_local(world):
     """data.synthetic.parts = 3: three parts read on the workers, the local engine's rows."""
     _same_answers(world, {"synthetic": {"parts": 3}})
+
+
+def _subflow_task_names(like: str) -> list[str]:
+    """The task runs of the newest subflow run whose name contains ``like``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=like)),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )[0]
+        return sorted(t.name for t in client.read_task_runs() if t.flow_run_id == run.id)
+
+
+def test_driver_ingest_same_answers_as_local(world):
+    """compute.ingest: driver: the flow's process reads the panel and plans the shards,
+    each is sent to a worker once (share-shard) for its group sums and its forecast, and
+    the rows are the local engine's."""
+    _same_answers(world, {"synthetic": {"parts": 1}}, ingest="driver")
+    names = _subflow_task_names("score-shards of")
+    for step in ("share-shard-", "shard-group-sums-", "forecast-shard-"):
+        assert len([n for n in names if n.startswith(step)]) == 4, (step, names)
+    assert not [n for n in names if n.startswith("shard-features-")]
 
 
 def _write_files(folder, duplicate: bool = False) -> dict[str, Any]:

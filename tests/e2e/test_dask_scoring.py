@@ -152,15 +152,18 @@ def test_dask_rows_equal_local_rows(local_then_dask, champion, small_data):
 
 
 def test_shards_are_named_task_runs(local_then_dask):
-    """The partition read on a worker; per shard, completed data, validation, features,
-    group sums and forecast task runs; one verdict, one commit."""
+    """The partition read on a worker; per shard, completed data, validation, group sums
+    and forecast task runs (the shards live on the workers: no share-shard runs); one
+    verdict, one commit."""
     *_, run_id, _ = local_then_dask
     runs = _task_runs(run_id)
     by = lambda prefix: [r for r in runs if r.name.startswith(prefix)]  # noqa: E731
     shards = by("forecast-shard-")
     assert len(shards) == 4 and all(r.state.is_completed() for r in shards)
     assert sorted(r.name for r in shards)[0] == "forecast-shard-000-3-series-from-1/1"
-    assert len(by("shard-features-")) == len(by("shard-group-sums-")) == 4
+    sums = by("shard-group-sums-")
+    assert len(sums) == 4 and all(r.state.is_completed() for r in sums)
+    assert by("shard-features-") == by("share-shard-") == []
     assert [r.name for r in by("read-partition-")] == ["read-partition-synthetic-1-of-1"]
     assert len(by("shard-data-")) == len(by("validate-shard-")) == 4
     assert [r.state.is_completed() for r in by("validation-verdict")] == [True]

@@ -3,10 +3,11 @@
 Dask decides when a worker spills results to disk from ``dask.sizeof.sizeof`` of each one.
 Unknown objects count as ``sys.getsizeof``: a few dozen bytes for a :class:`SalesData` shard
 of a million rows, and prefect-dask keeps each task's result inside the Prefect ``State``
-the task returns, which counts as small too. Without this plugin a worker never spills the
-shards it holds: its memory grows unmanaged until the nanny kills it at 95 % of its limit
-(``KilledWorker``). With it, the shards, partitions and pieces of a batch forecast count
-as the pandas frames they hold, so a worker spills them before that.
+the task returns, which counts as small too. Without this plugin the shards a worker holds
+are unmanaged memory to Dask (it spills by size from 60 % of the limit, and only evicts
+blindly once the process passes 70 %): at a million series the nanny killed workers at
+95 % of their limit (``KilledWorker``). With it, the shards, partitions and pieces of a
+batch forecast count as the pandas frames they hold, so a worker spills them before that.
 
 Registered through the ``dask.sizeof`` entry point of ``pyproject.toml``: Dask loads it in
 every process that imports ``dask.sizeof`` (scheduler, workers, the flow's process), with

@@ -50,7 +50,10 @@ def score_shards_flow(job: ShardJob) -> tuple[list[dict], ScoringNotes, WriteRes
     """Forecast every shard on the cluster, stage the rows, commit them once. Returns the
     rows per store, the run's notes and the write's result. ``job``: a future of
     ``plan-shards`` (its run's parameters show a placeholder, never the data)."""
-    return forecast_shards(job, job.plan.shards)
+    shards: Sequence[Any] = job.plan.shards
+    if job.needs_group_sums:  # read by both passes: sent to a worker once
+        shards = list(share_shard.map(data=shards, shard=job.plan.names))
+    return forecast_shards(job, shards)
 
 
 def forecast_shards(
@@ -67,8 +70,6 @@ def forecast_shards(
         model = share_model.submit(job.model)
         means = None
         if job.needs_group_sums:
-            if not any(hasattr(d, "wrapped_future") for d in shards):  # data, not futures
-                shards = list(share_shard.map(data=shards, shard=plan.names))
             sums = shard_group_sums.map(
                 model=unmapped(model), data=shards, shard=plan.names, at=unmapped(at), short=short
             )
